@@ -1,0 +1,94 @@
+"""Bayeux (CometD) messages out of long-poll bodies and WebSocket frames.
+
+Pure: takes bytes and returns message dicts; a batch that cannot be read comes back as Unreadable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from gwsproxy.lenient import Unreadable, loads
+
+NOTIFICATIONS_PATH = "/api/v2/notifications"
+HANDSHAKE = "/meta/handshake"
+CONNECT = "/meta/connect"
+SUBSCRIBE = "/meta/subscribe"
+UNSUBSCRIBE = "/meta/unsubscribe"
+DISCONNECT = "/meta/disconnect"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The messages of one long-poll body or WebSocket frame, in wire order."""
+
+    messages: tuple[dict[str, Any], ...]
+    repairs: tuple[str, ...] = ()
+
+
+def is_notifications_path(path: str) -> bool:
+    """The CometD endpoint and its sub-paths (`.../handshake`, `.../connect`)."""
+    path = path.split("?", 1)[0]
+    i = path.find(NOTIFICATIONS_PATH)
+    if i < 0:
+        return False
+    rest = path[i + len(NOTIFICATIONS_PATH) :]
+    return rest == "" or rest.startswith("/")
+
+
+def parse_batch(body: bytes | str, content_type: str | None = None) -> Batch | Unreadable:
+    """Messages from a JSON array or object, or a form-encoded `message=` body."""
+    if content_type and "x-www-form-urlencoded" in content_type.lower():
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
+        fields = parse_qs(text, keep_blank_values=True)
+        if "message" not in fields:
+            return Unreadable("form body without a `message` field")
+        body = fields["message"][0]
+    parsed = loads(body)
+    if isinstance(parsed, Unreadable):
+        return parsed
+    value = parsed.value
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(m, dict) for m in items):
+        return Unreadable("a Bayeux batch holds something that is not a message object")
+    return Batch(tuple(items), parsed.repairs)
+
+
+def is_meta(message: dict[str, Any]) -> bool:
+    channel = message.get("channel")
+    return isinstance(channel, str) and channel.startswith("/meta/")
+
+
+def is_data(message: dict[str, Any]) -> bool:
+    """A message delivered on an application channel (not meta, not service)."""
+    channel = message.get("channel")
+    return (
+        isinstance(channel, str)
+        and not channel.startswith(("/meta/", "/service/"))
+        and "data" in message
+    )
+
+
+def handshake_client_id(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str | None:
+    """The clientId a successful handshake answer hands out, if this batch holds one."""
+    for m in messages:
+        if (
+            m.get("channel") == HANDSHAKE
+            and m.get("successful")
+            and isinstance(m.get("clientId"), str)
+        ):
+            return m["clientId"]
+    return None
+
+
+def channel_matches(pattern: str, channel: str) -> bool:
+    """Bayeux channel globbing: `/a/*` matches one segment, `/a/**` any number."""
+    if pattern == channel:
+        return True
+    if pattern.endswith("/**"):
+        return channel.startswith(pattern[:-2])
+    if pattern.endswith("/*"):
+        prefix = pattern[:-1]
+        return channel.startswith(prefix) and "/" not in channel[len(prefix) :]
+    return False

@@ -1,0 +1,199 @@
+"""The `gwsproxy` command line: one console script, a subcommand per job.
+
+Bad input ends in one line on stderr saying what is wrong and what to do, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, exit 2."""
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} must not be negative")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _positive(int)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0-65535)")
+    return int(value)
+
+
+def _rate(text: str) -> float:
+    value = _positive(float)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is a rate between 0 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gwsproxy",
+        description="Record, inspect and replay GWS user-data requests and their CometD notifications.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("sim", help="run the built-in GWS simulator")
+    _sim_options(sim, port=8090)
+    sim.set_defaults(run=cmd_sim)
+
+    load = sub.add_parser("load", help="simulated agents sending user-data operations to a GWS")
+    load.add_argument("--target", required=True, help="GWS base URL, e.g. http://127.0.0.1:8090")
+    _load_options(load)
+    load.set_defaults(run=cmd_load)
+
+    demo = sub.add_parser("demo", help="the simulator with simulated agents: the first thing to run")
+    _load_options(demo, agents=10, ops=20)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("-p", "--port", type=_port, default=port, help=f"port (default {port}; 0: any)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--agents", type=_positive(int), default=10, help="agents agent1..agentN")
+    p.add_argument("--per-agent", type=_positive(int), default=1, help="interactions per media")
+    p.add_argument("--shared", type=_positive(int), default=0, help="chats shared by two agents")
+    p.add_argument("--delay", type=_positive(float), default=0.02, help="notification delay (s)")
+    p.add_argument("--jitter", type=_positive(float), default=0.02, help="added random delay (s)")
+    p.add_argument("--faults", type=_rate, default=0.0, help="rate of Error notifications")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -> None:
+    p.add_argument("--agents", type=_positive(int), default=agents, help="number of agents")
+    p.add_argument("--ops", type=_positive(int), default=ops, help="operations per agent")
+    p.add_argument(
+        "--transport", choices=("long-polling", "websocket"), default="long-polling", help="CometD transport"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--timeout", type=_positive(float), default=10.0, help="notification timeout (s)")
+
+
+def _sim_config(args: argparse.Namespace):
+    from gwsproxy.sim import SimConfig
+
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        agents=args.agents,
+        per_agent=args.per_agent,
+        shared=args.shared,
+        delay=args.delay,
+        jitter=args.jitter,
+        faults=args.faults,
+        seed=args.seed,
+    )
+
+
+async def _start_sim(config) -> object:
+    from gwsproxy.sim import start_simulator
+
+    try:
+        return await start_simulator(config)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {config.port} is in use: pick another with -p") from None
+        raise UserError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    async def main() -> None:
+        running = await _start_sim(_sim_config(args))
+        print(
+            f"GWS simulator on {running.url}  agents agent1..agent{args.agents}, "
+            f"password 'password'  (Ctrl-C stops it)",
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await running.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def _load_config(args: argparse.Namespace, target: str):
+    from gwsproxy.agents import LoadConfig
+
+    return LoadConfig(
+        target=target,
+        agents=args.agents,
+        ops=args.ops,
+        transport=args.transport,
+        seed=args.seed,
+        timeout=args.timeout,
+    )
+
+
+async def _run_load(config, console: Console):
+    from gwsproxy.agents import LoadError, run_load
+
+    try:
+        return await run_load(config)
+    except LoadError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    console = Console()
+    report = asyncio.run(_run_load(_load_config(args, args.target.rstrip("/")), console))
+    console.print(report.table())
+    return 0 if report.timeouts == 0 else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gwsproxy.sim import SimConfig
+
+    console = Console()
+
+    async def main():
+        running = await _start_sim(SimConfig(port=0, agents=args.agents, seed=args.seed, faults=0.02))
+        console.print(f"[bold]GWS simulator[/] on {running.url}; {args.agents} simulated agents at work")
+        try:
+            return await _run_load(_load_config(args, running.url), console)
+        finally:
+            await running.stop()
+
+    report = asyncio.run(main())
+    console.print(report.table())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as e:
+        print(f"gwsproxy {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""The GWS API v2 vocabulary: user-data operations, their HTTP answers and CometD notifications.
+
+Pure functions over bytes and dicts that accept every spelling and quirk of gws-protocol.md and
+never raise: what cannot be read comes back as a value that says why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gwsproxy.lenient import Unreadable, loads
+
+UPDATE = "UpdateUserData"
+ATTACH = "AttachUserData"
+DELETE = "DeleteUserData"
+DELETE_PAIR = "DeleteUserDataPair"
+OPERATIONS = (UPDATE, ATTACH, DELETE, DELETE_PAIR)
+_OPERATION_BY_LOWER = {op.lower(): op for op in OPERATIONS}
+
+# Notification types that report a user-data change or its failure (PRODUCT.md, inferred match).
+CHANGE_TYPES = frozenset({"PropertiesUpdated", "AttachedDataChanged", "Error"})
+VOICE_ERROR = "ErrorMessage"
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One GWS media: how its URLs, CometD topic and notification objects are spelled."""
+
+    name: str
+    collections: tuple[str, ...]  # every spelling accepted in URLs; the first is canonical
+    channel: str
+    message_type: str
+    object_key: str
+    reference_in_answer: bool  # the docs show referenceId in the HTTP answer
+    aliases: tuple[str, ...] = ()  # other message-type stems and object keys seen in docs
+
+
+MEDIA = (
+    Media("voice", ("calls",), "/v2/me/calls", "CallStateChangeMessage", "call", False),
+    Media("chat", ("chats",), "/v2/me/chats", "ChatStateChangeMessage", "chat", False),
+    Media(
+        "sms",
+        ("smssessions", "smsessions"),
+        "/v2/me/smssessions",
+        "SMSsessionStateChangeMessage",
+        "smssession",
+        False,
+        ("smsession",),
+    ),
+    Media(
+        "facebook",
+        ("facebooksessions", "facebooksession"),
+        "/v2/me/facebooksession",
+        "FacebooksessionStateChangeMessage",
+        "facebooksession",
+        False,
+    ),
+    Media("email", ("emails",), "/v2/me/emails", "EmailStateChangeMessage", "email", False),
+    Media(
+        "workitem",
+        ("workitems",),
+        "/v2/me/workitems",
+        "WorkitemStateChangeMessage",
+        "workitem",
+        True,
+    ),
+    Media(
+        "openmedia",
+        ("openmedia",),
+        "/v2/me/openmedia",
+        "OpenmediaStateChangeMessage",
+        "openmedia",
+        True,
+    ),
+    Media(
+        "twitter",
+        ("twitter", "tweets"),
+        "/v2/me/twitter",
+        "TwitterStateChangeMessage",
+        "twitter",
+        True,
+        ("tweet",),
+    ),
+    Media(
+        "im",
+        ("im-sessions",),
+        "/v2/me/im-sessions",
+        "IMSessionStateChangeMessage",
+        "imSession",
+        False,
+    ),
+)
+MEDIA_BY_NAME = {m.name: m for m in MEDIA}
+UNKNOWN = "unknown"
+
+
+def _word(text: str) -> str:
+    return text.strip().lower().replace("-", "").replace("_", "")
+
+
+def _media_words() -> dict[str, str]:
+    words: dict[str, str] = {}
+    for m in MEDIA:
+        stems = (m.message_type.removesuffix("StateChangeMessage"), m.object_key, *m.aliases)
+        for w in (*m.collections, m.channel.rsplit("/", 1)[1], *stems):
+            words[_word(w)] = m.name
+            words[_word(w) + "s"] = m.name
+    return words
+
+
+_MEDIA_BY_WORD = _media_words()
+
+
+def media_of(word: str | None) -> str:
+    """The media a collection, channel tail, object key or messageType stem names."""
+    if not word:
+        return UNKNOWN
+    w = _word(word)
+    return _MEDIA_BY_WORD.get(w) or _MEDIA_BY_WORD.get(
+        _word(w.removesuffix("statechangemessage")), UNKNOWN
+    )
+
+
+# ---- requests ---------------------------------------------------------------------------------
+
+_PATH = re.compile(r"(?:^|/)api/v2/me/(?P<collection>(?:[^/?#]+/)*?[^/?#]+)/(?P<id>[^/?#]+)/?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An interaction named by a request path."""
+
+    media: str
+    collection: str  # as spelled, e.g. "smsessions" or "openmedia/promotion"
+    interaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserDataRequest:
+    """A user-data operation as the client asked for it."""
+
+    target: Target
+    operation: str
+    user_data: dict[str, Any] | None = None  # Update / Attach
+    keys: tuple[str, ...] | None = None  # DeleteUserData on multimedia
+    key: str | None = None  # DeleteUserDataPair, and DeleteUserData on IM
+    repairs: tuple[str, ...] = ()
+
+    @property
+    def media(self) -> str:
+        return self.target.media
+
+    @property
+    def interaction_id(self) -> str:
+        return self.target.interaction_id
+
+    @property
+    def requested(self) -> dict[str, Any] | list[str] | None:
+        """What the request names: the user data to write, or the keys to delete (None: all)."""
+        if self.operation in (UPDATE, ATTACH):
+            return self.user_data
+        if self.keys is not None:
+            return list(self.keys)
+        return [self.key] if self.key is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A POST to an interaction whose body could not be read: kept raw with the reason."""
+
+    target: Target
+    reason: str
+
+
+def parse_target(path: str) -> Target | None:
+    """The interaction an `/api/v2/me/<collection>/<id>` path names, or None."""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    m = _PATH.search(path)
+    if m is None:
+        return None
+    collection = m["collection"]
+    return Target(media_of(collection.split("/", 1)[0]), collection, m["id"])
+
+
+def classify_request(
+    method: str, path: str, body: bytes | str
+) -> UserDataRequest | BadRequest | None:
+    """A user-data operation, a damaged POST to an interaction, or None for any other request."""
+    if method.upper() != "POST":
+        return None
+    target = parse_target(path)
+    if target is None:
+        return None
+    parsed = loads(body)
+    if isinstance(parsed, Unreadable):
+        return BadRequest(target, parsed.reason)
+    doc = parsed.value
+    if not isinstance(doc, dict):
+        return BadRequest(target, f"body is a JSON {type(doc).__name__}, not an object")
+    name = doc.get("operationName")
+    operation = _OPERATION_BY_LOWER.get(name.strip().lower()) if isinstance(name, str) else None
+    if operation is None:
+        return None
+    user_data = doc.get("userData")
+    keys = doc.get("keys")
+    key = doc.get("key")
+    return UserDataRequest(
+        target=target,
+        operation=operation,
+        user_data=user_data if isinstance(user_data, dict) else None,
+        keys=tuple(str(k) for k in keys) if isinstance(keys, list) else None,
+        key=str(key) if isinstance(key, str | int) and not isinstance(key, bool) else None,
+        repairs=parsed.repairs,
+    )
+
+
+# ---- HTTP answers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The GWS fields of an HTTP answer body."""
+
+    status_code: int | None
+    status_message: str | None = None
+    reference_id: int | str | None = None
+    value: Any = None
+    repairs: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code in (0, None)
+
+
+def parse_answer(body: bytes | str) -> Answer | Unreadable:
+    parsed = loads(body)
+    if isinstance(parsed, Unreadable):
+        return parsed
+    doc = parsed.value
+    if not isinstance(doc, dict):
+        return Answer(None, value=doc, repairs=parsed.repairs)
+    code = doc.get("statusCode")
+    message = doc.get("statusMessage")
+    return Answer(
+        status_code=_int_or_none(code),
+        status_message=message if isinstance(message, str) else None,
+        reference_id=reference_of(doc.get("referenceId")),
+        value=doc,
+        repairs=parsed.repairs,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def reference_of(value: Any) -> int | str | None:
+    """A referenceId as an int where it reads as one (docs show ints; "85" equals 85)."""
+    if value is None or isinstance(value, bool):
+        return None
+    as_int = _int_or_none(value)
+    if as_int is not None:
+        return as_int
+    return value if isinstance(value, str) else str(value)
+
+
+def interactions_in(value: Any, depth: int = 3) -> list[dict[str, Any]]:
+    """Interaction objects (dicts with an `id` and `userData`) in a GET answer, shallow search."""
+    found: list[dict[str, Any]] = []
+    if depth < 0:
+        return found
+    if isinstance(value, dict):
+        if "id" in value and isinstance(value.get("userData"), dict):
+            found.append(value)
+            return found
+        for v in value.values():
+            if isinstance(v, dict | list):
+                found.extend(interactions_in(v, depth - 1))
+    elif isinstance(value, list):
+        for v in value:
+            found.extend(interactions_in(v, depth - 1))
+    return found
+
+
+# ---- notifications -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A GWS notification, from a Bayeux message (channel + data) or a bare `data` object."""
+
+    channel: str | None
+    message_type: str | None
+    notification_type: str | None
+    reference_id: int | str | None
+    media: str
+    interaction_id: str | None
+    interaction_key: str | None
+    interaction: dict[str, Any] | None
+    user_data: dict[str, Any] | None  # None: the notification carries no userData
+    error_message: str | None
+    data: dict[str, Any]
+
+    @property
+    def is_error(self) -> bool:
+        return self.notification_type == "Error" or (self.message_type or "").strip() == VOICE_ERROR
+
+    @property
+    def reports_change(self) -> bool:
+        """Whether this type may answer a user-data request (the inferred-match rule)."""
+        return self.is_error or self.notification_type in CHANGE_TYPES
+
+
+def parse_notification(message: Any) -> Notification | None:
+    """A Notification from a decoded message; None when it is not a GWS notification at all."""
+    if not isinstance(message, dict):
+        return None
+    data = message.get("data")
+    if isinstance(data, dict) and ("channel" in message or "messageType" not in message):
+        channel = message.get("channel")
+        channel = channel if isinstance(channel, str) else None
+    else:
+        channel, data = None, message
+    message_type = _str_or_none(data.get("messageType"))
+    notification_type = _str_or_none(data.get("notificationType"))
+    key, obj = _interaction_object(data)
+    if message_type is None and notification_type is None and obj is None:
+        return None
+    media = UNKNOWN
+    for word in (_channel_tail(channel), message_type, key):
+        media = media_of(word)
+        if media != UNKNOWN:
+            break
+    user_data = obj.get("userData") if obj is not None else None
+    error = data.get("errorMessage", obj.get("errorMessage") if obj else None)
+    ident = obj.get("id") if obj is not None else None
+    return Notification(
+        channel=channel,
+        message_type=message_type,
+        notification_type=notification_type.strip() if notification_type else None,
+        reference_id=reference_of(data.get("referenceId")),
+        media=media,
+        interaction_id=str(ident) if isinstance(ident, str | int) else None,
+        interaction_key=key,
+        interaction=obj,
+        user_data=user_data if isinstance(user_data, dict) else None,
+        error_message=error if isinstance(error, str) else None,
+        data=data,
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _channel_tail(channel: str | None) -> str | None:
+    if not channel:
+        return None
+    parts = channel.split("/")
+    return parts[3] if len(parts) > 3 and parts[1:3] == ["v2", "me"] else parts[-1]
+
+
+def _interaction_object(data: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    # The rule for every media, known or not: the value that is an object holding an `id`;
+    # failing that, one holding `userData` (a damaged sample may lose its id).
+    fallback: tuple[str | None, dict[str, Any] | None] = (None, None)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if "id" in value:
+                return key, value
+            if fallback[1] is None and "userData" in value:
+                fallback = (key, value)
+    return fallback

@@ -1,0 +1,346 @@
+"""The built-in GWS simulator: interactions on every media, user-data operations, notifications.
+
+The embedded upstream for demos, tests and benchmarks; binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import secrets
+import string
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from gwsproxy import gws
+from gwsproxy.cometd import BayeuxServer
+from gwsproxy.lenient import Parsed, loads
+
+PASSWORD = "password"
+CSRF_HEADER = "X-CSRF-TOKEN"
+SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
+# The keys the seed documents' UpdateUserData added: absent before it, so replaying the
+# documented request against the simulator yields the documented notification.
+SEED_UPDATE_KEYS = ("UserData1", "UserData2")
+
+
+class KVList(dict):
+    """Voice user data: reads as a dict (last value wins), serialises every pair, duplicates too.
+
+    The json encoder takes a dict subclass's items(), so AttachUserData's duplicate keys reach
+    the wire as GWS sends them.
+    """
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self):  # type: ignore[override]
+        return list(self.pairs)
+
+
+@dataclass(slots=True)
+class Interaction:
+    id: str
+    media: gws.Media
+    agents: tuple[str, ...]
+    pairs: list[tuple[str, Any]]  # voice keeps duplicate keys, so pairs rather than a dict
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def user_data(self) -> dict[str, Any]:
+        return dict(self.pairs)
+
+    def snapshot(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"id": self.id, **self.fields}
+        if self.pairs or self.media.name != "voice":  # voice omits emptied user data
+            has_dupes = len(dict(self.pairs)) != len(self.pairs)
+            obj["userData"] = KVList(list(self.pairs)) if has_dupes else dict(self.pairs)
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    agents: int = 10
+    per_agent: int = 1  # generated interactions per agent and media
+    shared: int = 0  # chats shared by two neighbouring agents (notifications go to both)
+    delay: float = 0.02  # seconds from HTTP answer to notification
+    jitter: float = 0.02
+    faults: float = 0.0  # rate of Error notifications (the change is then not applied)
+    seed: int = 0
+    cometd_timeout: float = 30.0
+
+
+class Fail(Exception):
+    """A GWS error answer: HTTP status, statusCode, statusMessage."""
+
+    def __init__(self, http: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.http, self.code, self.message = http, code, message
+
+
+class Simulator:
+    """GWS state and its HTTP API; notifications go out through a BayeuxServer."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.agents = {f"agent{i}": PASSWORD for i in range(1, config.agents + 1)}
+        self.sessions: dict[str, str] = {}  # JSESSIONID -> agent
+        self.csrf: dict[str, str] = {}  # agent -> token
+        self.interactions: dict[str, Interaction] = {}
+        self.bayeux = BayeuxServer(timeout=config.cometd_timeout, authenticate=self.agent_of)
+        self.reference = 0
+        self.ops = 0
+        self.log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self._seed_interactions()
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def _seed_interactions(self) -> None:
+        names = sorted(self.agents)
+        for filename in SEED_FILES:
+            parsed = loads(resources.files("gwsproxy.data").joinpath(filename).read_bytes())
+            assert isinstance(parsed, Parsed), filename
+            note = gws.parse_notification(parsed.value)
+            assert note is not None and note.interaction is not None and note.user_data
+            media = gws.MEDIA_BY_NAME[note.media]
+            pairs = [(k, v) for k, v in note.user_data.items() if k not in SEED_UPDATE_KEYS]
+            fields = {k: v for k, v in note.interaction.items() if k not in ("id", "userData")}
+            self._add(Interaction(note.interaction_id or "", media, (names[0],), pairs, fields))
+        for agent in names:
+            for media in gws.MEDIA:
+                for _ in range(self.config.per_agent):
+                    self._add(self._generate(media, (agent,)))
+        for i in range(min(self.config.shared, len(names) - 1)):
+            self._add(self._generate(gws.MEDIA_BY_NAME["chat"], (names[i], names[i + 1])))
+
+    def _add(self, interaction: Interaction) -> None:
+        self.interactions[interaction.id] = interaction
+
+    def _generate(self, media: gws.Media, agents: tuple[str, ...]) -> Interaction:
+        rng = self.rng
+        ident = "".join(rng.choices(string.digits + string.ascii_uppercase, k=16))
+        pairs: list[tuple[str, Any]] = [
+            ("CustomerSegment", rng.choice(["default", "gold", "silver"])),
+            ("ServiceType", rng.choice(["default", "sales", "support"])),
+            ("ServiceObjective", rng.randint(0, 60)),
+            ("Subject", rng.choice(["Customer support", "Billing", "Order status"])),
+            ("RTenant", "Environment"),
+        ]
+        fields: dict[str, Any] = {
+            "state": "Established" if media.name == "voice" else "Processing",
+            "uri": f"http://{self.config.host}:{self.config.port}/api/v2/{media.collections[0]}/{ident}",
+            "participants": [{"nickname": a, "type": "Agent"} for a in agents],
+        }
+        if media.name == "openmedia":
+            fields["mediaType"] = "promotion"
+        return Interaction(ident, media, agents, pairs, fields)
+
+    def path_of(self, interaction: Interaction) -> str:
+        """The canonical user-data URL path of an interaction."""
+        collection = interaction.media.collections[0]
+        if interaction.media.name == "openmedia":
+            collection += "/" + interaction.fields.get("mediaType", "promotion")
+        return f"/api/v2/me/{collection}/{interaction.id}"
+
+    # ---- auth -----------------------------------------------------------------------------------
+
+    def agent_of(self, request: web.Request) -> str | None:
+        """The agent behind a request: Basic auth, else the JSESSIONID cookie."""
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return user if self.agents.get(user) == password else None
+        return self.sessions.get(request.cookies.get("JSESSIONID", ""))
+
+    # ---- HTTP -----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.bayeux.add_routes(app)
+        app.router.add_get("/api/v2/me", self.me)
+        app.router.add_get("/api/v2/me/{collection:.+}", self.get)
+        app.router.add_post("/api/v2/me/{collection:.+}/{id}", self.post)
+        app.router.add_get("/_sim/log", self.get_log)
+        return app
+
+    async def me(self, request: web.Request) -> web.Response:
+        agent = self.agent_of(request)
+        if agent is None:
+            return _fail(Fail(401, 20, "Not authenticated"))
+        response = web.json_response({"statusCode": 0, "user": {"userName": agent, "id": agent}})
+        if request.cookies.get("JSESSIONID") not in self.sessions:
+            token = secrets.token_hex(16)
+            self.sessions[token] = agent
+            response.set_cookie("JSESSIONID", token, httponly=True)
+            response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
+        response.headers["X-CSRF-HEADER"] = CSRF_HEADER
+        response.headers[CSRF_HEADER] = self.csrf.setdefault(agent, secrets.token_hex(12))
+        return response
+
+    async def get(self, request: web.Request) -> web.Response:
+        agent = self.agent_of(request)
+        if agent is None:
+            return _fail(Fail(401, 20, "Not authenticated"))
+        path = request.match_info["collection"]
+        head, _, tail = path.rpartition("/")
+        ix = self.interactions.get(tail)
+        if head and ix is not None and agent in ix.agents:
+            return web.json_response({"statusCode": 0, ix.media.object_key: ix.snapshot()})
+        media = gws.media_of(path.split("/", 1)[0])
+        if media == gws.UNKNOWN or (head and gws.media_of(head) != media):
+            return _fail(Fail(404, 6, f"no such resource: {path}"))
+        found = [
+            i.snapshot()
+            for i in self.interactions.values()
+            if i.media.name == media and agent in i.agents
+        ]
+        return web.json_response({"statusCode": 0, path: found}, dumps=json.dumps)
+
+    async def get_log(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.log))
+
+    async def post(self, request: web.Request) -> web.Response:
+        agent = self.agent_of(request)
+        if agent is None:
+            return _fail(Fail(401, 20, "Not authenticated"))
+        body = await request.read()
+        classified = gws.classify_request("POST", request.path, body)
+        try:
+            if isinstance(classified, gws.BadRequest):
+                raise Fail(400, 1, f"the body is not readable JSON: {classified.reason}")
+            if classified is None:
+                raise Fail(400, 2, "not a user-data operation the simulator knows")
+            return self._operate(agent, classified)
+        except Fail as fail:
+            return _fail(fail)
+
+    def _operate(self, agent: str, req: gws.UserDataRequest) -> web.Response:
+        ix = self.interactions.get(req.interaction_id)
+        if ix is None or agent not in ix.agents or req.media not in (ix.media.name, gws.UNKNOWN):
+            raise Fail(404, 6, f"interaction {req.interaction_id} not found")
+        before = ix.user_data()
+        after = apply(ix.pairs, req, ix.media.name)  # raises Fail before anything changes
+        self.reference += 1
+        self.ops += 1
+        reference = self.reference
+        faulted = self.rng.random() < self.config.faults
+        if not faulted:
+            ix.pairs = after
+        data = self._notification(ix, reference, faulted)
+        self.log.append(
+            {
+                "agent": agent,
+                "interaction_id": ix.id,
+                "media": ix.media.name,
+                "operation": req.operation,
+                "reference_id": reference,
+                "before": before,
+                "after": ix.user_data(),
+                "error": faulted,
+                "time": time.time(),
+            }
+        )
+        wait = self.config.delay + self.rng.uniform(0, self.config.jitter)
+        asyncio.get_running_loop().call_later(
+            wait, self.bayeux.publish, ix.media.channel, data, ix.agents
+        )
+        answer: dict[str, Any] = {"statusCode": 0}
+        if ix.media.reference_in_answer:
+            answer["referenceId"] = reference
+        return web.json_response(answer)
+
+    def _notification(self, ix: Interaction, reference: int, faulted: bool) -> dict[str, Any]:
+        media = ix.media
+        if faulted and media.name == "voice":
+            return {
+                "messageType": gws.VOICE_ERROR,
+                "errorMessage": "Simulated T-Server error",
+                "call": {"id": ix.id},
+            }
+        changed = "AttachedDataChanged" if media.name in ("voice", "im") else "PropertiesUpdated"
+        data: dict[str, Any] = {
+            "messageType": media.message_type,
+            "notificationType": "Error" if faulted else changed,
+        }
+        if media.name != "voice":  # voice notifications carry no referenceId [doc]
+            data["referenceId"] = reference
+        if faulted:
+            data["errorMessage"] = "Simulated interaction server error"
+        data[media.object_key] = ix.snapshot()
+        return data
+
+
+def apply(
+    pairs: list[tuple[str, Any]], req: gws.UserDataRequest, media: str
+) -> list[tuple[str, Any]]:
+    """The user data after a request, with GWS semantics (voice Attach duplicates a key)."""
+    op = req.operation
+    if op in (gws.UPDATE, gws.ATTACH):
+        if req.user_data is None:
+            raise Fail(400, 1, "userData is missing")
+        if op == gws.ATTACH and media == "voice":
+            return pairs + list(req.user_data.items())
+        out = list(pairs)
+        for key, value in req.user_data.items():
+            where = [i for i, (k, _) in enumerate(out) if k == key]
+            if where:
+                out[where[0]] = (key, value)
+                out = [p for i, p in enumerate(out) if i not in where[1:]]
+            else:
+                out.append((key, value))
+        return out
+    if op == gws.DELETE:
+        if media == "voice" and req.keys is None and req.key is None:
+            return []
+        doomed = set(req.keys or ()) | ({req.key} if req.key is not None else set())
+        if not doomed:
+            raise Fail(400, 1, "keys are missing")
+        return [p for p in pairs if p[0] not in doomed]
+    if op == gws.DELETE_PAIR:
+        if media != "voice":
+            raise Fail(400, 2, "DeleteUserDataPair is a voice operation")
+        if req.key is None:
+            raise Fail(400, 1, "key is missing")
+        return [p for p in pairs if p[0] != req.key]
+    raise Fail(400, 2, f"unsupported operation {op}")
+
+
+def _fail(fail: Fail) -> web.Response:
+    return web.json_response(
+        {"statusCode": fail.code, "statusMessage": fail.message}, status=fail.http
+    )
+
+
+@dataclass(slots=True)
+class RunningSim:
+    simulator: Simulator
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_simulator(config: SimConfig) -> RunningSim:
+    """Start the simulator on its host and port (0: any free port) and return its URL."""
+    sim = Simulator(config)
+    runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningSim(sim, runner, f"http://{config.host}:{port}")
