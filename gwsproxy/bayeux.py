@@ -5,6 +5,8 @@ Pure: takes bytes and returns message dicts; a batch that cannot be read comes b
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +27,43 @@ class Batch:
 
     messages: tuple[dict[str, Any], ...]
     repairs: tuple[str, ...] = ()
+    # Each message's exact JSON text, when the body was strict JSON: what a capture keeps, so
+    # that even duplicate keys survive. None when the body needed repairs.
+    texts: tuple[str, ...] | None = None
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip(text: str, i: int) -> int:
+    return _SPACE.match(text, i).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+def _split(text: str) -> tuple[list[Any], list[str]] | None:
+    """The items of a JSON array (or one value) with their exact texts; None if not strict."""
+    items: list[Any] = []
+    texts: list[str] = []
+    try:
+        i = _skip(text, 0)
+        if not text.startswith("[", i):
+            value, end = _DECODER.raw_decode(text, i)
+            return ([value], [text[i:end]]) if _skip(text, end) == len(text) else None
+        i = _skip(text, i + 1)
+        while not text.startswith("]", i):
+            value, end = _DECODER.raw_decode(text, i)
+            items.append(value)
+            texts.append(text[i:end])
+            i = _skip(text, end)
+            if text.startswith(",", i):
+                i = _skip(text, i + 1)
+                if text.startswith("]", i):
+                    return None  # a trailing comma: the lenient path reports it
+            elif not text.startswith("]", i):
+                return None
+        return (items, texts) if _skip(text, i + 1) == len(text) else None
+    except (ValueError, RecursionError):
+        return None
 
 
 def is_notifications_path(path: str) -> bool:
@@ -45,6 +84,15 @@ def parse_batch(body: bytes | str, content_type: str | None = None) -> Batch | U
         if "message" not in fields:
             return Unreadable("form body without a `message` field")
         body = fields["message"][0]
+    try:
+        text = body if isinstance(body, str) else bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    split = _split(text) if text is not None else None
+    if split is not None:
+        items, texts = split
+        if all(isinstance(m, dict) for m in items):
+            return Batch(tuple(items), (), tuple(texts))
     parsed = loads(body)
     if isinstance(parsed, Unreadable):
         return parsed

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -51,7 +52,7 @@ def _rate(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gwsproxy",
-        description="Record, inspect and replay GWS user-data requests and their CometD notifications.",
+        description="Record, inspect and replay GWS user-data requests and their notifications.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -64,7 +65,49 @@ def build_parser() -> argparse.ArgumentParser:
     _load_options(load)
     load.set_defaults(run=cmd_load)
 
-    demo = sub.add_parser("demo", help="the simulator with simulated agents: the first thing to run")
+    record = sub.add_parser("record", help="record GWS traffic through mitmproxy into a capture")
+    record.add_argument("--upstream", help="the GWS to record, e.g. http://gws:8090 (reverse mode)")
+    record.add_argument("-p", "--port", type=_port, default=8080, help="port to listen on (8080)")
+    record.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    record.add_argument(
+        "-o",
+        "--output",
+        default="captures/gws-%Y%m%d-%H%M%S.gwscap",
+        help="capture file (strftime)",
+    )
+    record.add_argument(
+        "--mode", choices=("reverse", "regular"), default="reverse", help="mitmproxy mode"
+    )
+    record.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
+    )
+    record.add_argument("--fsync", action="store_true", help="fsync after every record")
+    record.add_argument(
+        "--mask-key", action="append", default=[], metavar="KEY", help="mask this user-data key"
+    )
+    record.set_defaults(run=cmd_record)
+
+    imp = sub.add_parser("import", help="a capture from a mitmproxy flow dump (mitmdump -w)")
+    imp.add_argument("flows", help="the flow dump")
+    imp.add_argument("-o", "--output", required=True, help="capture file to write")
+    imp.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
+    )
+    imp.set_defaults(run=cmd_import)
+
+    info = sub.add_parser("info", help="a capture's counts, time span and damage")
+    info.add_argument("file", help="capture file")
+    info.set_defaults(run=cmd_info)
+
+    export = sub.add_parser("export", help="a capture's pairs as JSON lines")
+    export.add_argument("file", help="capture file")
+    export.add_argument("--format", choices=("jsonl",), default="jsonl", help="output format")
+    export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    export.set_defaults(run=cmd_export)
+
+    demo = sub.add_parser(
+        "demo", help="the simulator with simulated agents: the first thing to run"
+    )
     _load_options(demo, agents=10, ops=20)
     demo.set_defaults(run=cmd_demo)
     return parser
@@ -86,10 +129,15 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument("--agents", type=_positive(int), default=agents, help="number of agents")
     p.add_argument("--ops", type=_positive(int), default=ops, help="operations per agent")
     p.add_argument(
-        "--transport", choices=("long-polling", "websocket"), default="long-polling", help="CometD transport"
+        "--transport",
+        choices=("long-polling", "websocket"),
+        default="long-polling",
+        help="CometD transport",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--timeout", type=_positive(float), default=10.0, help="notification timeout (s)")
+    p.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
+    )
 
 
 def _sim_config(args: argparse.Namespace):
@@ -172,8 +220,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = Console()
 
     async def main():
-        running = await _start_sim(SimConfig(port=0, agents=args.agents, seed=args.seed, faults=0.02))
-        console.print(f"[bold]GWS simulator[/] on {running.url}; {args.agents} simulated agents at work")
+        running = await _start_sim(
+            SimConfig(port=0, agents=args.agents, seed=args.seed, faults=0.02)
+        )
+        console.print(
+            f"[bold]GWS simulator[/] on {running.url}; {args.agents} simulated agents at work"
+        )
         try:
             return await _run_load(_load_config(args, running.url), console)
         finally:
@@ -181,6 +233,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = asyncio.run(main())
     console.print(report.table())
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from gwsproxy.record import RecordConfig, RecordError, run_record
+
+    config = RecordConfig(
+        upstream=args.upstream,
+        output=args.output,
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        timeout=args.timeout,
+        fsync=args.fsync,
+        mask_keys=tuple(args.mask_key),
+    )
+    try:
+        path = asyncio.run(run_record(config))
+    except RecordError as e:
+        raise UserError(str(e)) from None
+    print(f"capture: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from gwsproxy.record import RecordError, import_flows
+
+    try:
+        path, recorder = import_flows(args.flows, args.output, args.timeout)
+    except (RecordError, OSError) as e:
+        raise UserError(str(e)) from None
+    counts = recorder.correlator.counts
+    print(f"{path}: {counts.pairs} pairs, {counts.unsolicited} unsolicited notifications")
+    return 0
+
+
+def _capture_errors():
+    from gwsproxy.capture.reader import CaptureError
+
+    return CaptureError
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from gwsproxy.report import info
+
+    try:
+        Console().print(info(args.file))
+    except _capture_errors() as e:
+        raise UserError(str(e)) from None
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gwsproxy.report import write_jsonl
+
+    try:
+        if args.output == "-":
+            write_jsonl(args.file, sys.stdout)
+        else:
+            with open(args.output, "w", encoding="utf-8") as out:
+                write_jsonl(args.file, out)
+    except _capture_errors() as e:
+        raise UserError(str(e)) from None
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:
+        raise UserError(f"cannot write {args.output}: {e.strerror}") from None
     return 0
 
 

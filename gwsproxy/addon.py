@@ -1,0 +1,353 @@
+"""The mitmproxy addon: user-data requests and CometD notifications -> Correlator -> capture.
+
+It only reads flows: traffic passes unchanged and undelayed, and nothing raises into mitmproxy;
+what cannot be read is recorded raw with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from gwsproxy import __version__, bayeux, gws
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
+from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.correlate import Closed, Correlator, Pair
+from gwsproxy.lenient import Unreadable, loads
+from gwsproxy.redact import DEFAULT_HEADERS, Redactor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPTURE = "captures/gws-%Y%m%d-%H%M%S.gwscap"
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
+    """A hook that logs and records its own failure instead of raising into mitmproxy."""
+
+    @functools.wraps(hook)
+    def run(self: GwsRecorder, *args: Any) -> None:
+        try:
+            hook(self, *args)
+        except Exception as e:  # noqa: BLE001 - the proxy must keep going, whatever we meet
+            log.exception("gwsproxy: %s failed", hook.__name__)
+            self.stats["internal_errors"] += 1
+            self._write_raw(
+                time.time(), f"internal error in {hook.__name__}: {e!r}", hook.__name__, b""
+            )
+
+    return run
+
+
+class GwsRecorder:
+    """Pairs GWS user-data requests with their notifications and appends them to a capture."""
+
+    def __init__(self) -> None:
+        self.correlator = Correlator()
+        self.redactor = Redactor()
+        self.writer: CaptureWriter | None = None
+        self.stats = {"raw": 0, "internal_errors": 0}
+        self.max_body = DEFAULT_MAX_BODY
+        self.trim_websocket = False
+        self._ticker: asyncio.Task[None] | None = None
+        self._csrf_names: set[str] = set()
+
+    # ---- options ----------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("gws_capture", str, DEFAULT_CAPTURE, "Capture file (strftime allowed).")
+        loader.add_option(
+            "gws_timeout", float, 10.0, "Seconds to wait for a request's notification."
+        )
+        loader.add_option("gws_fsync", bool, False, "fsync the capture after every record.")
+        loader.add_option(
+            "gws_redact_headers",
+            Sequence[str],
+            list(DEFAULT_HEADERS),
+            "Headers whose values are replaced by keyed hashes in captures.",
+        )
+        loader.add_option(
+            "gws_mask_keys", Sequence[str], [], "User-data keys whose values are masked."
+        )
+        loader.add_option(
+            "gws_max_body", int, DEFAULT_MAX_BODY, "Bodies larger than this are kept raw, unparsed."
+        )
+        loader.add_option(
+            "gws_trim_websocket",
+            bool,
+            False,
+            "Drop WebSocket messages from mitmproxy's memory once recorded.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if "gws_timeout" in updated:
+            if opts.gws_timeout <= 0:
+                raise exceptions.OptionsError("gws_timeout must be positive")
+            self.correlator.timeout = opts.gws_timeout
+        if "gws_max_body" in updated:
+            if opts.gws_max_body <= 0:
+                raise exceptions.OptionsError("gws_max_body must be positive")
+            self.max_body = opts.gws_max_body
+        self.trim_websocket = opts.gws_trim_websocket
+        if updated & {"gws_redact_headers", "gws_mask_keys"}:
+            self.redactor = Redactor(opts.gws_redact_headers, opts.gws_mask_keys)
+        if "gws_capture" in updated:
+            try:
+                self.open(opts.gws_capture, _upstream(), fsync=opts.gws_fsync)
+            except OSError as e:
+                raise exceptions.OptionsError(str(e)) from None
+
+    def open(self, pattern: str, upstream: str | None, fsync: bool = False) -> str:
+        """Start a capture file (strftime in the name); raises OSError with a readable message."""
+        self.close()
+        path = time.strftime(pattern)
+        header = {
+            "tool_version": __version__,
+            "upstream": upstream,
+            "options": {
+                "timeout": self.correlator.timeout,
+                "mask_keys": sorted(self.redactor.mask_keys),
+                "redact_headers": sorted(self.redactor.headers),
+            },
+        }
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self.writer = CaptureWriter(path, header, fsync=fsync)
+        except OSError as e:
+            raise OSError(f"cannot write capture {path}: {e.strerror or e}") from None
+        log.info("gwsproxy: recording to %s", path)
+        return path
+
+    def close(self, now: float | None = None) -> None:
+        """Write what is still open as incomplete and close the capture cleanly."""
+        self._flush(self.correlator.close(time.time() if now is None else now))
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def running(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            with contextlib.suppress(Exception):
+                self.advance(time.time())
+
+    def advance(self, now: float) -> None:
+        """Close, as timed out, the pairs whose notification is overdue at `now`."""
+        self._flush(self.correlator.expire(now))
+
+    def done(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.close()
+
+    # ---- hooks ------------------------------------------------------------------------------
+
+    @_guarded
+    def request(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        if bayeux.is_notifications_path(req.path):
+            return
+        body = self._body(req, "request", flow)
+        if body is None:
+            return
+        found = gws.classify_request(req.method, req.path, body)
+        if found is None:
+            return
+        t = req.timestamp_start
+        scope = self._scope(flow)
+        if isinstance(found, gws.BadRequest):
+            self._write_raw(t, found.reason, "request", body, scope, path=req.path)
+            return
+        raw = {
+            "method": req.method,
+            "path": req.path,
+            "headers": self._headers(req.headers),
+            "body": self._masked_body(body, found.repairs),
+            "repairs": list(found.repairs),
+        }
+        self._flush(self.correlator.request(flow.id, scope, found, t, raw))
+
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        req, resp = flow.request, flow.response
+        if resp is None:
+            return
+        self._learn_session(flow)
+        csrf = resp.headers.get("X-CSRF-HEADER")
+        if csrf:
+            self._csrf_names.add(csrf.lower())
+        if bayeux.is_notifications_path(req.path):
+            body = self._body(resp, "response", flow)
+            if body is not None:
+                self._batch(
+                    flow, body, resp.headers.get("content-type"), "long-polling", resp.timestamp_end
+                )
+            return
+        t = resp.timestamp_end or time.time()
+        if self.correlator.is_open(flow.id):
+            body = self._body(resp, "response", flow) or b""
+            raw = {
+                "status": resp.status_code,
+                "headers": self._headers(resp.headers),
+                "body": self._masked_body(body, ()),
+            }
+            self._flush(
+                self.correlator.answer(flow.id, gws.parse_answer(body), resp.status_code, t, raw)
+            )
+        elif req.method == "GET" and resp.status_code == 200 and "/api/v2/" in req.path:
+            body = self._body(resp, "response", flow)
+            answer = gws.parse_answer(body) if body is not None else None
+            if isinstance(answer, gws.Answer):
+                for obj in gws.interactions_in(answer.value):
+                    self.correlator.observe(str(obj["id"]), obj["userData"])
+
+    @_guarded
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None or not bayeux.is_notifications_path(flow.request.path):
+            return
+        self.frame(flow, flow.websocket.messages[-1])
+        if self.trim_websocket:
+            # mitmproxy keeps every message of a flow; on a CometD socket that lives for days
+            # that is unbounded memory. Keep only the latest, which later hooks may still read.
+            del flow.websocket.messages[:-1]
+
+    def frame(self, flow: http.HTTPFlow, message: Any) -> None:
+        """One WebSocket message of a CometD socket: the server's carry notifications."""
+        if not message.from_client and bayeux.is_notifications_path(flow.request.path):
+            self._batch(flow, message.content, None, "websocket", message.timestamp)
+
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.error is not None:
+            self._flush(self.correlator.failed(flow.id, flow.error.msg, time.time()))
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _batch(
+        self,
+        flow: http.HTTPFlow,
+        body: bytes,
+        content_type: str | None,
+        transport: str,
+        t: float | None,
+    ) -> None:
+        t = t or time.time()
+        scope = self._scope(flow)
+        batch = bayeux.parse_batch(body, content_type)
+        if isinstance(batch, Unreadable):
+            self._write_raw(t, batch.reason, transport, body, scope, path=flow.request.path)
+            return
+        client_ids = [m["clientId"] for m in batch.messages if isinstance(m.get("clientId"), str)]
+        closed: list[Closed] = []
+        for i, message in enumerate(batch.messages):
+            if not bayeux.is_data(message):
+                continue
+            note = gws.parse_notification(message)
+            text = batch.texts[i] if batch.texts is not None else json.dumps(message)
+            raw_bytes = self.redactor.scrub(text.encode("utf-8", "replace"), client_ids)
+            if note is None:
+                self._write_raw(
+                    t,
+                    "not a GWS notification",
+                    transport,
+                    raw_bytes,
+                    scope,
+                    channel=message.get("channel"),
+                )
+                continue
+            if self.redactor.mask_keys:
+                raw_bytes = json.dumps(self.redactor.mask_document(message)).encode()
+            raw = {"transport": transport, "raw": raw_bytes, "repairs": list(batch.repairs)}
+            closed += self.correlator.notification(scope, note, t, raw)
+        self._flush(closed)
+
+    def _flush(self, closed: list[Closed]) -> None:
+        if self.writer is None:
+            return
+        for item in closed:
+            if isinstance(item, Pair):
+                self.writer.write(Kind.PAIR, *pair_record(item, self.redactor))
+            else:
+                self.writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
+
+    def _write_raw(
+        self,
+        t: float,
+        reason: str,
+        where: str,
+        data: bytes,
+        scope: str | None = None,
+        **context: Any,
+    ) -> None:
+        self.stats["raw"] += 1
+        if self.writer is not None:
+            summary, body = raw_record(t, reason, where, data[: self.max_body], scope, **context)
+            summary["size"] = len(data)
+            self.writer.write(Kind.RAW, summary, body)
+
+    def _body(self, message: http.Message, where: str, flow: http.HTTPFlow) -> bytes | None:
+        """The decoded body, or None (recorded raw) when it is too large to parse."""
+        content = message.get_content(strict=False) or b""
+        if len(content) > self.max_body:
+            reason = f"body of {len(content)} bytes exceeds gws_max_body ({self.max_body})"
+            self._write_raw(
+                time.time(), reason, where, content, self._scope(flow), path=flow.request.path
+            )
+            return None
+        return content
+
+    def _masked_body(self, body: bytes, repairs: Sequence[str]) -> bytes:
+        if not self.redactor.mask_keys or repairs:
+            return body
+        parsed = loads(body)
+        if isinstance(parsed, Unreadable):
+            return body
+        return json.dumps(self.redactor.mask_document(parsed.value)).encode()
+
+    def _headers(self, headers: http.Headers) -> list[list[str]]:
+        return self.redactor.header_fields(headers.items(multi=True), self._csrf_names)
+
+    def _scope(self, flow: http.HTTPFlow) -> str:
+        user = _basic_user(flow.request.headers.get("authorization", ""))
+        session = flow.request.cookies.get("JSESSIONID")
+        peer = flow.client_conn.peername
+        return self.correlator.scopes.scope(user, session, peer[0] if peer else None)
+
+    def _learn_session(self, flow: http.HTTPFlow) -> None:
+        user = _basic_user(flow.request.headers.get("authorization", ""))
+        if user and flow.response is not None:
+            cookie = flow.response.cookies.get("JSESSIONID")
+            if cookie:
+                self.correlator.scopes.learn(cookie[0], user)
+
+
+def _basic_user(value: str) -> str | None:
+    if not value.lower().startswith("basic "):
+        return None
+    try:
+        user = base64.b64decode(value[6:].strip(), validate=False).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    return user.partition(":")[0] or None
+
+
+def _upstream() -> str | None:
+    with contextlib.suppress(AttributeError, IndexError):
+        return ",".join(ctx.options.mode)
+    return None

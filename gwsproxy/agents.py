@@ -1,0 +1,577 @@
+"""Simulated GWS agents: log in, change user data on their interactions, await the notifications.
+
+`run_load` drives many of them against a GWS (the simulator, or a proxy in front of it) and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from rich.table import Table
+
+from gwsproxy import gws
+from gwsproxy.cometd_client import TRANSPORTS, CometdClient, CometdError
+from gwsproxy.lenient import Unreadable
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = "/v2/me/**"
+# Keys the agents write; a small vocabulary, so updates often overwrite and deletes find keys.
+KEYS = (
+    "CustomerSegment",
+    "ServiceType",
+    "Subject",
+    "OrderId",
+    "Priority",
+    "Language",
+    "Region",
+    "CaseNote",
+    "Score",
+    "CallbackNumber",
+)
+WORDS = ("gold", "silver", "billing", "sales", "support", "urgent", "en-US", "fr-FR", "north")
+DEFAULT_MEDIA_TYPE = "promotion"  # open media objects without mediaType: the docs' example
+WAIT = object()  # a match that an outstanding HTTP answer will decide
+
+
+class LoadError(Exception):
+    """Why a load run could not start, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    target: str
+    agents: int = 10
+    ops: int = 50  # per agent
+    transport: str = "long-polling"
+    seed: int = 0
+    timeout: float = 10.0  # seconds from request to notification before an op times out
+    password: str = "password"
+    media: tuple[str, ...] | None = None  # media names (gws.MEDIA_BY_NAME); None: all
+    in_flight: int = 1  # ops in flight per agent
+    think: float = 0.0  # seconds an agent pauses between its ops
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """What the agents saw. Each sent op ends as exactly one of answered-then-(notified, errors,
+    timeouts), rejected or failed (no HTTP answer at all)."""
+
+    agents: int = 0
+    sent: int = 0
+    answered: int = 0  # statusCode 0
+    rejected: int = 0  # non-zero statusCode
+    notified: int = 0  # a matching change notification arrived
+    errors: int = 0  # a matching Error / voice ErrorMessage notification arrived
+    timeouts: int = 0  # answered, but no notification in time
+    unsolicited: int = 0  # change notifications that matched no op
+    failed: int = 0  # no HTTP answer (connection lost, HTTP timeout)
+    latencies: list[float] = field(default_factory=list)  # request to notification, seconds
+    elapsed: float = 0.0
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def p50_latency(self) -> float | None:
+        return _percentile(self.latencies, 0.50)
+
+    @property
+    def p95_latency(self) -> float | None:
+        return _percentile(self.latencies, 0.95)
+
+    @property
+    def max_latency(self) -> float | None:
+        return max(self.latencies) if self.latencies else None
+
+    def add(self, other: LoadReport) -> None:
+        """Fold another agent's counts into this one (elapsed is the caller's business)."""
+        self.agents += other.agents
+        self.sent += other.sent
+        self.answered += other.answered
+        self.rejected += other.rejected
+        self.notified += other.notified
+        self.errors += other.errors
+        self.timeouts += other.timeouts
+        self.unsolicited += other.unsolicited
+        self.failed += other.failed
+        self.latencies.extend(other.latencies)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts and latency summary, JSON-ready (the raw latency list is left out)."""
+        return {
+            "agents": self.agents,
+            "sent": self.sent,
+            "answered": self.answered,
+            "rejected": self.rejected,
+            "notified": self.notified,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "unsolicited": self.unsolicited,
+            "failed": self.failed,
+            "elapsed": round(self.elapsed, 6),
+            "ops_per_second": round(self.ops_per_second, 3),
+            "latency_p50": _round(self.p50_latency),
+            "latency_p95": _round(self.p95_latency),
+            "latency_max": _round(self.max_latency),
+        }
+
+    def table(self) -> Table:
+        table = Table(title="Simulated agents", show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value", justify="right")
+        rows = [
+            ("agents", str(self.agents)),
+            ("ops sent", str(self.sent)),
+            ("answered (statusCode 0)", str(self.answered)),
+            ("rejected", _flag(self.rejected)),
+            ("notified", str(self.notified)),
+            ("error notifications", _flag(self.errors)),
+            ("timeouts", _flag(self.timeouts)),
+            ("unsolicited notifications", str(self.unsolicited)),
+            ("failed (no HTTP answer)", _flag(self.failed)),
+            ("elapsed", f"{self.elapsed:.2f} s"),
+            ("ops per second", f"{self.ops_per_second:.1f}"),
+            ("latency p50", _ms(self.p50_latency)),
+            ("latency p95", _ms(self.p95_latency)),
+            ("latency max", _ms(self.max_latency)),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        return table
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+def _flag(count: int) -> str:
+    return f"[red]{count}[/red]" if count else "0"
+
+
+# ---- one agent ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Interaction:
+    """An interaction as the agent knows it: its latest user data comes from notifications."""
+
+    id: str
+    media: gws.Media
+    user_data: dict[str, Any]
+    media_type: str | None = None  # open media only: part of the URL
+
+
+@dataclass(slots=True, eq=False)
+class Op:
+    """One request on its way: open until its notification arrives or it times out."""
+
+    interaction: Interaction
+    operation: str
+    started: float
+    outcome: asyncio.Future[tuple[gws.Notification, float]]
+    answered: bool = False
+    reference_id: int | str | None = None
+
+
+class Agent:
+    """One agent: an HTTP session with its credentials, a CometD client, its open ops."""
+
+    def __init__(
+        self, config: LoadConfig, number: int, *, on_done: Callable[[], None] | None = None
+    ) -> None:
+        self.config = config
+        self.name = f"agent{number}"
+        self.rng = random.Random(config.seed + number)
+        self.report = LoadReport(agents=1)
+        self.interactions: list[Interaction] = []
+        self._base = config.target.rstrip("/")
+        self._on_done = on_done
+        self._http: aiohttp.ClientSession | None = None
+        self._cometd: CometdClient | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._csrf: dict[str, str] = {}
+        self._open: dict[str, list[Op]] = {}  # interaction id -> open ops, oldest first
+        self._by_reference: dict[int | str, Op] = {}
+        # Notifications that arrived while an op on their interaction had no HTTP answer yet:
+        # that answer may carry the referenceId that decides which op they belong to.
+        self._undecided: list[tuple[gws.Notification, float]] = []
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- setting up ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in, list the interactions, open CometD and subscribe; LoadError if impossible."""
+        self._http = aiohttp.ClientSession(
+            headers={"Authorization": aiohttp.encode_basic_auth(self.name, self.config.password)},
+            # unsafe: keep cookies (JSESSIONID) from IP-address hosts such as 127.0.0.1 too.
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+        )
+        try:
+            await self._set_up()
+        except BaseException:
+            await self.close()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name=f"{self.name} notifications")
+
+    async def _set_up(self) -> None:
+        try:
+            await self._login()
+            await self._list_interactions()
+            self._cometd = CometdClient(
+                self._http,
+                self._base + "/api/v2/notifications",
+                transport=self.config.transport,
+                headers=self._csrf,
+            )
+            await self._cometd.handshake()
+            await self._cometd.start()
+            await self._cometd.subscribe(SUBSCRIPTION)
+        except aiohttp.ClientConnectorError as exc:
+            raise LoadError(f"cannot reach {self._base}: {_reason(exc)}") from None
+        except TimeoutError:
+            wait = f"{self.config.timeout:g} s"
+            raise LoadError(f"{self.name}: no answer from {self._base} in {wait}") from None
+        except aiohttp.ClientError as exc:
+            raise LoadError(f"{self.name}: {self._base} failed: {_one_line(exc)}") from None
+        except CometdError as exc:
+            raise LoadError(f"{self.name}: CometD: {exc}") from None
+
+    async def _login(self) -> None:
+        url = self._base + "/api/v2/me"
+        status, reason, doc, headers = await self._get(url)
+        if status >= 400 or not isinstance(doc, dict) or doc.get("statusCode") not in (0, None):
+            message = doc.get("statusMessage") if isinstance(doc, dict) else None
+            raise LoadError(f"{self.name}: {status} {message or reason} at {url}")
+        name = headers.get("X-CSRF-HEADER")
+        token = headers.get(name) if name else None
+        token = token or headers.get("X-CSRF-TOKEN")
+        if name and token:
+            self._csrf = {name: token}
+
+    async def _list_interactions(self) -> None:
+        names = self.config.media or tuple(m.name for m in gws.MEDIA)
+        for media in (gws.MEDIA_BY_NAME[n] for n in names):
+            collection = media.collections[0]
+            url = f"{self._base}/api/v2/me/{collection}"
+            status, reason, doc, _ = await self._get(url)
+            if status in (401, 403):
+                raise LoadError(f"{self.name}: {status} {reason} at {url}")
+            if status >= 400 or not isinstance(doc, dict):
+                # A GWS without this media (or one that is down) leaves the others to work on.
+                log.info("%s: no %s interactions: %s %s", self.name, media.name, status, reason)
+                continue
+            items = doc.get(collection)
+            found = items if isinstance(items, list) else gws.interactions_in(doc)
+            for item in found:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
+                    continue
+                user_data = item.get("userData")  # voice omits emptied user data
+                user_data = dict(user_data) if isinstance(user_data, dict) else {}
+                media_type = None
+                if media.name == "openmedia":
+                    media_type = item.get("mediaType")
+                    media_type = media_type if isinstance(media_type, str) else DEFAULT_MEDIA_TYPE
+                self.interactions.append(Interaction(str(item["id"]), media, user_data, media_type))
+        if not self.interactions:
+            raise LoadError(f"{self.name}: no interactions to work on at {self._base}")
+
+    async def _get(self, url: str) -> tuple[int, str, Any, Any]:
+        assert self._http is not None
+        async with self._http.get(url, timeout=self._request_timeout()) as response:
+            body = await response.read()
+            parsed = gws.parse_answer(body)
+            doc = None if isinstance(parsed, Unreadable) else parsed.value
+            return response.status, response.reason or "", doc, response.headers
+
+    def _request_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.config.timeout)
+
+    async def close(self) -> None:
+        if self._cometd is not None:
+            await self._cometd.close()
+        if self._listener is not None:
+            # The closed client ends its message stream; what was queued still gets counted.
+            await asyncio.wait({self._listener}, timeout=1.0)
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for op in [op for ops in self._open.values() for op in ops]:
+            op.outcome.cancel()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # ---- working --------------------------------------------------------------------------------
+
+    async def run(self, ops: int) -> LoadReport:
+        """Send `ops` random user-data operations, `in_flight` at a time; returns this agent's
+        report (also kept in `self.report`)."""
+        remaining = ops
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await self._one()
+                if self._on_done is not None:
+                    self._on_done()
+                if self.config.think > 0:
+                    await asyncio.sleep(self.config.think)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.config.in_flight, ops)))))
+        return self.report
+
+    async def _one(self) -> None:
+        assert self._http is not None
+        ix = self._pick()
+        body = self._operation(ix)
+        op = Op(
+            ix, body["operationName"], time.monotonic(), asyncio.get_running_loop().create_future()
+        )
+        # Open before sending: the notification may overtake the HTTP answer.
+        self._open.setdefault(ix.id, []).append(op)
+        self.report.sent += 1
+        try:
+            async with self._http.post(
+                self._url(ix), json=body, headers=self._csrf, timeout=self._request_timeout()
+            ) as response:
+                status, raw = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("%s: %s on %s failed: %s", self.name, op.operation, ix.id, _one_line(exc))
+            self.report.failed += 1
+            self._give_up(op)
+            return
+        answer = gws.parse_answer(raw)
+        if isinstance(answer, Unreadable) or not answer.ok or status >= 400:
+            self.report.rejected += 1
+            self._give_up(op)
+            return
+        self.report.answered += 1
+        op.answered = True
+        op.reference_id = answer.reference_id
+        if op.reference_id is not None:
+            self._by_reference[op.reference_id] = op
+        self._decide()
+        remaining = self.config.timeout - (time.monotonic() - op.started)
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                note, arrived = await op.outcome
+        except TimeoutError:
+            self.report.timeouts += 1
+            self._give_up(op)
+            return
+        if note.is_error:
+            self.report.errors += 1
+        else:
+            self.report.notified += 1
+        self.report.latencies.append(arrived - op.started)
+
+    def _pick(self) -> Interaction:
+        # Prefer an idle interaction: two ops racing on one interaction blur the inferred match.
+        idle = [ix for ix in self.interactions if not self._open.get(ix.id)]
+        return self.rng.choice(idle or self.interactions)
+
+    def _url(self, ix: Interaction) -> str:
+        # Every spelling GWS accepts gets exercised (smsessions, facebooksession, tweets, ...).
+        collection = self.rng.choice(ix.media.collections)
+        if ix.media_type is not None:
+            collection += "/" + quote(ix.media_type, safe="")
+        return f"{self._base}/api/v2/me/{collection}/{quote(ix.id, safe='')}"
+
+    def _operation(self, ix: Interaction) -> dict[str, Any]:
+        rng = self.rng
+        existing = list(ix.user_data)
+        media = ix.media.name
+        if existing and rng.random() < 0.25:
+            if media == "voice":
+                if rng.random() < 0.1:  # rarely: it wipes the call's whole user data
+                    return {"operationName": gws.DELETE}
+                return {"operationName": gws.DELETE_PAIR, "key": rng.choice(existing)}
+            if media == "im":
+                return {"operationName": gws.DELETE, "key": rng.choice(existing)}
+            keys = rng.sample(existing, k=min(len(existing), rng.randint(1, 2)))
+            return {"operationName": gws.DELETE, "keys": keys}
+        user_data: dict[str, Any] = {}
+        for _ in range(rng.randint(1, 3)):
+            overwrite = existing and rng.random() < 0.3
+            key = rng.choice(existing) if overwrite else rng.choice(KEYS)
+            user_data[key] = (
+                rng.randint(0, 999_999)
+                if rng.random() < 0.5
+                else f"{rng.choice(WORDS)}-{rng.randint(0, 999)}"
+            )
+        operation = gws.UPDATE if rng.random() < 0.6 else gws.ATTACH
+        return {"operationName": operation, "userData": user_data}
+
+    # ---- notifications --------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        assert self._cometd is not None
+        async for message in self._cometd.messages():
+            note = gws.parse_notification(message)
+            # Status changes, new messages and the like answer no user-data request.
+            if note is None or not note.reports_change:
+                continue
+            self._remember(note)
+            self._undecided.append((note, time.monotonic()))
+            self._decide()
+
+    def _remember(self, note: gws.Notification) -> None:
+        if note.is_error or note.interaction_id is None:
+            return
+        for ix in self.interactions:
+            if ix.id == note.interaction_id:
+                # Voice drops userData once it is empty: absent means empty.
+                ix.user_data = dict(note.user_data or {})
+
+    def _decide(self) -> None:
+        """Match every notification that can be matched now; the rest wait or are unsolicited."""
+        waiting: list[tuple[gws.Notification, float]] = []
+        for note, arrived in self._undecided:
+            op = self._match(note)
+            if op is None:
+                self.report.unsolicited += 1
+            elif op is WAIT:
+                waiting.append((note, arrived))
+            else:
+                assert isinstance(op, Op)
+                op.outcome.set_result((note, arrived))
+                self._close(op)
+        self._undecided = waiting
+
+    def _match(self, note: gws.Notification) -> Op | object | None:
+        if note.reference_id is not None:
+            op = self._by_reference.get(note.reference_id)
+            if op is not None and not op.outcome.done():
+                return op
+        # Otherwise the oldest open op on the interaction, skipping ops whose referenceId says
+        # the notification is not theirs; an op still without its answer might yet get a
+        # referenceId, so it holds the decision back.
+        if note.interaction_id is not None:
+            candidates = self._open.get(note.interaction_id, [])
+        else:  # a voice ErrorMessage may name no call: any open op of that media
+            candidates = sorted(
+                (
+                    op
+                    for ops in self._open.values()
+                    for op in ops
+                    if op.interaction.media.name == note.media
+                ),
+                key=lambda op: op.started,
+            )
+        for op in candidates:
+            if op.outcome.done():
+                continue
+            if not op.answered:
+                return WAIT
+            if op.reference_id is None or note.reference_id is None:
+                return op
+        return None
+
+    def _close(self, op: Op) -> None:
+        ops = self._open.get(op.interaction.id)
+        if ops is not None and op in ops:
+            ops.remove(op)
+            if not ops:
+                del self._open[op.interaction.id]
+        if op.reference_id is not None and self._by_reference.get(op.reference_id) is op:
+            del self._by_reference[op.reference_id]
+
+    def _give_up(self, op: Op) -> None:
+        """Close an op that will get no notification; those waiting on its answer are decided."""
+        self._close(op)
+        self._decide()
+
+
+# ---- many agents ------------------------------------------------------------------------------
+
+
+async def run_load(
+    config: LoadConfig, *, progress: Callable[[int], None] | None = None
+) -> LoadReport:
+    """Start `config.agents` agents, let each send `config.ops` ops, and report.
+
+    `progress` is called with the number of ops finished so far (of agents x ops).
+    Raises LoadError (one line) when the configuration is wrong or the agents cannot start.
+    """
+    _check(config)
+    finished = 0
+
+    def tick() -> None:
+        nonlocal finished
+        finished += 1
+        if progress is not None:
+            progress(finished)
+
+    agents = [Agent(config, n, on_done=tick) for n in range(1, config.agents + 1)]
+    report = LoadReport()
+    try:
+        outcomes = await asyncio.gather(*(a.start() for a in agents), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        started = time.monotonic()
+        await asyncio.gather(*(a.run(config.ops) for a in agents))
+        report.elapsed = time.monotonic() - started
+    finally:
+        await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+    for agent in agents:  # after close: late notifications are counted as unsolicited
+        report.add(agent.report)
+    return report
+
+
+def _check(config: LoadConfig) -> None:
+    parts = urlsplit(config.target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LoadError(f"bad target {config.target!r}: expected a URL like http://127.0.0.1:8090")
+    if config.transport not in TRANSPORTS:
+        raise LoadError(f"unknown transport {config.transport!r}: choose {' or '.join(TRANSPORTS)}")
+    if config.agents < 1 or config.ops < 0 or config.in_flight < 1:
+        raise LoadError("agents and in_flight must be at least 1, ops at least 0")
+    if config.timeout <= 0 or config.think < 0:
+        raise LoadError("timeout must be positive and think not negative")
+    unknown = [m for m in config.media or () if m not in gws.MEDIA_BY_NAME]
+    if unknown:
+        choices = ", ".join(gws.MEDIA_BY_NAME)
+        raise LoadError(f"unknown media {', '.join(unknown)}: choose from {choices}")
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    error = exc.os_error
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return _one_line(error.strerror or error) if isinstance(error, OSError) else _one_line(exc)
+
+
+def _one_line(value: object) -> str:
+    text = str(value).strip() or type(value).__name__
+    return " ".join(text.split())

@@ -1,0 +1,423 @@
+"""Capture reader: fast summary index, random-access bodies, damage reporting and resync.
+Also a Follower that tails a capture while it is being written."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    MAGIC,
+    MAX_FRAME,
+    MAX_SUMMARY,
+    PAYLOAD_HEAD,
+    PAYLOAD_HEAD_SIZE,
+    SYNC,
+    CaptureError,
+    Damage,
+    FormatError,
+    Kind,
+    decode_body,
+    decode_summary,
+)
+
+# Sequential scans read this much at a time; random access reads far less.
+SCAN_CHUNK = 1 << 20
+RANDOM_CHUNK = 1 << 16
+
+INTERRUPTED = "no end record: the recording was interrupted"
+
+_OK, _INCOMPLETE, _BAD = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    offset: int
+    kind: int
+    summary: dict
+
+
+class _File:
+    """A read-only descriptor with positionless reads, so scans and body() can interleave."""
+
+    __slots__ = ("path", "_fd", "_lock")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._fd: int | None = os.open(self.path, flags)
+        except FileNotFoundError:
+            raise CaptureError(f"{self.path}: no such capture file; check the path") from None
+        except PermissionError:
+            raise CaptureError(
+                f"{self.path}: permission denied; captures are private (mode 0600), "
+                "read it as the user who recorded it"
+            ) from None
+        except OSError as e:
+            raise CaptureError(f"{self.path}: cannot open: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            self.close()
+            raise CaptureError(f"{self.path}: not a regular file; give the path of a capture")
+
+    def size(self) -> int:
+        return os.fstat(self._require()).st_size
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        fd = self._require()
+        parts: list[bytes] = []
+        while n > 0:
+            if hasattr(os, "pread"):
+                data = os.pread(fd, n, offset)
+            else:  # pragma: no cover - Windows has no pread
+                with self._lock:
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    data = os.read(fd, n)
+            if not data:
+                break
+            parts.append(data)
+            offset += len(data)
+            n -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _require(self) -> int:
+        if self._fd is None:
+            raise CaptureError(f"{self.path}: reader is closed; open the capture again")
+        return self._fd
+
+
+class _Window:
+    """Read-ahead over [.., end) of a file. Holds immutable bytes, so views handed out earlier
+    stay valid after a refill."""
+
+    __slots__ = ("file", "end", "chunk", "buf", "view", "base")
+
+    def __init__(self, file: _File, end: int, chunk: int = SCAN_CHUNK) -> None:
+        self.file = file
+        self.end = end
+        self.chunk = chunk
+        self.buf = b""
+        self.view = memoryview(self.buf)
+        self.base = 0
+
+    def ensure(self, off: int, n: int) -> bool:
+        """Make [off, off+n) available in buf; False if it lies past the end."""
+        if off >= self.base and off + n <= self.base + len(self.buf):
+            return True
+        if off + n > self.end:
+            return False
+        return self._fill(off, max(n, min(self.chunk, self.end - off)))
+
+    def _fill(self, off: int, n: int) -> bool:
+        data = self.file.read_at(off, n)
+        self.buf, self.view, self.base = data, memoryview(data), off
+        return len(data) >= n  # short only if the file shrank under us
+
+    def find(self, pattern: bytes, start: int) -> int:
+        """File offset of the next pattern at or after start, or -1."""
+        k = len(pattern)
+        pos = start
+        while pos + k <= self.end:
+            i = pos - self.base
+            want = min(self.chunk, self.end - pos)
+            if i < 0 or len(self.buf) - i < want:
+                if not self._fill(pos, want):
+                    return -1
+                i = 0
+            j = self.buf.find(pattern, i)
+            if j >= 0:
+                return self.base + j
+            pos = self.base + len(self.buf) - k + 1
+        return -1
+
+
+class _Scanner:
+    """Walks frames, verifying each CRC, and records damage. Shared by reader and follower."""
+
+    def __init__(self, file: _File) -> None:
+        self.file = file
+        self.reset()
+
+    def reset(self) -> None:
+        self.damage: list[Damage] = []
+        self.ended = False
+        self.pos = len(MAGIC)
+        self.header: dict | None = None
+
+    def scan(
+        self, start: int, end: int, *, follow: bool = False, bodies: bool = False
+    ) -> Iterator[Any]:
+        """Yield Entry (or (entry, flags, body view, frame end) with bodies=True) for every
+        good frame in [start, end). self.pos tracks the first byte not yet consumed."""
+        w = _Window(self.file, end)
+        pos = max(start, len(MAGIC))
+        self.pos = pos
+        while pos < end:
+            r = _parse(w, pos)
+            if r[0] == _OK:
+                entry, nxt = r[1], r[2]
+                self.ended = entry.kind == Kind.END
+                if self.header is None and entry.offset == len(MAGIC) and entry.kind == Kind.HEADER:
+                    self.header = entry.summary
+                pos = self.pos = nxt
+                yield (entry, r[3], w.view[r[4] : r[5]], nxt) if bodies else entry
+                continue
+            if follow and r[0] == _INCOMPLETE:
+                return  # the writer is still writing this frame
+            nxt = _resync(w, pos + 1)
+            if nxt < 0:
+                if follow:
+                    return  # the next good frame may still be on its way
+                reason = r[1]
+                if r[0] == _INCOMPLETE:
+                    reason = f"torn tail: {end - pos} bytes after the last complete record"
+                self.damage.append(Damage(pos, end - pos, reason))
+                self.pos = end
+                return
+            self.damage.append(Damage(pos, nxt - pos, r[1]))
+            pos = self.pos = nxt
+
+
+def _parse(w: _Window, pos: int) -> tuple:
+    """Check the frame at pos. Returns (_OK, entry, next offset, flags, body lo, body hi),
+    with body bounds indexing w.view, or (_INCOMPLETE | _BAD, reason)."""
+    if not w.ensure(pos, FRAME_HEAD_SIZE):
+        avail = w.end - pos
+        if avail > 0 and w.ensure(pos, avail):
+            i = pos - w.base
+            if SYNC.startswith(w.buf[i : i + min(avail, len(SYNC))]):
+                return _INCOMPLETE, "frame header cut short"
+        return _BAD, "no frame marker"
+    i = pos - w.base
+    sync, n, crc = FRAME_HEAD.unpack_from(w.buf, i)
+    if sync != SYNC:
+        return _BAD, "no frame marker"
+    if n > MAX_FRAME:
+        return _BAD, f"frame length {n} exceeds limit"
+    if n < PAYLOAD_HEAD_SIZE:
+        return _BAD, f"frame length {n} is too short"
+    if not w.ensure(pos, FRAME_HEAD_SIZE + n):
+        return _INCOMPLETE, f"frame length {n} runs past the end of the file"
+    view = w.view
+    p = pos - w.base + FRAME_HEAD_SIZE
+    if zlib.crc32(view[p : p + n]) != crc:
+        return _BAD, "crc mismatch"
+    kind, flags, slen = PAYLOAD_HEAD.unpack_from(w.buf, p)
+    if slen > n - PAYLOAD_HEAD_SIZE:
+        return _BAD, f"summary length {slen} exceeds the frame"
+    if slen > MAX_SUMMARY:
+        return _BAD, f"summary length {slen} exceeds limit"
+    s = p + PAYLOAD_HEAD_SIZE
+    try:
+        summary = decode_summary(view[s : s + slen])
+    except FormatError as e:
+        return _BAD, str(e)
+    return _OK, Entry(pos, kind, summary), pos + FRAME_HEAD_SIZE + n, flags, s + slen, p + n
+
+
+def _resync(w: _Window, start: int) -> int:
+    """Offset of the next frame marker at or after start whose frame fully verifies, or -1."""
+    while (q := w.find(SYNC, start)) >= 0:
+        if _parse(w, q)[0] == _OK:
+            return q
+        start = q + 1
+    return -1
+
+
+class CaptureReader:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._file = _File(path)
+        try:
+            magic = self._file.read_at(0, len(MAGIC))
+        except OSError as e:
+            self._file.close()
+            raise CaptureError(f"{self.path}: cannot read: {e.strerror}") from None
+        if magic != MAGIC:
+            self._file.close()
+            what = "an empty file" if not magic else "not a gwsproxy capture (bad magic)"
+            raise CaptureError(f"{self.path}: {what}; give the path of a .gwscap recording")
+        self._scanner = _Scanner(self._file)
+        self.notices: list[str] = []
+        # Only the first frame is read here; it is enough to say what the file is.
+        next(self._scanner.scan(len(MAGIC), self._file.size()), None)
+        self.notices = self._header_notices()
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    @property
+    def header(self) -> dict:
+        return self._scanner.header or {}
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Damage found by the last full pass (index() or records()) and any scans since."""
+        return self._scanner.damage
+
+    @property
+    def ended(self) -> bool:
+        """True when the last good frame scanned is an END record (a clean close)."""
+        return self._scanner.ended
+
+    def index(self) -> list[Entry]:
+        self._restart()
+        entries = list(self.iter_entries())
+        self._finish()
+        return entries
+
+    def iter_entries(self, start: int = 0) -> Iterator[Entry]:
+        """Summaries from start (a frame offset) to the current end of the file; bodies are
+        CRC-checked but never decompressed or decoded."""
+        yield from self._scanner.scan(start, self._file.size())
+
+    def body(self, entry_or_offset: Entry | int) -> dict | None:
+        """Decode one record's body (None if it has none); raises CaptureError if damaged."""
+        offset = entry_or_offset.offset if isinstance(entry_or_offset, Entry) else entry_or_offset
+        w = _Window(self._file, self._file.size(), RANDOM_CHUNK)
+        r = _parse(w, max(offset, 0))
+        if r[0] != _OK:
+            raise CaptureError(f"{self.path}: record at offset {offset} is unreadable: {r[1]}")
+        try:
+            return decode_body(r[3], w.view[r[4] : r[5]])
+        except FormatError as e:
+            raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
+
+    def records(self) -> Iterator[tuple[Entry, dict | None]]:
+        """Every record with its decoded body, in file order. An undecodable body is yielded
+        as None and reported in damage."""
+        self._restart()
+        for entry, flags, view, nxt in self._scanner.scan(0, self._file.size(), bodies=True):
+            try:
+                body = decode_body(flags, view)
+            except FormatError as e:
+                self._scanner.damage.append(Damage(entry.offset, nxt - entry.offset, str(e)))
+                body = None
+            yield entry, body
+        self._finish()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _restart(self) -> None:
+        header = self._scanner.header
+        self._scanner.reset()
+        self._scanner.header = header
+        self.notices = self._header_notices()
+
+    def _finish(self) -> None:
+        if not self._scanner.ended:
+            self.notices.append(INTERRUPTED)
+
+    def _header_notices(self) -> list[str]:
+        h = self._scanner.header
+        if h is None:
+            return ["no header record: the file's first record is missing or damaged"]
+        notes = []
+        if h.get("format") != FORMAT_NAME:
+            notes.append(f"header names format {h.get('format')!r}, expected {FORMAT_NAME!r}")
+        version = h.get("version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            notes.append(
+                f"written with format version {version}, this reader knows {FORMAT_VERSION}: "
+                "unknown fields and kinds are ignored"
+            )
+        return notes
+
+
+class Follower:
+    """Tails a growing capture: each poll() returns only the entries completed since the last.
+    A partial frame at the end is waited for, not reported as damage."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._file = _File(path)
+        self._scanner = _Scanner(self._file)
+        self._checked = False
+        self.notices: list[str] = []
+        self._check_magic()
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    @property
+    def header(self) -> dict:
+        return self._scanner.header or {}
+
+    @property
+    def damage(self) -> list[Damage]:
+        return self._scanner.damage
+
+    @property
+    def ended(self) -> bool:
+        return self._scanner.ended
+
+    @property
+    def position(self) -> int:
+        """Offset up to which the file has been consumed."""
+        return self._scanner.pos
+
+    def poll(self) -> list[Entry]:
+        if not self._check_magic():
+            return []
+        size = self._file.size()
+        pos = self._scanner.pos
+        if size < pos:
+            note = f"file shrank to {size} bytes below the followed position {pos}"
+            if note not in self.notices:
+                self.notices.append(note)
+            return []
+        return list(self._scanner.scan(pos, size, follow=True))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_magic(self) -> bool:
+        """True once the magic is confirmed; a file still shorter than it is waited for."""
+        if self._checked:
+            return True
+        head = self._file.read_at(0, len(MAGIC))
+        if not MAGIC.startswith(head):
+            self._file.close()
+            raise CaptureError(f"{self.path}: not a gwsproxy capture (bad magic)")
+        self._checked = len(head) == len(MAGIC)
+        return self._checked

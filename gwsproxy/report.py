@@ -1,0 +1,118 @@
+"""`gwsproxy info` and `gwsproxy export`: a capture's summary, and its pairs as JSON lines.
+
+The export schema is a public interface (docs/capture-format.md): fields are only ever added.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich.console import Group
+from rich.table import Table
+
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.capture.records import after_of
+
+EXPORT_SCHEMA = 1
+
+
+def info(path: str) -> Group:
+    """Counts by media, operation and status, the time span, and any damage."""
+    with CaptureReader(path) as reader:
+        entries = reader.index()
+        header, damage, ended = reader.header, reader.damage, reader.ended
+    pairs = [e.summary for e in entries if e.kind == Kind.PAIR]
+    times = [e.summary["t"] for e in entries if isinstance(e.summary.get("t"), int | float)]
+    overview = Table(title=f"{path}", show_header=False, title_justify="left")
+    overview.add_row("created", _when(header.get("created")))
+    overview.add_row("upstream", str(header.get("upstream") or "-"))
+    overview.add_row("format", f"{header.get('format', '?')} v{header.get('version', '?')}")
+    overview.add_row("pairs", str(len(pairs)))
+    overview.add_row("unsolicited", str(sum(e.kind == Kind.NOTIFICATION for e in entries)))
+    overview.add_row("raw (unreadable traffic)", str(sum(e.kind == Kind.RAW for e in entries)))
+    if times:
+        overview.add_row(
+            "time span",
+            f"{_when(min(times))} .. {_when(max(times))} ({max(times) - min(times):.1f} s)",
+        )
+    overview.add_row(
+        "closed cleanly", "yes" if ended else "[yellow]no: the recording was interrupted[/]"
+    )
+    parts: list[Any] = [overview]
+    for field, title in (
+        ("media", "by media"),
+        ("operation", "by operation"),
+        ("status", "by status"),
+    ):
+        counts = Counter(str(p.get(field)) for p in pairs)
+        table = Table(title=title, title_justify="left")
+        table.add_column(field)
+        table.add_column("pairs", justify="right")
+        for name, n in counts.most_common():
+            table.add_row(name, str(n))
+        parts.append(table)
+    if damage:
+        table = Table(title="damage", title_justify="left", style="red")
+        table.add_column("offset", justify="right")
+        table.add_column("bytes", justify="right")
+        table.add_column("what")
+        for d in damage:
+            table.add_row(str(d.offset), str(d.length), d.reason)
+        parts.append(table)
+    return Group(*parts)
+
+
+def export_pairs(path: str) -> Iterator[dict[str, Any]]:
+    """Each pair as the documented export object, in file order."""
+    with CaptureReader(path) as reader:
+        for entry in reader.iter_entries():
+            if entry.kind == Kind.PAIR:
+                yield pair_object(entry.summary, reader.body(entry))
+
+
+def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    t = summary.get("t")
+    t_note = summary.get("t_note")
+    return {
+        "schema": EXPORT_SCHEMA,
+        "id": summary.get("id"),
+        "scope": summary.get("scope"),
+        "media": summary.get("media"),
+        "collection": summary.get("collection"),
+        "interaction_id": summary.get("interaction_id"),
+        "operation": summary.get("operation"),
+        "requested": body.get("requested"),
+        "reference_id": summary.get("reference_id"),
+        "correlation": summary.get("correlation"),
+        "status": summary.get("status"),
+        "http_status": summary.get("http_status"),
+        "status_code": summary.get("status_code"),
+        "notification_type": summary.get("note_type"),
+        "before": body.get("before"),
+        "after": after_of(summary, body),
+        "timings": {
+            "request": t,
+            "answer": summary.get("t_answer"),
+            "notification": t_note,
+            "latency_ms": round((t_note - t) * 1000, 3) if t and t_note else None,
+        },
+    }
+
+
+def write_jsonl(path: str, out: TextIO) -> int:
+    n = 0
+    for obj in export_pairs(path):
+        out.write(json.dumps(obj, ensure_ascii=False, default=repr) + "\n")
+        n += 1
+    return n
+
+
+def _when(t: Any) -> str:
+    if not isinstance(t, int | float):
+        return "-"
+    return datetime.fromtimestamp(t).isoformat(sep=" ", timespec="milliseconds")
