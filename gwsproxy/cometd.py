@@ -36,7 +36,21 @@ class Session:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     last_seen: float = field(default_factory=time.monotonic)
     connects: int = 0  # a newer connect releases the one held before it
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # set when that happens
     closed: bool = False
+
+    def release(self) -> None:
+        """End the wait of the connect held so far (a newer one came, or the client left)."""
+        self.connects += 1
+        self.released.set()
+        self.released = asyncio.Event()
+        self.wakeup.set()
+
+    def put_back(self, messages: list[dict[str, Any]]) -> None:
+        """Messages that could not be sent go first next time."""
+        if messages:
+            self.queue[:0] = messages
+            self.wakeup.set()
 
     def wants(self, channel: str) -> bool:
         return any(bayeux.channel_matches(p, channel) for p in self.subscriptions)
@@ -99,6 +113,8 @@ class BayeuxServer:
         if held is not None:
             session, reply, timeout = held
             await self._hold(session, timeout)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client gave up: keep its messages queued
             replies.extend(session.take() if not session.closed else [])
             replies.append(reply)
         return web.Response(body=json.dumps(replies), content_type="application/json")
@@ -108,6 +124,7 @@ class BayeuxServer:
         await ws.prepare(request)
         owner = self._owner(request)
         pushers: dict[str, asyncio.Task[None]] = {}
+        replies_later: set[asyncio.Task[None]] = set()
         try:
             async for frame in ws:
                 if frame.type != WSMsgType.TEXT:
@@ -124,9 +141,13 @@ class BayeuxServer:
                     old = pushers.get(session.id)
                     if old is None or old.done():
                         pushers[session.id] = asyncio.create_task(self._push(ws, session))
-                    asyncio.create_task(self._answer_connect_later(ws, session, reply, timeout))
+                    task = asyncio.create_task(
+                        self._answer_connect_later(ws, session, reply, timeout)
+                    )
+                    replies_later.add(task)
+                    task.add_done_callback(replies_later.discard)
         finally:
-            for task in pushers.values():
+            for task in (*pushers.values(), *replies_later):
                 task.cancel()
         return ws
 
@@ -137,17 +158,17 @@ class BayeuxServer:
                 await session.wakeup.wait()
                 messages = session.take()
                 if messages:
-                    await ws.send_str(json.dumps(messages))
+                    try:
+                        await ws.send_str(json.dumps(messages))
+                    except (ConnectionError, RuntimeError):
+                        session.put_back(messages)
+                        raise
 
     async def _answer_connect_later(
         self, ws: web.WebSocketResponse, session: Session, reply: dict[str, Any], timeout: float
     ) -> None:
-        generation = session.connects
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not session.closed and not ws.closed:
-            if session.connects != generation:
-                break
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.released.wait(), timeout)
         with contextlib.suppress(ConnectionError, RuntimeError):
             if not ws.closed:
                 await ws.send_str(json.dumps([reply]))
@@ -195,12 +216,15 @@ class BayeuxServer:
                 )
                 replies.append(reply)
                 continue
+            if self._authenticate is not None and session.owner != owner:
+                reply.update(successful=False, error="403::not your client")
+                replies.append(reply)
+                continue
             session.last_seen = time.monotonic()
             reply["clientId"] = session.id
             touched.append(session)
             if channel == bayeux.CONNECT:
-                session.connects += 1
-                session.wakeup.set()  # release a connect held before this one
+                session.release()  # a connect held before this one ends now
                 reply.update(successful=True, advice={"reconnect": "retry", "interval": 0})
                 advice = m.get("advice") if isinstance(m.get("advice"), dict) else {}
                 ms = advice.get("timeout", self.timeout * 1000)
@@ -222,7 +246,7 @@ class BayeuxServer:
                     reply.update(successful=True, subscription=subs)
             elif channel == bayeux.DISCONNECT:
                 session.closed = True
-                session.wakeup.set()
+                session.release()
                 self.sessions.pop(session.id, None)
                 reply["successful"] = True
             elif isinstance(channel, str) and channel.startswith("/meta/"):
@@ -261,5 +285,5 @@ class BayeuxServer:
         for sid, s in list(self.sessions.items()):
             if s.last_seen < limit:
                 s.closed = True
-                s.wakeup.set()
+                s.release()
                 del self.sessions[sid]
