@@ -106,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     demo = sub.add_parser(
-        "demo", help="the simulator with simulated agents: the first thing to run"
+        "demo", help="simulator + recording proxy + simulated agents + the inspector, live"
     )
-    _load_options(demo, agents=10, ops=20)
+    _load_options(demo, agents=4, ops=25)
+    demo.add_argument(
+        "-o", "--output", default="captures/demo-%Y%m%d-%H%M%S.gwscap", help="capture file"
+    )
+    demo.add_argument(
+        "--no-tui", action="store_true", help="run a bounded demo and print a summary (no TTY)"
+    )
     demo.set_defaults(run=cmd_demo)
     return parser
 
@@ -138,6 +144,7 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
     )
+    p.add_argument("--think", type=_positive(float), default=0.0, help="pause between ops (s)")
 
 
 def _sim_config(args: argparse.Namespace):
@@ -195,6 +202,7 @@ def _load_config(args: argparse.Namespace, target: str):
         transport=args.transport,
         seed=args.seed,
         timeout=args.timeout,
+        think=args.think,
     )
 
 
@@ -215,25 +223,22 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gwsproxy.sim import SimConfig
+    from gwsproxy.demo import DemoConfig, DemoError, run_demo
 
-    console = Console()
-
-    async def main():
-        running = await _start_sim(
-            SimConfig(port=0, agents=args.agents, seed=args.seed, faults=0.02)
-        )
-        console.print(
-            f"[bold]GWS simulator[/] on {running.url}; {args.agents} simulated agents at work"
-        )
-        try:
-            return await _run_load(_load_config(args, running.url), console)
-        finally:
-            await running.stop()
-
-    report = asyncio.run(main())
-    console.print(report.table())
-    return 0
+    interactive = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+    config = DemoConfig(
+        output=args.output,
+        agents=args.agents,
+        ops=args.ops,
+        think=args.think if not interactive or args.think else 0.5,
+        transport=args.transport,
+        seed=args.seed,
+        interactive=interactive,
+    )
+    try:
+        return run_demo(config, Console())
+    except DemoError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_record(args: argparse.Namespace) -> int:
