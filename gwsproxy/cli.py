@@ -129,6 +129,16 @@ def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--jitter", type=_positive(float), default=0.02, help="added random delay (s)")
     p.add_argument("--faults", type=_rate, default=0.0, help="rate of Error notifications")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--seed-from", metavar="CAPTURE", help="start with the interactions a capture saw"
+    )
+    p.add_argument(
+        "--coerce",
+        action="append",
+        default=[],
+        metavar="MEDIA",
+        help="misbehave: store int values as strings on this media (for regression tests)",
+    )
 
 
 def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -> None:
@@ -160,18 +170,32 @@ def _sim_config(args: argparse.Namespace):
         jitter=args.jitter,
         faults=args.faults,
         seed=args.seed,
+        seed_from=args.seed_from,
+        coerce=tuple(args.coerce),
     )
 
 
 async def _start_sim(config) -> object:
+    from gwsproxy.capture.reader import CaptureError
     from gwsproxy.sim import start_simulator
 
+    unknown = [m for m in config.coerce if m not in _media_names()]
+    if unknown:
+        raise UserError(f"--coerce {unknown[0]}: not a media ({', '.join(_media_names())})")
     try:
         return await start_simulator(config)
+    except CaptureError as e:
+        raise UserError(f"--seed-from: {e}") from None
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {config.port} is in use: pick another with -p") from None
         raise UserError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+
+
+def _media_names() -> list[str]:
+    from gwsproxy.gws import MEDIA
+
+    return [m.name for m in MEDIA]
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

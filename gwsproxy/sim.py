@@ -78,6 +78,8 @@ class SimConfig:
     faults: float = 0.0  # rate of Error notifications (the change is then not applied)
     seed: int = 0
     cometd_timeout: float = 30.0
+    seed_from: str | None = None  # a capture: start with the interactions it saw
+    coerce: tuple[str, ...] = ()  # media whose int values come back as strings (a GWS bug)
 
 
 class Fail(Exception):
@@ -95,6 +97,7 @@ class Simulator:
         self.config = config
         self.rng = random.Random(config.seed)
         self.agents = {f"agent{i}": PASSWORD for i in range(1, config.agents + 1)}
+        seeded = seed_from_capture(config.seed_from) if config.seed_from else None
         self.sessions: dict[str, str] = {}  # JSESSIONID -> agent
         self.csrf: dict[str, str] = {}  # agent -> token
         self.interactions: dict[str, Interaction] = {}
@@ -102,7 +105,15 @@ class Simulator:
         self.reference = 0
         self.ops = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=100_000)
-        self._seed_interactions()
+        if seeded is None:
+            self._seed_interactions()
+        else:
+            interactions, first_reference = seeded
+            for ix in interactions:
+                self._add(ix)
+                self.agents.update({a: PASSWORD for a in ix.agents})
+            # so that a replay in the recorded order meets the recorded referenceIds
+            self.reference = max(0, first_reference - 1)
 
     # ---- state ----------------------------------------------------------------------------------
 
@@ -239,7 +250,7 @@ class Simulator:
         reference = self.reference
         faulted = self.rng.random() < self.config.faults
         if not faulted:
-            ix.pairs = after
+            ix.pairs = _coerced(after, req) if ix.media.name in self.config.coerce else after
         data = self._notification(ix, reference, faulted)
         self.log.append(
             {
@@ -317,6 +328,50 @@ def apply(
             raise Fail(400, 1, "key is missing")
         return [p for p in pairs if p[0] != req.key]
     raise Fail(400, 2, f"unsupported operation {op}")
+
+
+def _coerced(pairs: list[tuple[str, Any]], req: gws.UserDataRequest) -> list[tuple[str, Any]]:
+    """The requested int values stored as strings: what a misbehaving GWS would do."""
+    names = set(req.user_data or ())
+    return [
+        (k, str(v) if k in names and isinstance(v, int) and not isinstance(v, bool) else v)
+        for k, v in pairs
+    ]
+
+
+def seed_from_capture(path: str) -> tuple[list[Interaction], int]:
+    """The interactions a capture saw, with their user data before its first request on each,
+    and the first referenceId it recorded (1 if none)."""
+    from gwsproxy.capture.format import Kind
+    from gwsproxy.capture.reader import CaptureReader
+
+    found: dict[str, Interaction] = {}
+    first_reference: int | None = None
+    with CaptureReader(path) as reader:
+        for entry in reader.iter_entries():
+            summary = entry.summary
+            if entry.kind != Kind.PAIR or summary.get("media") not in gws.MEDIA_BY_NAME:
+                continue
+            ref = summary.get("reference_id")
+            if isinstance(ref, int) and first_reference is None:
+                first_reference = ref
+            scope = str(summary.get("scope", ""))
+            agent = scope.removeprefix("user:") if scope.startswith("user:") else None
+            ident = str(summary.get("interaction_id"))
+            ix = found.get(ident)
+            if ix is None:
+                body = reader.body(entry) or {}
+                before = body.get("before") or {}
+                media = gws.MEDIA_BY_NAME[summary["media"]]
+                fields: dict[str, Any] = {"state": "Processing", "participants": []}
+                collection = str(summary.get("collection", ""))
+                if media.name == "openmedia" and "/" in collection:
+                    fields["mediaType"] = collection.split("/", 1)[1]
+                ix = found[ident] = Interaction(ident, media, (), list(before.items()), fields)
+            if agent and agent not in ix.agents:
+                ix.agents = (*ix.agents, agent)
+                ix.fields["participants"].append({"nickname": agent, "type": "Agent"})
+    return list(found.values()), first_reference or 1
 
 
 def _fail(fail: Fail) -> web.Response:
