@@ -20,12 +20,12 @@ import aiohttp
 from rich.table import Table
 
 from gwsproxy import gws
-from gwsproxy.cometd_client import TRANSPORTS, CometdClient, CometdError
+from gwsproxy.cometd_client import TRANSPORTS
+from gwsproxy.gws_client import GwsError, GwsSession, one_line
 from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTION = "/v2/me/**"
 # Keys the agents write; a small vocabulary, so updates often overwrite and deletes find keys.
 KEYS = (
     "CustomerSegment",
@@ -44,8 +44,7 @@ DEFAULT_MEDIA_TYPE = "promotion"  # open media objects without mediaType: the do
 WAIT = object()  # a match that an outstanding HTTP answer will decide
 
 
-class LoadError(Exception):
-    """Why a load run could not start, in one line."""
+LoadError = GwsError  # why a load run could not start, in one line
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +208,8 @@ class Agent:
         self.interactions: list[Interaction] = []
         self._base = config.target.rstrip("/")
         self._on_done = on_done
-        self._http: aiohttp.ClientSession | None = None
-        self._cometd: CometdClient | None = None
+        self._session: GwsSession | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._csrf: dict[str, str] = {}
         self._open: dict[str, list[Op]] = {}  # interaction id -> open ops, oldest first
         self._by_reference: dict[int | str, Op] = {}
         # Notifications that arrived while an op on their interaction had no HTTP answer yet:
@@ -230,59 +227,31 @@ class Agent:
 
     async def start(self) -> None:
         """Log in, list the interactions, open CometD and subscribe; LoadError if impossible."""
-        self._http = aiohttp.ClientSession(
-            headers={"Authorization": aiohttp.encode_basic_auth(self.name, self.config.password)},
-            # unsafe: keep cookies (JSESSIONID) from IP-address hosts such as 127.0.0.1 too.
-            cookie_jar=aiohttp.CookieJar(unsafe=True),
+        config = self.config
+        self._session = GwsSession(
+            self._base,
+            self.name,
+            config.password,
+            transport=config.transport,
+            timeout=config.timeout,
         )
         try:
-            await self._set_up()
+            with self._session.errors():
+                await self._session.login()
+                await self._list_interactions()
+            await self._session.listen()
         except BaseException:
             await self.close()
             raise
         self._listener = asyncio.create_task(self._listen(), name=f"{self.name} notifications")
 
-    async def _set_up(self) -> None:
-        try:
-            await self._login()
-            await self._list_interactions()
-            self._cometd = CometdClient(
-                self._http,
-                self._base + "/api/v2/notifications",
-                transport=self.config.transport,
-                headers=self._csrf,
-            )
-            await self._cometd.handshake()
-            await self._cometd.start()
-            await self._cometd.subscribe(SUBSCRIPTION)
-        except aiohttp.ClientConnectorError as exc:
-            raise LoadError(f"cannot reach {self._base}: {_reason(exc)}") from None
-        except TimeoutError:
-            wait = f"{self.config.timeout:g} s"
-            raise LoadError(f"{self.name}: no answer from {self._base} in {wait}") from None
-        except aiohttp.ClientError as exc:
-            raise LoadError(f"{self.name}: {self._base} failed: {_one_line(exc)}") from None
-        except CometdError as exc:
-            raise LoadError(f"{self.name}: CometD: {exc}") from None
-
-    async def _login(self) -> None:
-        url = self._base + "/api/v2/me"
-        status, reason, doc, headers = await self._get(url)
-        if status >= 400 or not isinstance(doc, dict) or doc.get("statusCode") not in (0, None):
-            message = doc.get("statusMessage") if isinstance(doc, dict) else None
-            raise LoadError(f"{self.name}: {status} {message or reason} at {url}")
-        name = headers.get("X-CSRF-HEADER")
-        token = headers.get(name) if name else None
-        token = token or headers.get("X-CSRF-TOKEN")
-        if name and token:
-            self._csrf = {name: token}
-
     async def _list_interactions(self) -> None:
+        assert self._session is not None
         names = self.config.media or tuple(m.name for m in gws.MEDIA)
         for media in (gws.MEDIA_BY_NAME[n] for n in names):
             collection = media.collections[0]
             url = f"{self._base}/api/v2/me/{collection}"
-            status, reason, doc, _ = await self._get(url)
+            status, reason, doc, _ = await self._session.get(url)
             if status in (401, 403):
                 raise LoadError(f"{self.name}: {status} {reason} at {url}")
             if status >= 400 or not isinstance(doc, dict):
@@ -304,20 +273,10 @@ class Agent:
         if not self.interactions:
             raise LoadError(f"{self.name}: no interactions to work on at {self._base}")
 
-    async def _get(self, url: str) -> tuple[int, str, Any, Any]:
-        assert self._http is not None
-        async with self._http.get(url, timeout=self._request_timeout()) as response:
-            body = await response.read()
-            parsed = gws.parse_answer(body)
-            doc = None if isinstance(parsed, Unreadable) else parsed.value
-            return response.status, response.reason or "", doc, response.headers
-
-    def _request_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.config.timeout)
-
     async def close(self) -> None:
-        if self._cometd is not None:
-            await self._cometd.close()
+        cometd = self._session.cometd if self._session is not None else None
+        if cometd is not None:
+            await cometd.close()
         if self._listener is not None:
             # The closed client ends its message stream; what was queued still gets counted.
             await asyncio.wait({self._listener}, timeout=1.0)
@@ -326,9 +285,9 @@ class Agent:
                 await self._listener
         for op in [op for ops in self._open.values() for op in ops]:
             op.outcome.cancel()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # ---- working --------------------------------------------------------------------------------
 
@@ -351,7 +310,8 @@ class Agent:
         return self.report
 
     async def _one(self) -> None:
-        assert self._http is not None
+        assert self._session is not None
+        session = self._session
         ix = self._pick()
         body = self._operation(ix)
         op = Op(
@@ -361,12 +321,12 @@ class Agent:
         self._open.setdefault(ix.id, []).append(op)
         self.report.sent += 1
         try:
-            async with self._http.post(
-                self._url(ix), json=body, headers=self._csrf, timeout=self._request_timeout()
+            async with session.http.post(
+                self._url(ix), json=body, headers=session.csrf, timeout=session.timeout
             ) as response:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("%s: %s on %s failed: %s", self.name, op.operation, ix.id, _one_line(exc))
+            log.info("%s: %s on %s failed: %s", self.name, op.operation, ix.id, one_line(exc))
             self.report.failed += 1
             self._give_up(op)
             return
@@ -435,8 +395,8 @@ class Agent:
     # ---- notifications --------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        assert self._cometd is not None
-        async for message in self._cometd.messages():
+        assert self._session is not None and self._session.cometd is not None
+        async for message in self._session.cometd.messages():
             note = gws.parse_notification(message)
             # Status changes, new messages and the like answer no user-data request.
             if note is None or not note.reports_change:
@@ -563,15 +523,3 @@ def _check(config: LoadConfig) -> None:
     if unknown:
         choices = ", ".join(gws.MEDIA_BY_NAME)
         raise LoadError(f"unknown media {', '.join(unknown)}: choose from {choices}")
-
-
-def _reason(exc: aiohttp.ClientConnectorError) -> str:
-    error = exc.os_error
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    return _one_line(error.strerror or error) if isinstance(error, OSError) else _one_line(exc)
-
-
-def _one_line(value: object) -> str:
-    text = str(value).strip() or type(value).__name__
-    return " ".join(text.split())
