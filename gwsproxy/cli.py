@@ -105,6 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     export.set_defaults(run=cmd_export)
 
+    rep = sub.add_parser("replay", help="re-send a capture to a GWS and compare the changes")
+    rep.add_argument("file", help="capture file")
+    rep.add_argument("--target", required=True, help="GWS base URL, e.g. http://127.0.0.1:8090")
+    rep.add_argument("--user", help="replay every agent as this user (default: the capture's)")
+    rep.add_argument("--password", default="password", help="password (default 'password')")
+    rep.add_argument(
+        "--map", action="append", default=[], metavar="OLD=NEW", help="replace in paths and bodies"
+    )
+    rep.add_argument(
+        "--ignore", action="append", default=[], metavar="KEY_REGEX", help="keys not compared"
+    )
+    rep.add_argument("--report", metavar="FILE", help="write junit (.xml) or JSON report")
+    rep.add_argument(
+        "-o",
+        "--output",
+        default="captures/replay-%Y%m%d-%H%M%S.gwscap",
+        help="capture of the replay",
+    )
+    rep.add_argument("--rate", type=_positive(float), default=0.0, help="requests/s (0: no limit)")
+    rep.add_argument(
+        "--transport", choices=("long-polling", "websocket"), default="long-polling", help="CometD"
+    )
+    rep.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
+    )
+    rep.set_defaults(run=cmd_replay)
+
     demo = sub.add_parser(
         "demo", help="simulator + recording proxy + simulated agents + the inspector, live"
     )
@@ -330,6 +357,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot write {args.output}: {e.strerror}") from None
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import re
+
+    from rich.progress import Progress
+
+    from gwsproxy.capture.reader import CaptureError
+    from gwsproxy.replay.regress import ReplayConfig, ReplayError, load_pairs, replay, write_report
+
+    maps = []
+    for item in args.map:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            raise UserError(f"--map {item!r}: expected OLD=NEW")
+        maps.append((old, new))
+    for pattern in args.ignore:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise UserError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
+    config = ReplayConfig(
+        capture=args.file,
+        target=args.target.rstrip("/"),
+        user=args.user,
+        password=args.password,
+        maps=tuple(maps),
+        ignore=tuple(args.ignore),
+        output=args.output,
+        rate=args.rate,
+        transport=args.transport,
+        timeout=args.timeout,
+    )
+    console = Console(stderr=True)
+    try:
+        total = len(load_pairs(args.file))
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("replaying", total=total)
+            result = asyncio.run(replay(config, lambda c: progress.advance(task)))
+    except CaptureError as e:
+        raise UserError(str(e)) from None
+    except ReplayError as e:
+        raise UserError(str(e)) from None
+    out = Console()
+    for c in result.failed[:20]:
+        out.print(f"[red]FAIL[/] {c.describe()}", highlight=False)
+    if len(result.failed) > 20:
+        out.print(f"... and {len(result.failed) - 20} more failures")
+    rate = len(result.comparisons) / result.elapsed if result.elapsed else 0.0
+    colour = "green" if result.ok else "red"
+    out.print(
+        f"[{colour}]{result.passed} passed, {len(result.failed)} failed[/] "
+        f"in {result.elapsed:.2f} s ({rate:.0f} pairs/s); new capture: {result.output}"
+    )
+    if args.report:
+        write_report(result, args.report)
+    return 0 if result.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
