@@ -157,6 +157,9 @@ def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--faults", type=_rate, default=0.0, help="rate of Error notifications")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
+        "--cometd-timeout", type=_positive(float), default=30.0, help="held connect timeout (s)"
+    )
+    p.add_argument(
         "--seed-from", metavar="CAPTURE", help="start with the interactions a capture saw"
     )
     p.add_argument(
@@ -198,6 +201,7 @@ def _sim_config(args: argparse.Namespace):
         faults=args.faults,
         seed=args.seed,
         seed_from=args.seed_from,
+        cometd_timeout=args.cometd_timeout,
         coerce=tuple(args.coerce),
     )
 

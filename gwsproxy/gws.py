@@ -94,6 +94,7 @@ MEDIA = (
 )
 MEDIA_BY_NAME = {m.name: m for m in MEDIA}
 UNKNOWN = "unknown"
+_INTEGER = re.compile(r"\s*-?[0-9]+\s*")  # ASCII digits only: str.isdigit() accepts "²"
 
 
 def _word(text: str) -> str:
@@ -257,8 +258,11 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        try:
+            return int(value)
+        except ValueError:  # longer than Python's int-from-text limit
+            return None
     return None
 
 

@@ -58,8 +58,9 @@ class Interaction:
     def user_data(self) -> dict[str, Any]:
         return dict(self.pairs)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, base_url: str) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": self.id, **self.fields}
+        obj.setdefault("uri", f"{base_url}/api/v2/{self.media.collections[0]}/{self.id}")
         if self.pairs or self.media.name != "voice":  # voice omits emptied user data
             has_dupes = len(dict(self.pairs)) != len(self.pairs)
             obj["userData"] = KVList(list(self.pairs)) if has_dupes else dict(self.pairs)
@@ -105,6 +106,8 @@ class Simulator:
         self.reference = 0
         self.ops = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self._published: dict[str, float] = {}  # interaction -> when its last notification goes
+        self.base_url = f"http://{config.host}:{config.port}"
         if seeded is None:
             self._seed_interactions()
         else:
@@ -150,7 +153,6 @@ class Simulator:
         ]
         fields: dict[str, Any] = {
             "state": "Established" if media.name == "voice" else "Processing",
-            "uri": f"http://{self.config.host}:{self.config.port}/api/v2/{media.collections[0]}/{ident}",
             "participants": [{"nickname": a, "type": "Agent"} for a in agents],
         }
         if media.name == "openmedia":
@@ -210,12 +212,15 @@ class Simulator:
         head, _, tail = path.rpartition("/")
         ix = self.interactions.get(tail)
         if head and ix is not None and agent in ix.agents:
-            return web.json_response({"statusCode": 0, ix.media.object_key: ix.snapshot()})
+            return web.json_response(
+                {"statusCode": 0, ix.media.object_key: ix.snapshot(self.base_url)}
+            )
         media = gws.media_of(path.split("/", 1)[0])
-        if media == gws.UNKNOWN or (head and gws.media_of(head) != media):
+        listing = not head or (media == "openmedia" and head == "openmedia")
+        if media == gws.UNKNOWN or not listing:
             return _fail(Fail(404, 6, f"no such resource: {path}"))
         found = [
-            i.snapshot()
+            i.snapshot(self.base_url)
             for i in self.interactions.values()
             if i.media.name == media and agent in i.agents
         ]
@@ -265,10 +270,13 @@ class Simulator:
                 "time": time.time(),
             }
         )
-        wait = self.config.delay + self.rng.uniform(0, self.config.jitter)
-        asyncio.get_running_loop().call_later(
-            wait, self.bayeux.publish, ix.media.channel, data, ix.agents
-        )
+        loop = asyncio.get_running_loop()
+        # Jitter must not reorder one interaction's notifications: a later one carries the
+        # newer user data, and clients (and the proxy's snapshots) rely on that order.
+        when = loop.time() + self.config.delay + self.rng.uniform(0, self.config.jitter)
+        when = max(when, self._published.get(ix.id, 0.0) + 1e-6)
+        self._published[ix.id] = when
+        loop.call_at(when, self.bayeux.publish, ix.media.channel, data, ix.agents)
         answer: dict[str, Any] = {"statusCode": 0}
         if ix.media.reference_in_answer:
             answer["referenceId"] = reference
@@ -291,7 +299,7 @@ class Simulator:
             data["referenceId"] = reference
         if faulted:
             data["errorMessage"] = "Simulated interaction server error"
-        data[media.object_key] = ix.snapshot()
+        data[media.object_key] = ix.snapshot(self.base_url)
         return data
 
 
@@ -398,4 +406,5 @@ async def start_simulator(config: SimConfig) -> RunningSim:
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     port = runner.addresses[0][1]
+    sim.base_url = f"http://{config.host}:{port}"
     return RunningSim(sim, runner, f"http://{config.host}:{port}")
