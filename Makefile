@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-smoke clean
+.PHONY: demo test lint bench bench-smoke examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b --smoke || exit 1; done
+
+examples: $(STAMP)
+	$(BIN)/python -m gwsproxy.examples captures/examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,308 @@
+"""Small example captures for captures/examples/: the two GWS documentation samples, and a real
+recording of simulated agents through mitmdump. Run: python -m gwsproxy.examples OUTDIR
+
+  seed-sms-update.gwscap       the documented UpdateUserData on SMS session 0000Wa9CAM6W00J
+  seed-facebook-update.gwscap  the same on Facebook session 0002DaAVKJ0V0095
+  sim-mixed.gwscap             4 agents x 15 random operations on every media (5 % faults),
+                               simulator -> mitmdump -s addons/gws_recorder.py -> agents
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gwsproxy import __version__, gws
+from gwsproxy.agents import LoadConfig, LoadError, LoadReport, run_load
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.records import pair_record, unsolicited_record
+from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.correlate import Correlator, Pair
+from gwsproxy.lenient import Parsed, loads
+from gwsproxy.redact import Redactor
+from gwsproxy.sim import SEED_UPDATE_KEYS, SimConfig, start_simulator
+
+AGENT, PASSWORD = "agent1", "password"
+# The request both seed documents show (seed 000 prints it; seed 003 documents the same body).
+DOCUMENTED_USER_DATA = {"UserData1": 987654321, "UserData2": "DATAUPDATE-@123"}
+ANSWER = b'{"statusCode": 0}'
+START_TIMEOUT = 30.0  # mitmdump's first start generates its CA: allow for a slow machine
+STOP_TIMEOUT = 15.0
+
+
+class ExampleError(Exception):
+    """Why an example could not be made, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedExample:
+    filename: str  # the capture to write
+    seed: str  # the documentation sample in gwsproxy/data
+    collection: str  # as the sample's own docs spell it
+    channel: str  # the Bayeux channel the notification is wrapped in
+
+
+SEEDS = (
+    SeedExample("seed-sms-update.gwscap", "seed_000_sms.txt", "smsessions", "/v2/me/smssessions"),
+    SeedExample(
+        "seed-facebook-update.gwscap",
+        "seed_003_facebook.txt",
+        "facebooksessions",
+        "/v2/me/facebooksession",
+    ),
+)
+SIM_MIXED = "sim-mixed.gwscap"
+
+
+# ---- the documentation samples, through the recording path without mitmproxy -----------------
+
+
+def seed_capture(example: SeedExample, path: Path) -> None:
+    """One pair: the documented request, `{"statusCode": 0}`, and the sample notification.
+
+    Built the way the addon builds it (Correlator, records.pair_record, CaptureWriter, the same
+    raw_request / raw_answer / raw_note shapes), with before = the sample's user data minus the
+    keys the request writes, as a GET of the interaction would have shown it.
+    """
+    parsed = loads(resources.files("gwsproxy.data").joinpath(example.seed).read_bytes())
+    if not isinstance(parsed, Parsed):
+        raise ExampleError(f"{example.seed}: {parsed.reason}")
+    document = parsed.value  # the sample with its quirks repaired: what a real server sends
+    sample = gws.parse_notification(document)
+    if sample is None or sample.interaction_id is None or sample.user_data is None:
+        raise ExampleError(f"{example.seed} is not a GWS notification with user data")
+    before = {k: v for k, v in sample.user_data.items() if k not in SEED_UPDATE_KEYS}
+
+    redactor = Redactor()
+    correlator = Correlator()
+    correlator.observe(sample.interaction_id, before)
+    scope = correlator.scopes.scope(AGENT, None, "127.0.0.1")
+    # The sample's URL names another id than its object; the object's id makes them correlate.
+    url = f"/api/v2/me/{example.collection}/{sample.interaction_id}"
+    body = json.dumps({"operationName": gws.UPDATE, "userData": DOCUMENTED_USER_DATA}).encode()
+    request = gws.classify_request("POST", url, body)
+    if not isinstance(request, gws.UserDataRequest):
+        raise ExampleError(f"{url}: the documented request does not classify: {request}")
+    credentials = base64.b64encode(f"{AGENT}:{PASSWORD}".encode()).decode()
+    raw_request = {
+        "method": "POST",
+        "path": url,
+        "headers": redactor.header_fields(
+            [
+                ("Host", "127.0.0.1:8090"),
+                ("Authorization", f"Basic {credentials}"),
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+            ]
+        ),
+        "body": body,
+        "repairs": list(request.repairs),
+    }
+    raw_answer = {
+        "status": 200,
+        "headers": redactor.header_fields(
+            [("Content-Type", "application/json"), ("Content-Length", str(len(ANSWER)))]
+        ),
+        "body": ANSWER,
+    }
+    message = {"channel": example.channel, "data": document}
+    note_bytes = json.dumps(message).encode()
+    note = gws.parse_notification(json.loads(note_bytes))
+    assert note is not None
+    raw_note = {"transport": "long-polling", "raw": note_bytes, "repairs": []}
+
+    t = time.time()
+    key = f"{example.seed}#1"
+    closed = correlator.request(key, scope, request, t, raw_request)
+    closed += correlator.answer(key, gws.parse_answer(ANSWER), 200, t + 0.004, raw_answer)
+    closed += correlator.notification(scope, note, t + 0.031, raw_note)
+    closed += correlator.close(t + 1.0)
+    header = {
+        "tool_version": __version__,
+        "upstream": f"example:{example.seed}",
+        "options": {
+            "timeout": correlator.timeout,
+            "mask_keys": sorted(redactor.mask_keys),
+            "redact_headers": sorted(redactor.headers),
+        },
+    }
+    with _replacing(path) as tmp, CaptureWriter(tmp, header) as writer:
+        for item in closed:
+            if isinstance(item, Pair):
+                writer.write(Kind.PAIR, *pair_record(item, redactor))
+            else:
+                writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
+
+
+# ---- a real recording: simulator <- mitmdump with the addon <- simulated agents -------------
+
+
+async def sim_capture(path: Path, *, agents: int = 4, ops: int = 15, seed: int = 1) -> LoadReport:
+    """Record `agents` x `ops` long-polling operations through a real mitmdump into `path`."""
+    mitmdump = _mitmdump()
+    addon = _addon_script()
+    running = await start_simulator(SimConfig(port=0, faults=0.05, seed=seed))
+    with (
+        _replacing(path) as tmp,
+        tempfile.TemporaryDirectory(prefix="gwsproxy-examples-") as scratch,
+    ):
+        port = _free_port()
+        log_path = Path(scratch) / "mitmdump.log"
+        command = [
+            mitmdump,
+            "-q",
+            "-s",
+            str(addon),
+            "--mode",
+            f"reverse:{running.url}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--set",
+            f"confdir={Path(scratch) / 'mitmproxy'}",  # its CA stays out of ~/.mitmproxy
+            "--set",
+            f"gws_capture={tmp}",
+        ]
+        with open(log_path, "w+b") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                await _wait_listening(process, port, log_path)
+                config = LoadConfig(
+                    target=f"http://127.0.0.1:{port}",
+                    agents=agents,
+                    ops=ops,
+                    transport="long-polling",
+                    seed=seed,
+                )
+                report = await run_load(config)
+                # SIGINT: mitmdump shuts down its addons, which close the capture cleanly.
+                process.send_signal(signal.SIGINT)
+                code = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
+                if code != 0:
+                    raise ExampleError(f"mitmdump exited with {code}: {_tail(log_path)}")
+            except subprocess.TimeoutExpired:
+                raise ExampleError(f"mitmdump did not stop within {STOP_TIMEOUT:g} s") from None
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                await running.stop()
+    return report
+
+
+def _mitmdump() -> str:
+    beside = Path(sys.executable).with_name("mitmdump")
+    found = str(beside) if beside.exists() else shutil.which("mitmdump")
+    if found is None:
+        raise ExampleError("mitmdump not found: install gwsproxy's dependencies (make test)")
+    return found
+
+
+def _addon_script() -> Path:
+    script = Path(__file__).resolve().parents[1] / "addons" / "gws_recorder.py"
+    if not script.exists():
+        raise ExampleError(f"{script} not found: run from a gwsproxy source checkout")
+    return script
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ExampleError(f"mitmdump exited with {process.returncode}: {_tail(log)}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise ExampleError(f"mitmdump did not listen on 127.0.0.1:{port} within {START_TIMEOUT:g} s")
+
+
+def _tail(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+    return "no output"
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only once everything went well."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def make_all(outdir: Path) -> list[tuple[Path, Any]]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    made: list[tuple[Path, Any]] = []
+    for example in SEEDS:
+        seed_capture(example, outdir / example.filename)
+        made.append((outdir / example.filename, "1 pair from the documentation sample"))
+    report = asyncio.run(sim_capture(outdir / SIM_MIXED))
+    made.append(
+        (
+            outdir / SIM_MIXED,
+            f"{report.sent} ops by {report.agents} agents: {report.notified} notified, "
+            f"{report.errors} errors, {report.rejected} rejected, {report.timeouts} timeouts",
+        )
+    )
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gwsproxy.examples",
+        description="Write the example captures (seed-*.gwscap, sim-mixed.gwscap) into OUTDIR.",
+    )
+    parser.add_argument("outdir", type=Path, metavar="OUTDIR", help="e.g. captures/examples")
+    args = parser.parse_args(argv)
+    try:
+        made = make_all(args.outdir)
+    except (ExampleError, LoadError) as e:
+        print(f"gwsproxy.examples: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"gwsproxy.examples: cannot write into {args.outdir}: {e}", file=sys.stderr)
+        return 1
+    for path, what in made:
+        print(f"{path} ({path.stat().st_size:,} bytes): {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

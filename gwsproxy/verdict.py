@@ -1,0 +1,472 @@
+"""Verdicts: what a user-data request asked for, what its notification shows, and how they differ.
+
+Pure functions over before/after snapshots: `expected` applies the request to before, `judge`
+compares key by key with types (987654321 is not "987654321"), `counts` is the cheap list-view form.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gwsproxy import gws
+
+
+class _Missing:
+    """The one "key absent" marker: falsy, equal only to itself, survives copy and pickle."""
+
+    __slots__ = ()
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS = "applied", "coerced", "not applied", "side effects"
+REJECTED, ERROR, TIMEOUT, INCOMPLETE = "rejected", "error", "timeout", "incomplete"
+VERDICTS: Final = (
+    APPLIED,
+    COERCED,
+    NOT_APPLIED,
+    SIDE_EFFECTS,
+    REJECTED,
+    ERROR,
+    TIMEOUT,
+    INCOMPLETE,
+)
+
+ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+TYPE_CHANGED, UNCHANGED = "type changed", "unchanged"
+KINDS: Final = (ADDED, REMOVED, CHANGED, TYPE_CHANGED, UNCHANGED)
+
+# Per-key outcomes; "" is an unrequested key that did not change (or nothing could be judged).
+OK, SIDE_EFFECT = "ok", "side effect"
+OUTCOMES: Final = (OK, COERCED, NOT_APPLIED, SIDE_EFFECT, "")
+
+# Capture pair statuses (correlate.py) that end a pair without a judgeable change.
+_PASS_THROUGH = {"rejected": REJECTED, "error": ERROR, "timeout": TIMEOUT, "incomplete": INCOMPLETE}
+MATCHED = "matched"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One user-data key: its value before, after, and what the request should have made of it."""
+
+    key: str
+    before: Any  # MISSING if absent (or if before is unknown)
+    after: Any  # MISSING if absent
+    expected: Any  # MISSING: the request wants it absent, or left it alone and before unknown
+    kind: str  # one of KINDS: before -> after
+    requested: bool  # the request named this key (a voice delete-everything names every key)
+    outcome: str  # one of OUTCOMES
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A pair's verdict and its per-key diff."""
+
+    name: str  # one of VERDICTS
+    changes: tuple[KeyChange, ...]  # before ∪ after ∪ requested: requested first, then sorted
+    not_applied: tuple[str, ...]
+    coerced: tuple[str, ...]
+    side_effects: tuple[str, ...]
+    before_known: bool
+    # Added to the agreed API: False when no user data came back (rejected, timeout, incomplete,
+    # an error without userData). `after` then shows `before`: nothing is known to have changed.
+    after_known: bool = field(default=True)
+
+    def changed(self) -> tuple[KeyChange, ...]:
+        """The rows a diff view shows: keys that changed, and every requested key."""
+        return tuple(c for c in self.changes if c.kind != UNCHANGED or c.requested)
+
+    @property
+    def summary(self) -> str:
+        """Counts as "+added ~changed -removed"; type changes count as changed."""
+        added = changed = removed = 0
+        for c in self.changes:
+            if c.kind == ADDED:
+                added += 1
+            elif c.kind == REMOVED:
+                removed += 1
+            elif c.kind != UNCHANGED:
+                changed += 1
+        return f"+{added} ~{changed} -{removed}"
+
+
+# ---- the request's effect ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Effect:
+    writes: dict[Any, Any]
+    deletes: tuple[Any, ...] = ()
+    everything: bool = False  # voice DeleteUserData without keys
+
+
+_NOTHING = _Effect({})
+
+
+def _effect(operation: Any, requested: Any, media: Any) -> _Effect:
+    op = operation.strip() if isinstance(operation, str) else ""
+    if op in (gws.UPDATE, gws.ATTACH):
+        return _Effect(dict(requested)) if isinstance(requested, dict) else _NOTHING
+    if op in (gws.DELETE, gws.DELETE_PAIR):
+        if requested is None:
+            return _Effect({}, everything=op == gws.DELETE and media == "voice")
+        if isinstance(requested, dict | list | tuple):
+            return _Effect({}, _key_list(requested))
+        return _Effect({}, _key_list([requested]))
+    # An operation we do not know: read what it names by its shape.
+    if isinstance(requested, dict):
+        return _Effect(dict(requested))
+    if isinstance(requested, list | tuple):
+        return _Effect({}, _key_list(requested))
+    return _NOTHING
+
+
+def _key_list(keys: Any) -> tuple[Any, ...]:
+    out: dict[Any, None] = {}
+    for k in keys:
+        try:
+            hash(k)
+        except TypeError:
+            k = repr(k)
+        out[k] = None
+    return tuple(out)
+
+
+def expected(
+    before: dict[str, Any] | None,
+    operation: str,
+    requested: dict[str, Any] | list[str] | None,
+    media: str,
+) -> dict[str, Any] | None:
+    """The user data the request should leave: `requested` applied to `before`.
+
+    Update and Attach overwrite the given keys (in place, new ones last); DeleteUserData removes
+    the listed keys, or everything on voice when `requested` is None; DeleteUserDataPair removes
+    its key (`requested` is the one-element list stored in captures). None when before is unknown.
+    """
+    if not isinstance(before, dict):
+        return None
+    eff = _effect(operation, requested, media)
+    if eff.everything:
+        return {}
+    out = dict(before)
+    for key in eff.deletes:
+        out.pop(key, None)
+    out.update(eff.writes)
+    return out
+
+
+# ---- judging -----------------------------------------------------------------------------------
+
+
+def judge(
+    status: str,
+    operation: str,
+    media: str,
+    requested: dict[str, Any] | list[str] | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> Verdict:
+    """The verdict of a pair; never raises on JSON-like input.
+
+    `status` is the capture's pair status. Only `matched` pairs are judged applied / coerced /
+    not applied / side effects; the others keep their status as the verdict (an unknown status
+    reads as incomplete), with the per-key diff still computed when user data came back. A
+    matched pair without `after` means empty user data (a voice delete-everything notification).
+    """
+    eff = _effect(operation, requested, media)
+    before_known = isinstance(before, dict)
+    old: dict[Any, Any] = before if before_known else {}  # type: ignore[assignment]
+    is_matched = status == MATCHED
+    after_known = isinstance(after, dict) or is_matched
+    new: dict[Any, Any] = after if isinstance(after, dict) else ({} if is_matched else old)
+
+    if eff.everything:
+        named = sorted(old.keys() | new.keys(), key=_sort_key)
+        doomed = set(named)
+        named_set = doomed
+    else:
+        named = list(dict.fromkeys((*eff.writes, *eff.deletes)))
+        doomed = set(eff.deletes) - eff.writes.keys()
+        named_set = set(named)
+    rest = sorted((old.keys() | new.keys()) - named_set, key=_sort_key)
+
+    changes: list[KeyChange] = []
+    not_applied: list[Any] = []
+    coerced: list[Any] = []
+    side_effects: list[Any] = []
+    for key in named:
+        b = old.get(key, MISSING)
+        a = new.get(key, MISSING)
+        want = MISSING if key in doomed else eff.writes[key]
+        outcome = _outcome(want, a) if after_known else ""
+        if outcome == NOT_APPLIED:
+            not_applied.append(key)
+        elif outcome == COERCED:
+            coerced.append(key)
+        changes.append(KeyChange(key, b, a, want, _kind_of(b, a), True, outcome))
+    for key in rest:
+        b = old.get(key, MISSING)
+        a = new.get(key, MISSING)
+        kind = _kind_of(b, a)
+        outcome = ""
+        if kind != UNCHANGED and before_known and after_known:
+            outcome = SIDE_EFFECT
+            side_effects.append(key)
+        changes.append(KeyChange(key, b, a, b if before_known else MISSING, kind, False, outcome))
+
+    if not is_matched:
+        name = _PASS_THROUGH.get(status, INCOMPLETE) if isinstance(status, str) else INCOMPLETE
+    elif not_applied:
+        name = NOT_APPLIED
+    elif coerced:
+        name = COERCED
+    elif side_effects:
+        name = SIDE_EFFECTS
+    else:
+        name = APPLIED
+    return Verdict(
+        name=name,
+        changes=tuple(changes),
+        not_applied=tuple(not_applied),
+        coerced=tuple(coerced),
+        side_effects=tuple(side_effects),
+        before_known=before_known,
+        after_known=after_known,
+    )
+
+
+def counts(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(added, changed, removed) keys from before to after, types mattering; None reads as empty.
+
+    For list views: no per-key objects, no deepdiff. Type changes count as changed.
+    """
+    old = before if isinstance(before, dict) else {}
+    new = after if isinstance(after, dict) else {}
+    changed = removed = 0
+    for key, b in old.items():
+        a = new.get(key, MISSING)
+        if a is MISSING:
+            removed += 1
+        elif b is not a:
+            t = type(b)
+            if t is type(a) and t in _SCALARS:
+                if b != a:
+                    changed += 1
+            elif not _same(b, a):
+                changed += 1
+    return len(new) - (len(old) - removed), changed, removed
+
+
+def details(change: KeyChange) -> tuple[str, ...]:
+    """What changed inside one key's value, one line per nested change (deepdiff, on demand).
+
+    For the detail pane of a diff view: a nested value (a map or list) that `judge` reports as
+    changed is broken down to the paths that differ, type changes included.
+    """
+    b, a = change.before, change.after
+    if b is MISSING or a is MISSING or _same(b, a):
+        return ()
+    try:
+        from deepdiff import DeepDiff
+
+        # zip_ordered_iterables: compare lists index by index. Without it deepdiff 9 matches list
+        # items by hash and misses [1] -> [1.0] and [True] -> [1] (equal hashes).
+        diff = DeepDiff(b, a, verbose_level=2, zip_ordered_iterables=True)
+        text = diff.pretty()
+    except Exception:  # noqa: BLE001 - a detail view must not fail on odd values
+        return (f"{change.key}: {b!r} -> {a!r}",)
+    label = repr(change.key) if not isinstance(change.key, str) else change.key
+    return tuple(_ROOT.sub(lambda _: label, line) for line in text.splitlines() if line.strip())
+
+
+_ROOT = re.compile(r"\broot(?=\[|\b)")
+
+
+# ---- comparisons -------------------------------------------------------------------------------
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_KIND_OF_TYPE = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    type(None): "null",
+    dict: "map",
+    list: "list",
+    tuple: "list",
+}
+
+
+def _type_kind(value: Any) -> str:
+    kind = _KIND_OF_TYPE.get(type(value))
+    if kind is not None:
+        return kind
+    if isinstance(value, dict):
+        return "map"  # e.g. the simulator's duplicate-keeping voice KVList
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
+
+
+def _sort_key(key: Any) -> tuple[bool, str]:
+    return (not isinstance(key, str), key if isinstance(key, str) else repr(key))
+
+
+def _kind_of(b: Any, a: Any) -> str:
+    if b is MISSING:
+        return UNCHANGED if a is MISSING else ADDED
+    if a is MISSING:
+        return REMOVED
+    if b is a:
+        return UNCHANGED
+    t = type(b)
+    if t is type(a) and t in _SCALARS:
+        return UNCHANGED if b == a else CHANGED
+    if _type_kind(b) != _type_kind(a):
+        return TYPE_CHANGED
+    return UNCHANGED if _same(b, a) else CHANGED
+
+
+def _outcome(want: Any, got: Any) -> str:
+    if want is MISSING:
+        return OK if got is MISSING else NOT_APPLIED
+    if got is MISSING:
+        return NOT_APPLIED
+    if _same(want, got):
+        return OK
+    return COERCED if _looks_equal(want, got) else NOT_APPLIED
+
+
+def _same(x: Any, y: Any) -> bool:
+    """Deep equality where types matter at every level (1, 1.0, True and "1" all differ).
+
+    Iterative, so deeply nested values cannot exhaust the stack.
+    """
+    stack = [(x, y)]
+    while stack:
+        a, b = stack.pop()
+        if a is b:
+            continue
+        ka, kb = _type_kind(a), _type_kind(b)
+        if ka != kb:
+            return False
+        if ka == "map":
+            if len(a) != len(b) or a.keys() != b.keys():
+                return False
+            stack.extend((v, b[k]) for k, v in a.items())
+        elif ka == "list":
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        else:
+            try:
+                if a != b:
+                    return False
+            except Exception:  # noqa: BLE001 - exotic values that refuse comparison differ
+                return False
+    return True
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_NUMERIC = frozenset({"int", "float", "bool"})
+_CONTAINERS = frozenset({"map", "list"})
+
+
+def _looks_equal(x: Any, y: Any) -> bool:
+    """Equal once types are set aside: 987654321 ~ "987654321", 1 ~ 1.0 ~ "1", True ~ "true",
+    None ~ "null", {"a": 1} ~ {"a": "1"} ~ '{"a": 1}'. Only asked after _same said no."""
+    stack = [(x, y)]
+    while stack:
+        a, b = stack.pop()
+        if a is b:
+            continue
+        ka, kb = _type_kind(a), _type_kind(b)
+        if ka == kb == "map":
+            if len(a) != len(b) or a.keys() != b.keys():
+                return False
+            stack.extend((v, b[k]) for k, v in a.items())
+        elif ka == kb == "list":
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        elif ka in _CONTAINERS or kb in _CONTAINERS:
+            text, other = (a, b) if ka == "str" else (b, a) if kb == "str" else (None, None)
+            if text is None:
+                return False
+            decoded = _json_or_missing(text)
+            if decoded is MISSING:
+                return False
+            stack.append((decoded, other))
+        elif not _scalar_looks_equal(a, ka, b, kb):
+            return False
+    return True
+
+
+def _json_or_missing(text: str) -> Any:
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return MISSING
+    try:
+        return json.loads(stripped)
+    except (ValueError, RecursionError):
+        return MISSING
+
+
+def _scalar_looks_equal(a: Any, ka: str, b: Any, kb: str) -> bool:
+    try:
+        if ka in _NUMERIC and kb in _NUMERIC:
+            return bool(a == b)
+        if ka == "str" and kb == "str":
+            return bool(a == b)
+        if ka == "str" or kb == "str":
+            text, value, kind = (a, b, kb) if ka == "str" else (b, a, ka)
+            return _text_looks_like(text, value, kind)
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that refuse comparison do not look equal
+        return False
+
+
+def _text_looks_like(text: str, value: Any, kind: str) -> bool:
+    word = text.strip()
+    if kind == "bool":
+        if word.lower() in ("true", "false"):
+            return (word.lower() == "true") is value
+        kind, value = "int", int(value)
+    if kind in ("int", "float"):
+        if not _NUMBER.fullmatch(word):
+            return False
+        try:
+            number: int | float = int(word) if word.lstrip("-").isdigit() else float(word)
+        except (ValueError, OverflowError):  # over int's digit limit, or out of float range
+            return False
+        return number == value
+    if kind == "null":
+        return word.lower() in ("null", "none")
+    return word == str(value)
