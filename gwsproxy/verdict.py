@@ -271,7 +271,7 @@ def counts(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple
             if t is type(a) and t in _SCALARS:
                 if b != a:
                     changed += 1
-            elif not _same(b, a):
+            elif not same(b, a):
                 changed += 1
     return len(new) - (len(old) - removed), changed, removed
 
@@ -283,7 +283,7 @@ def details(change: KeyChange) -> tuple[str, ...]:
     changed is broken down to the paths that differ, type changes included.
     """
     b, a = change.before, change.after
-    if b is MISSING or a is MISSING or _same(b, a):
+    if b is MISSING or a is MISSING or same(b, a):
         return ()
     try:
         from deepdiff import DeepDiff
@@ -351,7 +351,7 @@ def _kind_of(b: Any, a: Any) -> str:
         return UNCHANGED if b == a else CHANGED
     if _type_kind(b) != _type_kind(a):
         return TYPE_CHANGED
-    return UNCHANGED if _same(b, a) else CHANGED
+    return UNCHANGED if same(b, a) else CHANGED
 
 
 def _outcome(want: Any, got: Any) -> str:
@@ -359,12 +359,12 @@ def _outcome(want: Any, got: Any) -> str:
         return OK if got is MISSING else NOT_APPLIED
     if got is MISSING:
         return NOT_APPLIED
-    if _same(want, got):
+    if same(want, got):
         return OK
     return COERCED if _looks_equal(want, got) else NOT_APPLIED
 
 
-def _same(x: Any, y: Any) -> bool:
+def same(x: Any, y: Any) -> bool:
     """Deep equality where types matter at every level (1, 1.0, True and "1" all differ).
 
     Iterative, so deeply nested values cannot exhaust the stack.

@@ -11,15 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from deepdiff import DeepDiff
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-ABSENT = _Missing()  # a key that is not there
+from gwsproxy.verdict import MISSING as ABSENT
+from gwsproxy.verdict import same
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +61,6 @@ class Comparison:
                 f"actual {_show(m.actual)}"
             )
         return "\n".join(lines)
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal, with types: 987654321 is not "987654321", 1 is not 1.0 nor True."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict | list):
-        return not DeepDiff(a, b)
-    return a == b
 
 
 def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
