@@ -7,6 +7,7 @@ before-snapshots, exact then inferred matching in either arrival order, and clos
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,7 @@ def consistent(request: gws.UserDataRequest, note: gws.Notification) -> bool:
     op = request.operation
     if op in (gws.UPDATE, gws.ATTACH):
         wanted = request.user_data or {}
-        return all(k in after and str(after[k]) == str(v) for k, v in wanted.items())
+        return all(k in after and _looks_equal(after[k], v) for k, v in wanted.items())
     if op == gws.DELETE and request.keys is None and request.key is None:
         return not after
     doomed = set(request.keys or ()) | ({request.key} if request.key is not None else set())
@@ -147,6 +148,11 @@ class Correlator:
     def request(
         self, key: Any, scope: str, request: gws.UserDataRequest, t: float, raw: Any = None
     ) -> list[Closed]:
+        # A key still open is a handle the edge reused: what it held is closed, not dropped.
+        closed: list[Closed] = []
+        stale = self._open.get(key)
+        if stale is not None:
+            closed += self._close(stale, INCOMPLETE if stale.note is None else _note_status(stale))
         pair = Pair(
             id=self._next_id,
             key=key,
@@ -158,7 +164,7 @@ class Correlator:
         )
         self._next_id += 1
         self._open[key] = pair
-        return []
+        return closed
 
     def answer(
         self,
@@ -172,29 +178,26 @@ class Correlator:
         if pair is None:
             return []
         pair.answer, pair.http_status, pair.t_answer, pair.raw_answer = answer, http_status, t, raw
-        closed: list[Closed] = []
         if _rejected(answer, http_status):
-            if pair.note is not None:
-                closed += self._release(pair)
-            return closed + self._close(pair, REJECTED)
+            # A rejected request changed nothing: a notification guessed for it is someone else's.
+            loose = self._take_note(pair) if pair.note is not None else None
+            return self._close(pair, REJECTED) + self._place(pair.scope, loose)
         ref = pair.answer_reference
+        loose = None
         if ref is not None:
             if pair.note is not None and pair.note.reference_id not in (ref, None):
-                closed += self._release(pair)  # that guess was wrong: the answer names another
+                loose = self._take_note(pair)  # that guess was wrong: the answer names another
             if pair.note is None:
-                thief = self._inferred_ref.pop((pair.scope, ref), None)
-                if thief is not None and thief.key in self._open and thief is not pair:
-                    pair.note, pair.t_note, pair.raw_note = thief.note, thief.t_note, thief.raw_note
-                    thief.note = thief.t_note = thief.raw_note = thief.correlation = None
-                    pair.correlation = EXACT
-                else:
+                self._steal(pair, ref)
+                if pair.note is None:
                     self._awaiting_ref[(pair.scope, ref)] = pair
-                    return closed
             elif pair.note.reference_id == ref:
                 pair.correlation = EXACT
+        closed: list[Closed] = []
         if pair.note is not None:
-            closed += self._close(pair, ERROR if pair.note.is_error else MATCHED)
-        return closed
+            closed += self._close(pair, _note_status(pair))
+        # Placed only now, so that a pair whose note was just stolen is a candidate again.
+        return closed + self._place(pair.scope, loose)
 
     def failed(self, key: Any, reason: str, t: float) -> list[Closed]:
         """The HTTP exchange broke; the notification may still come, so the pair stays open."""
@@ -220,9 +223,6 @@ class Correlator:
             if pair.t_request + self.timeout > now:
                 break
             closed += self._close(pair, TIMEOUT if pair.note is None else _note_status(pair))
-        for k, p in list(self._inferred_ref.items()):
-            if p.key not in self._open:
-                del self._inferred_ref[k]
         return closed
 
     def close(self, now: float) -> list[Closed]:
@@ -238,7 +238,7 @@ class Correlator:
         ref = note.reference_id
         if ref is not None:
             pair = self._awaiting_ref.pop((scope, ref), None)
-            if pair is not None and pair.key in self._open:
+            if pair is not None and self._open.get(pair.key) is pair:
                 pair.note, pair.t_note, pair.raw_note, pair.correlation = note, t, raw, EXACT
                 return self._close(pair, _note_status(pair))
         pair = self._infer(scope, note) if note.reports_change else None
@@ -268,18 +268,30 @@ class Correlator:
             if p.scope == scope and p.note is None and p.request.interaction_id == interaction_id:
                 yield p
 
-    def _release(self, pair: Pair) -> list[Closed]:
-        """Take back a notification that was wrongly guessed for this pair, and place it again."""
+    def _take_note(self, pair: Pair) -> tuple[gws.Notification, float, Any]:
+        """Take back a notification that was wrongly guessed for this pair."""
         note, t, raw = pair.note, pair.t_note, pair.raw_note
-        pair.note = pair.t_note = pair.raw_note = pair.correlation = None
         assert note is not None and t is not None
-        if note.reference_id is not None:
-            self._inferred_ref.pop((pair.scope, note.reference_id), None)
-        self._open.pop(pair.key)  # out of the way while the note looks for its owner
-        try:
-            return self._match(pair.scope, note, t, raw)
-        finally:
-            self._open[pair.key] = pair
+        if note.reference_id is not None and (
+            self._inferred_ref.get((pair.scope, note.reference_id)) is pair
+        ):
+            del self._inferred_ref[(pair.scope, note.reference_id)]
+        pair.note = pair.t_note = pair.raw_note = pair.correlation = None
+        return note, t, raw
+
+    def _place(self, scope: str, loose: tuple[gws.Notification, float, Any] | None) -> list[Closed]:
+        """Look for the owner of a notification taken back from another pair."""
+        return [] if loose is None else self._match(scope, *loose)
+
+    def _steal(self, pair: Pair, ref: Any) -> None:
+        """The answer names a referenceId whose notification was guessed for another open pair."""
+        thief = self._inferred_ref.get((pair.scope, ref))
+        if thief is None or thief is pair or self._open.get(thief.key) is not thief:
+            return
+        if thief.note is None or thief.note.reference_id != ref:
+            return
+        pair.note, pair.t_note, pair.raw_note = self._take_note(thief)
+        pair.correlation = EXACT
 
     def _remember(self, note: gws.Notification) -> None:
         if note.interaction_id is None or note.is_error:
@@ -294,10 +306,27 @@ class Correlator:
         ref = pair.answer_reference
         if ref is not None and self._awaiting_ref.get((pair.scope, ref)) is pair:
             del self._awaiting_ref[(pair.scope, ref)]
+        note_ref = pair.note.reference_id if pair.note is not None else None
+        if note_ref is not None and self._inferred_ref.get((pair.scope, note_ref)) is pair:
+            del self._inferred_ref[(pair.scope, note_ref)]
         pair.status = status
         self.counts.pairs += 1
         self.counts.by_status[status] = self.counts.by_status.get(status, 0) + 1
         return [pair]
+
+
+def _looks_equal(a: Any, b: Any) -> bool:
+    """Equal, or equal once written out: 987654321 looks like "987654321", true like "true"."""
+    return a == b or _text(a) == _text(b)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):  # mixed key types that cannot be sorted
+        return str(value)
 
 
 def _rejected(answer: gws.Answer | Unreadable, http_status: int | None) -> bool:

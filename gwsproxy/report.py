@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from gwsproxy.capture.format import Kind
-from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.capture.reader import CaptureError, CaptureReader
 from gwsproxy.capture.records import after_of
 
 EXPORT_SCHEMA = 1
@@ -28,9 +29,9 @@ def info(path: str) -> Group:
         header, damage, ended = reader.header, reader.damage, reader.ended
     pairs = [e.summary for e in entries if e.kind == Kind.PAIR]
     times = [e.summary["t"] for e in entries if isinstance(e.summary.get("t"), int | float)]
-    overview = Table(title=f"{path}", show_header=False, title_justify="left")
+    overview = Table(title=escape(str(path)), show_header=False, title_justify="left")
     overview.add_row("created", _when(header.get("created")))
-    overview.add_row("upstream", str(header.get("upstream") or "-"))
+    overview.add_row("upstream", escape(str(header.get("upstream") or "-")))
     overview.add_row("format", f"{header.get('format', '?')} v{header.get('version', '?')}")
     overview.add_row("pairs", str(len(pairs)))
     overview.add_row("unsolicited", str(sum(e.kind == Kind.NOTIFICATION for e in entries)))
@@ -62,7 +63,7 @@ def info(path: str) -> Group:
         table.add_column("bytes", justify="right")
         table.add_column("what")
         for d in damage:
-            table.add_row(str(d.offset), str(d.length), d.reason)
+            table.add_row(str(d.offset), str(d.length), escape(d.reason))
         parts.append(table)
     return Group(*parts)
 
@@ -71,8 +72,14 @@ def export_pairs(path: str) -> Iterator[dict[str, Any]]:
     """Each pair as the documented export object, in file order."""
     with CaptureReader(path) as reader:
         for entry in reader.iter_entries():
-            if entry.kind == Kind.PAIR:
-                yield pair_object(entry.summary, reader.body(entry))
+            if entry.kind != Kind.PAIR:
+                continue
+            try:
+                body = reader.body(entry) or {}
+            except CaptureError as e:  # the summary is sound: the pair is still exported
+                yield {**pair_object(entry.summary, {}), "body_error": str(e)}
+                continue
+            yield pair_object(entry.summary, body)
 
 
 def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +106,9 @@ def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
             "request": t,
             "answer": summary.get("t_answer"),
             "notification": t_note,
-            "latency_ms": round((t_note - t) * 1000, 3) if t and t_note else None,
+            "latency_ms": round((t_note - t) * 1000, 3)
+            if t is not None and t_note is not None
+            else None,
         },
     }
 

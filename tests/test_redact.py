@@ -1,0 +1,132 @@
+"""Secrets out of captures: headers, Bayeux clientIds and masked user-data values."""
+
+from __future__ import annotations
+
+import json
+
+from gwsproxy import gws
+from gwsproxy.redact import DEFAULT_HEADERS, Redactor
+
+SALT = b"0123456789abcdef"
+
+HEADERS = [
+    ("Host", "gws.example:8090"),
+    ("Authorization", "Basic YWdlbnQxOnBhc3N3b3Jk"),
+    ("Cookie", "JSESSIONID=node01abc; BAYEUX_BROWSER=xyz"),
+    ("Set-Cookie", "JSESSIONID=node01abc; Path=/; HttpOnly"),
+    ("X-CSRF-TOKEN", "6f1e-csrf-token"),
+    ("X-CSRF-HEADER", "X-My-Csrf"),
+    ("x-my-csrf", "6f1e-csrf-token"),
+    ("Content-Type", "application/json"),
+]
+
+
+def _as_dict(fields: list[list[str]]) -> dict[str, str]:
+    return {name: value for name, value in fields}
+
+
+def test_secret_headers_are_replaced() -> None:
+    r = Redactor(salt=SALT)
+    out = r.header_fields(HEADERS, announced=["X-My-Csrf"])
+    assert [name for name, _ in out] == [name for name, _ in HEADERS]  # order and names kept
+    got = _as_dict(out)
+    for name in ("Authorization", "Cookie", "Set-Cookie", "X-CSRF-TOKEN", "x-my-csrf"):
+        assert got[name].startswith("<redacted ") and got[name].endswith(">"), name
+    # Not secrets: kept as they are (the X-CSRF-HEADER value is a header name, not a token).
+    assert got["Host"] == "gws.example:8090"
+    assert got["Content-Type"] == "application/json"
+    assert got["X-CSRF-HEADER"] == "X-My-Csrf"
+    text = json.dumps(out)
+    for secret in ("YWdlbnQxOnBhc3N3b3Jk", "node01abc", "6f1e-csrf-token", "xyz"):
+        assert secret not in text
+
+
+def test_announced_header_only_when_announced() -> None:
+    r = Redactor(salt=SALT)
+    assert _as_dict(r.header_fields(HEADERS))["x-my-csrf"] == "6f1e-csrf-token"
+
+
+def test_header_names_match_in_any_case() -> None:
+    r = Redactor(headers=["AUTHORIZATION"], salt=SALT)
+    out = _as_dict(r.header_fields([("authorization", "Basic x"), ("AuThOrIzAtIoN", "Basic x")]))
+    assert all(v.startswith("<redacted") for v in out.values())
+    assert set(DEFAULT_HEADERS) >= {"authorization", "cookie", "set-cookie", "x-csrf-token"}
+
+
+def test_same_secret_same_stand_in_other_salt_other_stand_in() -> None:
+    r = Redactor(salt=SALT)
+    a = _as_dict(r.header_fields([("Cookie", "JSESSIONID=1")]))["Cookie"]
+    b = _as_dict(r.header_fields([("Set-Cookie", "JSESSIONID=1")]))["Set-Cookie"]
+    c = _as_dict(r.header_fields([("Cookie", "JSESSIONID=2")]))["Cookie"]
+    assert a == b  # the same secret can be followed through a recording
+    assert a != c
+    assert r.stand_in("secret") == r.stand_in(b"secret")
+    other = Redactor(salt=b"another salt....")
+    assert other.stand_in("secret") != r.stand_in("secret")
+    # Without a salt, each Redactor draws its own: two recordings cannot be joined on hashes.
+    assert Redactor().stand_in("secret") != Redactor().stand_in("secret")
+
+
+def test_scrub_removes_client_ids_from_raw_bytes() -> None:
+    r = Redactor(salt=SALT)
+    client_id = "31a9xk2b7c0lq5d"
+    raw = json.dumps(
+        [
+            {"channel": "/meta/connect", "clientId": client_id, "successful": True},
+            {"channel": "/v2/me/chats", "data": {"note": f"echo {client_id}"}},
+        ]
+    ).encode()
+    out = r.scrub(raw, [client_id, ""])
+    assert client_id.encode() not in out
+    assert f"redacted-{r.stand_in(client_id)}".encode() in out
+    assert json.loads(out)[0]["channel"] == "/meta/connect"  # still JSON
+    assert r.scrub(raw, []) == raw
+
+
+def test_mask_replaces_only_the_chosen_keys_consistently() -> None:
+    r = Redactor(mask_keys=["Name", "Phone"], salt=SALT)
+    masked = r.mask({"Name": "Ann", "Phone": "+3312345678", "Topic": "billing", "N": 1})
+    assert masked is not None
+    assert masked["Topic"] == "billing" and masked["N"] == 1
+    assert masked["Name"].startswith("masked:") and "Ann" not in masked["Name"]
+    assert masked["Phone"].startswith("masked:")
+    again = r.mask({"Name": "Ann", "Phone": "+3399999999"})
+    assert again is not None
+    assert again["Name"] == masked["Name"]  # equal values, equal masks: diffs still work
+    assert again["Phone"] != masked["Phone"]  # different values, different masks
+    # Types are part of the value: 1 and "1" stay distinguishable after masking.
+    typed = r.mask({"Name": 1}), r.mask({"Name": "1"})
+    assert typed[0] != typed[1]
+    assert r.mask(None) is None
+    assert Redactor(salt=SALT).mask({"Name": "Ann"}) == {"Name": "Ann"}  # nothing chosen
+
+
+def test_mask_document_masks_user_data_inside_a_notification() -> None:
+    r = Redactor(mask_keys=["Email"], salt=SALT)
+    message = {
+        "channel": "/v2/me/chats",
+        "data": {
+            "messageType": "ChatStateChangeMessage",
+            "notificationType": "PropertiesUpdated",
+            "referenceId": 85,
+            "chat": {
+                "id": "0000Wa9CAM6W00J",
+                "Email": "not user data: kept",
+                "userData": {"Email": "ann@example.com", "Topic": "billing"},
+                "participants": [{"userData": {"Email": "bob@example.com"}}],
+            },
+        },
+    }
+    out = r.mask_document(message)
+    chat = out["data"]["chat"]
+    assert chat["userData"]["Topic"] == "billing"
+    assert chat["userData"]["Email"] == r.mask({"Email": "ann@example.com"})["Email"]
+    assert chat["participants"][0]["userData"]["Email"].startswith("masked:")
+    assert chat["Email"] == "not user data: kept"
+    assert "ann@example.com" not in json.dumps(out) and "bob@example.com" not in json.dumps(out)
+    assert message["data"]["chat"]["userData"]["Email"] == "ann@example.com"  # input untouched
+    # The masked document is still a notification the parser reads, with the masked value.
+    parsed = gws.parse_notification(out)
+    assert parsed is not None and parsed.reference_id == 85
+    assert parsed.user_data == {"Email": chat["userData"]["Email"], "Topic": "billing"}
+    assert Redactor(salt=SALT).mask_document(message) is message
