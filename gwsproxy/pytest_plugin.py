@@ -6,10 +6,16 @@ Registered through the `pytest11` entry point, so installing gwsproxy makes it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,9 +235,75 @@ def _passed(request: pytest.FixtureRequest) -> bool:
     return request.node.stash.get(_PASSED, False)
 
 
-def _keep(src: Path, dst: Path, append_to: Callable[[Path, Path], None] | None = None) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if append_to is not None and dst.exists():
-        append_to(src, dst)
-    else:
-        shutil.move(str(src), str(dst))
+@pytest.fixture
+def gws_mock(gws_capture_path: Path, gws_loop: _LoopThread) -> Iterator[RunningGws]:
+    """The test's capture served as a mock GWS on a free 127.0.0.1 port, at full speed."""
+    from gwsproxy.replay.mock import MockConfig, start_mock
+
+    if not gws_capture_path.exists():
+        pytest.fail(f"no capture at {gws_capture_path}: record one (see --gws-record-mode)")
+    config = MockConfig(capture=str(gws_capture_path), port=0, speed=0)
+    running = gws_loop.run(start_mock(config))
+    yield RunningGws(running.url, running.mock)
+    gws_loop.run(running.stop())
+
+
+@pytest.fixture
+def gws_recording(
+    request: pytest.FixtureRequest, gws_capture_path: Path, gws_loop: _LoopThread, tmp_path: Path
+) -> Iterator[RunningGws]:
+    """A GWS for this test, replayed from its capture or recorded, per --gws-record-mode:
+
+    none: replay only; once: record when the capture is missing, else replay; new: record
+    beside the capture as NAME.new.gwscap for review; rewrite: record and replace. Recording
+    goes through the real proxy to --gws-target (else a fresh simulator); a failing test
+    never saves what it recorded."""
+    mode = request.config.getoption("--gws-record-mode")
+    exists = gws_capture_path.exists()
+    if mode == "none" or (mode == "once" and exists):
+        yield request.getfixturevalue("gws_mock")
+        return
+    target = request.config.getoption("--gws-target")
+    if not target:
+        target = request.getfixturevalue("gws_simulator").url
+    recording = tmp_path / "recording.gwscap"
+    with _recording_proxy(target, recording) as url:
+        yield RunningGws(url, None)
+    if not _passed(request):
+        return
+    keep = gws_capture_path.with_suffix(".new.gwscap") if mode == "new" else gws_capture_path
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(recording), str(keep))
+
+
+@contextlib.contextmanager
+def _recording_proxy(target: str, output: Path) -> Iterator[str]:
+    """`gwsproxy record` in front of the target, as its own process; stopped with SIGINT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "gwsproxy.cli", "record", "--upstream", target]
+    proc = subprocess.Popen(
+        [*cmd, "-p", str(port), "-o", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the recording proxy did not start: {proc.stderr.read().strip()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail("the recording proxy did not listen within 30 s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
