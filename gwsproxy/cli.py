@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     export.set_defaults(run=cmd_export)
 
+    from gwsproxy.replay import add_serve_arguments
+
+    serve = sub.add_parser("serve", help="a mock GWS from a capture (REST and CometD)")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=cmd_serve)
+
     rep = sub.add_parser("replay", help="re-send a capture to a GWS and compare the changes")
     rep.add_argument("file", help="capture file")
     rep.add_argument("--target", required=True, help="GWS base URL, e.g. http://127.0.0.1:8090")
@@ -361,6 +367,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot write {args.output}: {e.strerror}") from None
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gwsproxy.replay.mock import MockConfig, serve_main
+
+    return serve_main(MockConfig.from_args(args))  # prints its own one-line errors
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
