@@ -68,8 +68,9 @@ class GwsRecorder:
 
     def load(self, loader: Any) -> None:
         loader.add_option("gws_capture", str, DEFAULT_CAPTURE, "Capture file (strftime allowed).")
+        # A string: mitmproxy cannot parse `--set NAME=VALUE` for float options.
         loader.add_option(
-            "gws_timeout", float, 10.0, "Seconds to wait for a request's notification."
+            "gws_timeout", str, "10", "Seconds to wait for a request's notification (e.g. 2.5)."
         )
         loader.add_option("gws_fsync", bool, False, "fsync the capture after every record.")
         loader.add_option(
@@ -94,9 +95,7 @@ class GwsRecorder:
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "gws_timeout" in updated:
-            if opts.gws_timeout <= 0:
-                raise exceptions.OptionsError("gws_timeout must be positive")
-            self.correlator.timeout = opts.gws_timeout
+            self.correlator.timeout = _seconds(opts.gws_timeout)
         if "gws_max_body" in updated:
             if opts.gws_max_body <= 0:
                 raise exceptions.OptionsError("gws_max_body must be positive")
@@ -163,6 +162,8 @@ class GwsRecorder:
         req = flow.request
         if bayeux.is_notifications_path(req.path):
             return
+        if req.method.upper() != "POST" or gws.parse_target(req.path) is None:
+            return  # not a user-data request: its body is none of our business (nor recorded)
         body = self._body(req, "request", flow)
         if body is None:
             return
@@ -193,6 +194,8 @@ class GwsRecorder:
         if csrf:
             self._csrf_names.add(csrf.lower())
         if bayeux.is_notifications_path(req.path):
+            if flow.websocket is not None or resp.status_code == 101:
+                return  # a WebSocket upgrade: its messages come through websocket_message
             body = self._body(resp, "response", flow)
             if body is not None:
                 self._batch(
@@ -259,7 +262,13 @@ class GwsRecorder:
             if not bayeux.is_data(message):
                 continue
             note = gws.parse_notification(message)
-            text = batch.texts[i] if batch.texts is not None else json.dumps(message)
+            if note is not None and self.redactor.mask_keys:
+                text = json.dumps(self.redactor.mask_document(message))
+            elif batch.texts is not None:
+                text = batch.texts[i]
+            else:
+                text = json.dumps(message)
+            # Scrubbed last, so that masking (which re-encodes the message) cannot undo it.
             raw_bytes = self.redactor.scrub(text.encode("utf-8", "replace"), client_ids)
             if note is None:
                 self._write_raw(
@@ -271,8 +280,6 @@ class GwsRecorder:
                     channel=message.get("channel"),
                 )
                 continue
-            if self.redactor.mask_keys:
-                raw_bytes = json.dumps(self.redactor.mask_document(message)).encode()
             raw = {"transport": transport, "raw": raw_bytes, "repairs": list(batch.repairs)}
             closed += self.correlator.notification(scope, note, t, raw)
         self._flush(closed)
@@ -313,7 +320,9 @@ class GwsRecorder:
         return content
 
     def _masked_body(self, body: bytes, repairs: Sequence[str]) -> bytes:
-        if not self.redactor.mask_keys or repairs:
+        # A repaired (quirky) body is masked too, at the cost of its original spelling: the
+        # user asked for those values to stay out of the capture.
+        if not self.redactor.mask_keys:
             return body
         parsed = loads(body)
         if isinstance(parsed, Unreadable):
@@ -345,6 +354,19 @@ def _basic_user(value: str) -> str | None:
     except (binascii.Error, ValueError):
         return None
     return user.partition(":")[0] or None
+
+
+def _seconds(text: str | float) -> float:
+    """The gws_timeout option: a positive number of seconds."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise exceptions.OptionsError(
+            f"gws_timeout {text!r} is not a number of seconds, e.g. gws_timeout=2.5"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise exceptions.OptionsError(f"gws_timeout must be a positive number, not {text!r}")
+    return value
 
 
 def _upstream() -> str | None:

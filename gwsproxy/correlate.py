@@ -7,7 +7,9 @@ before-snapshots, exact then inferred matching in either arrival order, and clos
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,16 +26,17 @@ TIMEOUT = "timeout"
 INCOMPLETE = "incomplete"
 
 
-def redacted(secret: str) -> str:
-    """A stable stand-in for a secret: equal secrets give equal stand-ins, nothing else leaks."""
-    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
-
-
 class Scopes:
     """Whose traffic this is: the Basic-auth user, else the JSESSIONID cookie, else the client."""
 
     def __init__(self) -> None:
         self._user_of_session: dict[str, str] = {}
+        self._key = secrets.token_bytes(16)
+
+    def redacted(self, secret: str) -> str:
+        """A stand-in for a session cookie: a keyed hash, stable within this recording only."""
+        data = secret.encode("utf-8", "replace")
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:12]
 
     def learn(self, session: str, user: str) -> None:
         """A session cookie handed to (or sent by) a Basic-auth user is that user's scope."""
@@ -46,7 +49,7 @@ class Scopes:
             return f"user:{user}"
         if session:
             known = self._user_of_session.get(session)
-            return f"user:{known}" if known else f"session:{redacted(session)}"
+            return f"user:{known}" if known else f"session:{self.redacted(session)}"
         return f"client:{client or 'unknown'}"
 
 

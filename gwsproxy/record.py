@@ -96,6 +96,8 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
         mode = f"reverse:{check_upstream(config.upstream)}"
     else:
         mode = "regular"
+    if not config.timeout > 0:
+        raise RecordError(f"--timeout {config.timeout:g} must be a positive number of seconds")
     check_port_free(config.host, config.port)
     opts = options.Options(listen_host=config.host, listen_port=config.port, mode=[mode])
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
@@ -105,7 +107,7 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
         master.options.update(
             termlog_verbosity="warn",
             gws_capture=config.output,
-            gws_timeout=config.timeout,
+            gws_timeout=str(config.timeout),
             gws_fsync=config.fsync,
             gws_mask_keys=list(config.mask_keys),
             gws_trim_websocket=True,

@@ -1,0 +1,304 @@
+"""Process fixtures for the end-to-end tests: real subprocesses on 127.0.0.1 only.
+
+`procs` starts the GWS simulator (`python -m gwsproxy.cli sim`), `mitmdump` with or without
+our addon, and any other command, each on a free loopback port; whatever a test started is
+killed at teardown, whether the test passed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDON = ROOT / "addons" / "gws_recorder.py"
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0  # generous: a loaded 2-core machine starts mitmproxy slowly
+STOP_TIMEOUT = 30.0
+_BANNER = re.compile(r"GWS simulator on (?P<url>http://(?P<host>[^:/\s]+):(?P<port>\d+))")
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def accepts(port: int, host: str = HOST) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+async def await_until(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """`wait_until` for coroutines: polls without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Process:
+    """A subprocess whose stdout and stderr go to files (no pipe can fill up and block it)."""
+
+    command: list[str]
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text("utf-8", "replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text("utf-8", "replace")
+
+    def describe(self) -> str:
+        return (
+            f"`{' '.join(self.command)}` (exit {self.popen.poll()})\n"
+            f"stdout: {self.stdout()[-2000:]!r}\nstderr: {self.stderr()[-4000:]!r}"
+        )
+
+    def signal(self, sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> int:
+        """Send `sig` and wait for the exit status (mitmdump runs its `done` hooks on it)."""
+        if self.alive():
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"did not exit within {timeout:g} s of signal {sig}: {self.describe()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits for it to be gone."""
+        if self.alive():
+            self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(STOP_TIMEOUT)
+
+
+@dataclass
+class Sim(Process):
+    """The GWS simulator subprocess."""
+
+    url: str = ""
+    port: int = 0
+
+    def log(self) -> list[dict[str, Any]]:
+        """Every user-data operation the simulator carried out, in order."""
+        with urllib.request.urlopen(self.url + "/_sim/log", timeout=30) as r:
+            return json.loads(r.read())
+
+
+@dataclass
+class Mitm(Process):
+    """A mitmdump subprocess in reverse mode."""
+
+    port: int = 0
+    upstream: str = ""
+    capture: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@dataclass
+class Procs:
+    """Starts processes for one test and kills every one of them at teardown."""
+
+    workdir: Path
+    started: list[Process] = field(default_factory=list)
+
+    def spawn(self, command: Sequence[str], name: str) -> Process:
+        n = len(self.started)
+        out = self.workdir / f"{n:02d}-{name}.stdout"
+        err = self.workdir / f"{n:02d}-{name}.stderr"
+        with open(out, "wb") as o, open(err, "wb") as e:
+            popen = subprocess.Popen(
+                list(command), stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=ROOT
+            )
+        process = Process(list(command), popen, out, err)
+        self.started.append(process)
+        return process
+
+    def run(
+        self, command: Sequence[str], timeout: float = 60.0, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command to completion (killed if it overstays)."""
+        return subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+
+    def sim(self, *options: str) -> Sim:
+        """`python -m gwsproxy.cli sim -p 0` with fast notifications; waits for its URL."""
+        command = [
+            sys.executable,
+            "-m",
+            "gwsproxy.cli",
+            "sim",
+            "-p",
+            "0",
+            "--host",
+            HOST,
+            "--delay",
+            "0.01",
+            "--jitter",
+            "0.01",
+            *options,
+        ]
+        p = self.spawn(command, "sim")
+
+        def banner() -> re.Match[str] | None:
+            if not p.alive():
+                pytest.fail(f"the simulator exited: {p.describe()}")
+            return _BANNER.search(p.stdout())
+
+        match = wait_until(banner, START_TIMEOUT, "the simulator's banner")
+        sim = Sim(
+            p.command, p.popen, p.stdout_path, p.stderr_path, match["url"], int(match["port"])
+        )
+        self.started[self.started.index(p)] = sim
+        return sim
+
+    def mitmdump(
+        self,
+        upstream: str,
+        capture: Path | None = None,
+        *,
+        options: dict[str, str | Sequence[str]] | None = None,
+        args: Sequence[str] = (),
+        addon: bool = True,
+    ) -> Mitm:
+        """mitmdump in reverse mode to `upstream`, with our addon writing `capture` (unless
+        addon=False), listening on a free port; waits until that port accepts connections.
+
+        A list value in `options` becomes one `--set name=value` per item (mitmproxy's syntax
+        for Sequence[str] options)."""
+        for _attempt in range(3):
+            port = free_port()
+            command = [
+                str(MITMDUMP),
+                "-q",
+                "--listen-host",
+                HOST,
+                "-p",
+                str(port),
+                "--mode",
+                f"reverse:{upstream}",
+            ]
+            if addon:
+                command += ["-s", str(ADDON)]
+                if capture is not None:
+                    command += ["--set", f"gws_capture={capture}"]
+            for name, value in (options or {}).items():
+                for item in [value] if isinstance(value, str) else value:
+                    command += ["--set", f"{name}={item}"]
+            command += list(args)
+            p = self.spawn(command, "mitmdump")
+            deadline = time.monotonic() + START_TIMEOUT
+            while p.alive() and not accepts(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if p.alive() and accepts(port):
+                mitm = Mitm(p.command, p.popen, p.stdout_path, p.stderr_path, port, upstream)
+                mitm.capture = capture
+                self.started[self.started.index(p)] = mitm
+                if capture is not None and addon:
+                    # mitmdump may listen for a moment before a bad option makes it exit.
+                    wait_until(
+                        lambda p=p: capture.exists() or not p.alive(),
+                        START_TIMEOUT,
+                        f"{capture} to be created",
+                    )
+                if not p.alive():
+                    pytest.fail(f"mitmdump exited at start: {p.describe()}")
+                return mitm
+            p.kill()
+            if "address already in use" not in p.stderr().lower():
+                break  # not a port race: no point trying another port
+        pytest.fail(f"mitmdump did not start listening: {p.describe()}")
+
+    # Helpers, reachable through the fixture: `from conftest import ...` is ambiguous here.
+    free_port = staticmethod(free_port)
+    accepts = staticmethod(accepts)
+    wait_until = staticmethod(wait_until)
+    await_until = staticmethod(await_until)
+
+    @staticmethod
+    def cli(*args: str) -> list[str]:
+        """The `gwsproxy` console script, run with this interpreter."""
+        return [sys.executable, "-m", "gwsproxy.cli", *args]
+
+    def stop_all(self) -> None:
+        for p in reversed(self.started):
+            p.kill()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A private temporary directory (a capture path that others cannot read either)."""
+    with tempfile.TemporaryDirectory(prefix="e2e-rec-") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def procs(workdir: Path) -> Iterator[Procs]:
+    """Start real processes; all are killed (SIGKILL) at teardown, whatever happened."""
+    running = Procs(workdir)
+    try:
+        yield running
+    finally:
+        running.stop_all()
