@@ -63,6 +63,7 @@ class GwsRecorder:
         self.trim_websocket = False
         self._ticker: asyncio.Task[None] | None = None
         self._csrf_names: set[str] = set()
+        self._asked: set[str] = set()  # flows carrying a user-data request, until answered
 
     # ---- options ----------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class GwsRecorder:
             "body": self._masked_body(body, found.repairs),
             "repairs": list(found.repairs),
         }
+        self._asked.add(flow.id)
         self._flush(self.correlator.request(flow.id, scope, found, t, raw))
 
     @_guarded
@@ -203,6 +205,8 @@ class GwsRecorder:
                 )
             return
         t = resp.timestamp_end or time.time()
+        asked = flow.id in self._asked
+        self._asked.discard(flow.id)
         if self.correlator.is_open(flow.id):
             body = self._body(resp, "response", flow) or b""
             raw = {
@@ -213,6 +217,10 @@ class GwsRecorder:
             self._flush(
                 self.correlator.answer(flow.id, gws.parse_answer(body), resp.status_code, t, raw)
             )
+        elif asked:  # its pair closed (timed out) before the answer came: keep it all the same
+            body = self._body(resp, "response", flow) or b""
+            reason = f"late answer (HTTP {resp.status_code}): its pair had already closed"
+            self._write_raw(t, reason, "response", body, self._scope(flow), path=req.path)
         elif req.method == "GET" and resp.status_code == 200 and "/api/v2/" in req.path:
             body = self._body(resp, "response", flow)
             answer = gws.parse_answer(body) if body is not None else None
@@ -237,6 +245,7 @@ class GwsRecorder:
 
     @_guarded
     def error(self, flow: http.HTTPFlow) -> None:
+        self._asked.discard(flow.id)
         if flow.error is not None:
             self._flush(self.correlator.failed(flow.id, flow.error.msg, time.time()))
 
