@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.set_defaults(run=cmd_import)
 
+    tui = sub.add_parser("tui", help="inspect captures in a terminal UI")
+    tui.add_argument("files", nargs="+", metavar="FILE", help="capture files (merged by time)")
+    tui.add_argument(
+        "--follow", action="store_true", help="tail a capture that is still being written"
+    )
+    tui.set_defaults(run=cmd_tui)
+
     info = sub.add_parser("info", help="a capture's counts, time span and damage")
     info.add_argument("file", help="capture file")
     info.set_defaults(run=cmd_info)
@@ -339,6 +346,12 @@ def _capture_errors():
     from gwsproxy.capture.reader import CaptureError
 
     return CaptureError
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from gwsproxy.tui.app import run_tui
+
+    return run_tui(args.files, args.follow)  # prints its own one-line errors
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""The capture inspector (`gwsproxy tui`): a Textual app over one or more capture files."""

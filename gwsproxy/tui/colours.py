@@ -1,0 +1,49 @@
+"""One meaning per colour: the component classes every widget uses to paint verdicts and outcomes.
+
+The colours themselves live once, in gwsproxy.tcss (`.verdict--*`), with light-theme variants.
+"""
+
+from __future__ import annotations
+
+from rich.style import Style
+from textual.widget import Widget
+
+from gwsproxy.tui.pairs import UNREADABLE
+from gwsproxy.verdict import APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS, VERDICTS
+
+VERDICT_CLASS = {v: "verdict--" + v.replace(" ", "-") for v in (*VERDICTS, UNREADABLE)}
+PENDING = "verdict--pending"  # a matched pair not judged yet: its status, dimmed
+OTHER = "verdict--other"  # unsolicited notifications, raw records, notes
+BOLD = Style(bold=True)
+COMPONENTS = frozenset({*VERDICT_CLASS.values(), PENDING, OTHER})
+
+# A key's outcome in a diff is painted like the verdict it leads to.
+OUTCOME_VERDICT = {
+    "ok": APPLIED,
+    "coerced": COERCED,
+    "not applied": NOT_APPLIED,
+    "side effect": SIDE_EFFECTS,
+}
+
+
+def component_style(widget: Widget, name: str) -> Style:
+    """A partial component style, cached until the stylesheet restyles the component (a theme
+    change, a pseudo-class change): list rows ask for many on every paint."""
+    current = getattr(widget, "_component_styles", {}).get(name)
+    cache: dict = widget.__dict__.setdefault("_component_style_cache", {})
+    hit = cache.get(name)
+    if hit is not None and current is not None and hit[0] is current:
+        return hit[1]
+    style = widget.get_component_styles(name).partial_rich_style
+    cache[name] = (current, style)
+    return style
+
+
+def verdict_style(widget: Widget, verdict: str | None) -> Style:
+    """The partial rich style of a verdict, or of a pending one when None."""
+    return component_style(widget, VERDICT_CLASS.get(verdict, PENDING) if verdict else PENDING)
+
+
+def outcome_style(widget: Widget, outcome: str) -> Style:
+    verdict = OUTCOME_VERDICT.get(outcome)
+    return verdict_style(widget, verdict) if verdict else Style()
