@@ -21,7 +21,7 @@ UNSUBSCRIBE = "/meta/unsubscribe"
 DISCONNECT = "/meta/disconnect"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build on the hot path; treat as read-only
 class Batch:
     """The messages of one long-poll body or WebSocket frame, in wire order."""
 
@@ -32,11 +32,16 @@ class Batch:
     texts: tuple[str, ...] | None = None
 
 
-_DECODER = json.JSONDecoder()
+# The C scanner behind JSONDecoder.raw_decode, called directly: it raises StopIteration (not
+# JSONDecodeError) where no value starts, and like raw_decode it accepts no leading whitespace.
+_SCAN = json.JSONDecoder().scan_once
 _SPACE = re.compile(r"[ \t\n\r]*")
+_WHITESPACE = " \t\n\r"
 
 
 def _skip(text: str, i: int) -> int:
+    if i < len(text) and text[i] not in _WHITESPACE:
+        return i  # the common case, compact JSON: no regex call
     return _SPACE.match(text, i).end()  # type: ignore[union-attr]  # `*` always matches
 
 
@@ -47,11 +52,11 @@ def _split(text: str) -> tuple[list[Any], list[str]] | None:
     try:
         i = _skip(text, 0)
         if not text.startswith("[", i):
-            value, end = _DECODER.raw_decode(text, i)
+            value, end = _SCAN(text, i)
             return ([value], [text[i:end]]) if _skip(text, end) == len(text) else None
         i = _skip(text, i + 1)
         while not text.startswith("]", i):
-            value, end = _DECODER.raw_decode(text, i)
+            value, end = _SCAN(text, i)
             items.append(value)
             texts.append(text[i:end])
             i = _skip(text, end)
@@ -62,7 +67,7 @@ def _split(text: str) -> tuple[list[Any], list[str]] | None:
             elif not text.startswith("]", i):
                 return None
         return (items, texts) if _skip(text, i + 1) == len(text) else None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, StopIteration):
         return None
 
 
@@ -91,7 +96,10 @@ def parse_batch(body: bytes | str, content_type: str | None = None) -> Batch | U
     split = _split(text) if text is not None else None
     if split is not None:
         items, texts = split
-        if all(isinstance(m, dict) for m in items):
+        for m in items:
+            if not isinstance(m, dict):
+                break
+        else:
             return Batch(tuple(items), (), tuple(texts))
     parsed = loads(body)
     if isinstance(parsed, Unreadable):

@@ -6,6 +6,7 @@ never raise: what cannot be read comes back as a value that says why.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,7 @@ def _media_words() -> dict[str, str]:
 _MEDIA_BY_WORD = _media_words()
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of distinct words in real traffic
 def media_of(word: str | None) -> str:
     """The media a collection, channel tail, object key or messageType stem names."""
     if not word:
@@ -138,7 +140,7 @@ class Target:
     interaction_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build on the hot path; treat as read-only
 class UserDataRequest:
     """A user-data operation as the client asked for it."""
 
@@ -220,7 +222,7 @@ def classify_request(
 # ---- HTTP answers -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build on the hot path; treat as read-only
 class Answer:
     """The GWS fields of an HTTP answer body."""
 
@@ -268,6 +270,8 @@ def _int_or_none(value: Any) -> int | None:
 
 def reference_of(value: Any) -> int | str | None:
     """A referenceId as an int where it reads as one (docs show ints; "85" equals 85)."""
+    if type(value) is int:  # the common case (bool is a subclass of int: not this branch)
+        return value
     if value is None or isinstance(value, bool):
         return None
     as_int = _int_or_none(value)
@@ -297,7 +301,7 @@ def interactions_in(value: Any, depth: int = 3) -> list[dict[str, Any]]:
 # ---- notifications -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build on the hot path; treat as read-only
 class Notification:
     """A GWS notification, from a Bayeux message (channel + data) or a bare `data` object."""
 
@@ -325,44 +329,60 @@ class Notification:
 
 def parse_notification(message: Any) -> Notification | None:
     """A Notification from a decoded message; None when it is not a GWS notification at all."""
+    # Hot path (every CometD message): plain isinstance checks and positional construction.
     if not isinstance(message, dict):
         return None
     data = message.get("data")
     if isinstance(data, dict) and ("channel" in message or "messageType" not in message):
         channel = message.get("channel")
-        channel = channel if isinstance(channel, str) else None
+        if not isinstance(channel, str):
+            channel = None
     else:
         channel, data = None, message
-    message_type = _str_or_none(data.get("messageType"))
-    notification_type = _str_or_none(data.get("notificationType"))
+    message_type = data.get("messageType")
+    if not isinstance(message_type, str):
+        message_type = None
+    notification_type = data.get("notificationType")
+    if not isinstance(notification_type, str):
+        notification_type = None
     key, obj = _interaction_object(data)
     if message_type is None and notification_type is None and obj is None:
         return None
-    media = UNKNOWN
-    for word in (_channel_tail(channel), message_type, key):
-        media = media_of(word)
-        if media != UNKNOWN:
-            break
-    user_data = obj.get("userData") if obj is not None else None
-    error = data.get("errorMessage", obj.get("errorMessage") if obj else None)
-    ident = obj.get("id") if obj is not None else None
+    media = _channel_media(channel) if channel else UNKNOWN
+    if media == UNKNOWN:
+        for word in (message_type, key):
+            media = media_of(word)
+            if media != UNKNOWN:
+                break
+    if obj is not None:
+        user_data = obj.get("userData")
+        ident = obj.get("id")
+        error = data.get("errorMessage", obj.get("errorMessage"))
+    else:
+        user_data = ident = None
+        error = data.get("errorMessage")
     return Notification(
-        channel=channel,
-        message_type=message_type,
-        notification_type=notification_type.strip() if notification_type else None,
-        reference_id=reference_of(data.get("referenceId")),
-        media=media,
-        interaction_id=str(ident) if isinstance(ident, str | int) else None,
-        interaction_key=key,
-        interaction=obj,
-        user_data=user_data if isinstance(user_data, dict) else None,
-        error_message=error if isinstance(error, str) else None,
-        data=data,
+        channel,
+        message_type,
+        notification_type.strip() if notification_type else None,
+        reference_of(data.get("referenceId")),
+        media,
+        str(ident) if isinstance(ident, str | int) else None,
+        key,
+        obj,
+        user_data if isinstance(user_data, dict) else None,
+        error if isinstance(error, str) else None,
+        data,
     )
 
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _channel_media(channel: str) -> str:
+    return media_of(_channel_tail(channel))
 
 
 def _channel_tail(channel: str | None) -> str | None:

@@ -21,7 +21,9 @@ _VALID_ESCAPES = frozenset('"\\/bfnrt')
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built for every message on the recording hot path, and a frozen dataclass pays an
+# object.__setattr__ call per field in __init__. Treat instances as read-only.
+@dataclass(slots=True)
 class Parsed:
     """A decoded document; ``repairs`` is empty iff the input was strict JSON."""
 

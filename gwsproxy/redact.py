@@ -32,10 +32,20 @@ class Redactor:
         self.headers = frozenset(h.lower() for h in headers)
         self.mask_keys = frozenset(mask_keys)
         self._salt = salt or secrets.token_bytes(16)
+        # The same Authorization, Cookie and CSRF values come with every request of a session:
+        # remember their stand-ins (an HMAC each) instead of recomputing them per request.
+        self._stand_ins: dict[str | bytes, str] = {}
 
     def stand_in(self, secret: str | bytes) -> str:
+        known = self._stand_ins.get(secret)
+        if known is not None:
+            return known
         data = secret.encode("utf-8", "replace") if isinstance(secret, str) else secret
-        return hmac.new(self._salt, data, hashlib.sha256).hexdigest()[:12]
+        value = hmac.new(self._salt, data, hashlib.sha256).hexdigest()[:12]
+        if len(self._stand_ins) >= 4096:  # bounded: hostile traffic cannot grow it forever
+            self._stand_ins.clear()
+        self._stand_ins[secret] = value
+        return value
 
     def header_fields(
         self, fields: Iterable[tuple[str, str]], announced: Iterable[str] = ()
