@@ -153,11 +153,13 @@ def seed_capture(example: SeedExample, path: Path) -> None:
 # ---- a real recording: simulator <- mitmdump with the addon <- simulated agents -------------
 
 
-async def sim_capture(path: Path, *, agents: int = 4, ops: int = 15, seed: int = 1) -> LoadReport:
+async def sim_capture(
+    path: Path, *, agents: int = 4, ops: int = 15, seed: int = 1, faults: float = 0.05
+) -> LoadReport:
     """Record `agents` x `ops` long-polling operations through a real mitmdump into `path`."""
     mitmdump = _mitmdump()
     addon = _addon_script()
-    running = await start_simulator(SimConfig(port=0, faults=0.05, seed=seed))
+    running = await start_simulator(SimConfig(port=0, faults=faults, seed=seed))
     with (
         _replacing(path) as tmp,
         tempfile.TemporaryDirectory(prefix="gwsproxy-examples-") as scratch,
