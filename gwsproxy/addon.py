@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPTURE = "captures/gws-%Y%m%d-%H%M%S.gwscap"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+# flow.metadata key: (Basic-auth user, JSESSIONID, client address), read once per flow.
+IDENTITY = "gwsproxy.identity"
+_JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
 
 
 def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
@@ -62,6 +67,12 @@ class GwsRecorder:
         self.max_body = DEFAULT_MAX_BODY
         self.trim_websocket = False
         self._ticker: asyncio.Task[None] | None = None
+        # Hooks only queue their event; it is recorded right after mitmproxy has forwarded the
+        # message (mitmproxy holds a message until its hooks return), in arrival order.
+        self._pending: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._drain_scheduled = False
         self._csrf_names: set[str] = set()
         self._asked: set[str] = set()  # flows carrying a user-data request, until answered
 
@@ -149,17 +160,45 @@ class GwsRecorder:
 
     def advance(self, now: float) -> None:
         """Close, as timed out, the pairs whose notification is overdue at `now`."""
+        self._drain()
         self._flush(self.correlator.expire(now))
 
     def done(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self._drain()
         self.close()
+
+    def _defer(self, work: Callable[..., None], *args: Any) -> None:
+        self._pending.append((work, args))
+        if self._drain_scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._drain)
+        except RuntimeError:  # no event loop (unit tests driving hooks by hand): record now
+            self._drain()
+        else:
+            self._drain_scheduled = True
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        while self._pending:
+            work, args = self._pending.popleft()
+            work(*args)  # each is @_guarded: it never raises
 
     # ---- hooks ------------------------------------------------------------------------------
 
-    @_guarded
     def request(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._request, flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._response, flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._error, flow)
+
+    @_guarded
+    def _request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         if bayeux.is_notifications_path(req.path):
             return
@@ -187,21 +226,29 @@ class GwsRecorder:
         self._flush(self.correlator.request(flow.id, scope, found, t, raw))
 
     @_guarded
-    def response(self, flow: http.HTTPFlow) -> None:
+    def _response(self, flow: http.HTTPFlow) -> None:
         req, resp = flow.request, flow.response
         if resp is None:
             return
-        self._learn_session(flow)
-        csrf = resp.headers.get("X-CSRF-HEADER")
+        # One pass over the fields: each Headers.get() re-scans and re-decodes all of them.
+        wanted = _first_fields(resp.headers, b"x-csrf-header", b"content-type", b"set-cookie")
+        csrf = wanted.get(b"x-csrf-header")
         if csrf:
-            self._csrf_names.add(csrf.lower())
+            self._csrf_names.add(_text(csrf).lower())
+        if b"set-cookie" in wanted:
+            self._learn_session(flow)
         if bayeux.is_notifications_path(req.path):
             if flow.websocket is not None or resp.status_code == 101:
                 return  # a WebSocket upgrade: its messages come through websocket_message
             body = self._body(resp, "response", flow)
             if body is not None:
+                content_type = wanted.get(b"content-type")
                 self._batch(
-                    flow, body, resp.headers.get("content-type"), "long-polling", resp.timestamp_end
+                    flow,
+                    body,
+                    _text(content_type) if content_type is not None else None,
+                    "long-polling",
+                    resp.timestamp_end,
                 )
             return
         t = resp.timestamp_end or time.time()
@@ -232,7 +279,9 @@ class GwsRecorder:
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None or not bayeux.is_notifications_path(flow.request.path):
             return
-        self.frame(flow, flow.websocket.messages[-1])
+        message = flow.websocket.messages[-1]  # taken now: the trim below drops older ones
+        if not message.from_client:
+            self._defer(self._frame, flow, message)
         if self.trim_websocket:
             # mitmproxy keeps every message of a flow; on a CometD socket that lives for days
             # that is unbounded memory. Keep only the latest, which later hooks may still read.
@@ -244,7 +293,11 @@ class GwsRecorder:
             self._batch(flow, message.content, None, "websocket", message.timestamp)
 
     @_guarded
-    def error(self, flow: http.HTTPFlow) -> None:
+    def _frame(self, flow: http.HTTPFlow, message: Any) -> None:
+        self.frame(flow, message)
+
+    @_guarded
+    def _error(self, flow: http.HTTPFlow) -> None:
         self._asked.discard(flow.id)
         if flow.error is not None:
             self._flush(self.correlator.failed(flow.id, flow.error.msg, time.time()))
@@ -341,18 +394,54 @@ class GwsRecorder:
     def _headers(self, headers: http.Headers) -> list[list[str]]:
         return self.redactor.header_fields(headers.items(multi=True), self._csrf_names)
 
+    def _identity(self, flow: http.HTTPFlow) -> tuple[str | None, str | None, str | None]:
+        """(Basic-auth user, JSESSIONID, client address) of the flow's request; read once per
+        flow (a CometD WebSocket asks for it on every frame) in one pass over the headers."""
+        identity = flow.metadata.get(IDENTITY)
+        if identity is None:
+            auth, cookies = None, []
+            for name, value in flow.request.headers.fields:
+                name = name.lower()
+                if name == b"authorization":
+                    auth = auth or value
+                elif name == b"cookie":
+                    cookies.append(value)
+            found = _JSESSIONID.search(b"; ".join(cookies)) if cookies else None
+            peer = flow.client_conn.peername
+            identity = (
+                _basic_user(_text(auth)) if auth else None,
+                _text(found[1]) if found else None,
+                peer[0] if peer else None,
+            )
+            flow.metadata[IDENTITY] = identity
+        return identity
+
     def _scope(self, flow: http.HTTPFlow) -> str:
-        user = _basic_user(flow.request.headers.get("authorization", ""))
-        session = flow.request.cookies.get("JSESSIONID")
-        peer = flow.client_conn.peername
-        return self.correlator.scopes.scope(user, session, peer[0] if peer else None)
+        return self.correlator.scopes.scope(*self._identity(flow))
 
     def _learn_session(self, flow: http.HTTPFlow) -> None:
-        user = _basic_user(flow.request.headers.get("authorization", ""))
+        user = self._identity(flow)[0]
         if user and flow.response is not None:
-            cookie = flow.response.cookies.get("JSESSIONID")
-            if cookie:
-                self.correlator.scopes.learn(cookie[0], user)
+            for value in flow.response.headers.get_all("set-cookie"):
+                found = _JSESSIONID.match(value.encode("utf-8", "surrogateescape"))
+                if found:
+                    self.correlator.scopes.learn(_text(found[1]), user)
+                    return
+
+
+def _text(value: bytes) -> str:
+    """A raw header value as mitmproxy's Headers would give it."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _first_fields(headers: http.Headers, *names: bytes) -> dict[bytes, bytes]:
+    """The first raw value of each of `names` (lower case) present in `headers`."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers.fields:
+        name = name.lower()
+        if name in names and name not in found:
+            found[name] = value
+    return found
 
 
 def _basic_user(value: str) -> str | None:
