@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--follow", action="store_true", help="tail a capture that is still being written"
     )
+    tui.add_argument(
+        "--replay-target", metavar="URL", help="default GWS URL for replay (r) in the inspector"
+    )
     tui.set_defaults(run=cmd_tui)
 
     info = sub.add_parser("info", help="a capture's counts, time span and damage")
@@ -351,7 +354,7 @@ def _capture_errors():
 def cmd_tui(args: argparse.Namespace) -> int:
     from gwsproxy.tui.app import run_tui
 
-    return run_tui(args.files, args.follow)  # prints its own one-line errors
+    return run_tui(args.files, args.follow, args.replay_target)  # prints its own one-line errors
 
 
 def cmd_info(args: argparse.Namespace) -> int:

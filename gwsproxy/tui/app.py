@@ -1,5 +1,6 @@
 """`gwsproxy tui`: the capture inspector. Lists pairs of one or more captures merged by time,
-shows the selected one in tabs, filters, follows a growing capture, plays it back, exports it.
+shows the selected one in tabs, filters, follows a growing capture, plays it back, exports it,
+replays it against a GWS (r) and shows which pairs still pass.
 
 Large captures: the index grows in a worker and rows show as soon as the first ones are read;
 verdicts need bodies and are computed only for rows on screen (or for a verdict: filter).
@@ -27,6 +28,8 @@ from gwsproxy.tui.messages import JumpTo, NeedVerdicts
 from gwsproxy.tui.model import Filter, Index, Row, parse_filter, position
 from gwsproxy.tui.pairs import Source, Sources, open_source
 from gwsproxy.tui.playback_screen import PlaybackScreen
+from gwsproxy.tui.replay_screen import ReplayScreen, StopReplayScreen
+from gwsproxy.tui.replays import DEFAULT_TARGET, ReplayFailure, ReplayRequest, ReplayRun
 from gwsproxy.tui.snippet import export_pair, pytest_snippet
 from gwsproxy.tui.snippet_screen import SnippetScreen
 from gwsproxy.tui.value_screen import ValueScreen
@@ -47,6 +50,7 @@ PROGRESS_SECONDS = 0.1  # a verdict: filter shows its matches this often while j
 
 MAIN_SCREEN_ACTIONS = frozenset(
     {"focus_filter", "changed_only", "playback", "export", "snippet", "toggle_others", "tab"}
+    | {"replay", "stop_replay"}
 )
 
 
@@ -60,6 +64,9 @@ class InspectorApp(App[int]):
         Binding("p", "playback", "Play"),
         Binding("e", "export", "Export"),
         Binding("c", "snippet", "Test"),
+        # Not in the footer: at 80 columns it would push out Help and Quit (help and palette).
+        Binding("r", "replay", "Replay", show=False),
+        Binding("escape", "stop_replay", "Stop replay", show=False),  # while one runs
         Binding("u", "toggle_others", "Unsolicited", show=False),
         *(
             Binding(str(n), f"tab('{name}')", name.title(), show=False)
@@ -70,8 +77,13 @@ class InspectorApp(App[int]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, paths: list[str | Path], *, follow: bool = False) -> None:
+    def __init__(
+        self, paths: list[str | Path], *, follow: bool = False, replay_target: str | None = None
+    ) -> None:
         super().__init__()
+        self.replay_request = ReplayRequest(replay_target or DEFAULT_TARGET)  # dialog defaults
+        self.replay: ReplayRun | None = None  # the last replay run (its results are on the rows)
+        self._refiltered = 0.0
         self.paths = [Path(p) for p in paths]
         self.follow = follow
         self.index = Index()
@@ -203,6 +215,8 @@ class InspectorApp(App[int]):
         self._load_progress = progress
         if rows:
             self.index.add(rows)
+            if self.replay is not None:
+                self.replay.attach(rows)
             shown: list[Row] = []
             pending: list[Row] = []
             for r in rows:
@@ -249,10 +263,12 @@ class InspectorApp(App[int]):
                 )
         if not self.show_others:
             flags.append("pairs only (u)")
+        replay = self.replay.progress() if self.replay else ""
+        progress = (self._load_progress, self._filter_progress, replay)
         self.query_one(StatusLine).set(
             shown=len(self.table.rows),
             total=len(self.index.rows),
-            progress=" · ".join(p for p in (self._load_progress, self._filter_progress) if p),
+            progress=" · ".join(p for p in progress if p),
             flags=flags,
             problems=self.filter.problems,
             files=", ".join(p.name for p in self.paths),
@@ -373,7 +389,9 @@ class InspectorApp(App[int]):
 
     def filter_verdict(self, verdict: str | None) -> None:
         """Replace the filter by one verdict (None: clear it)."""
-        text = "" if verdict is None else f"verdict:{verdict.replace(' ', '-')}"
+        self.set_filter("" if verdict is None else f"verdict:{verdict.replace(' ', '-')}")
+
+    def set_filter(self, text: str) -> None:
         self.query_one(FilterBar).set_value(text)
 
     # ---- verdicts of the rows on screen -------------------------------------------------------
@@ -449,6 +467,8 @@ class InspectorApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # The list's keys only act (and only show in the footer) on the main screen.
+        if action == "stop_replay" and not (self.replay and self.replay.running):
+            return False
         return not (action in MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
 
     def action_focus_filter(self) -> None:
@@ -517,6 +537,65 @@ class InspectorApp(App[int]):
         self.notify("pytest test copied to the clipboard; w in the dialog saves it")
         self.push_screen(SnippetScreen(code, f"test_pair_{row.summary.get('id')}.py"))
 
+    # ---- replay against a GWS -----------------------------------------------------------------
+
+    def action_replay(self) -> None:
+        if self.replay is not None and self.replay.running:
+            return self.action_stop_replay()
+        files = [(i, s.path) for i, s in enumerate(self.sources.items) if s.error is None]
+        if not files:
+            return self.notify("nothing to replay: no capture could be read", severity="warning")
+        pairs = None if self.loading else sum(r.is_pair for r in self.index.rows)
+        screen = ReplayScreen(self.replay_request, pairs, [p.name for _, p in files])
+        self.push_screen(screen, lambda request: request and self._replay(request, files, pairs))
+
+    def action_stop_replay(self) -> None:
+        if self.replay is not None and self.replay.running:
+            screen = StopReplayScreen(self.replay.request.target, self.replay.progress(hint=False))
+            self.push_screen(screen, self._stop_replay)
+
+    def _stop_replay(self, stop: bool | None) -> None:
+        if stop:
+            self.workers.cancel_group(self, "replay")
+
+    @work(exclusive=True, group="replay", exit_on_error=False)
+    async def _replay(
+        self, request: ReplayRequest, files: list[tuple[int, Path]], total: int | None
+    ) -> None:
+        self.replay_request = request
+        if self.replay is not None:
+            self.replay.clear()
+        run = self.replay = ReplayRun(request, self.index.rows, total)
+        self.table.show_replay = True
+        self._replay_shown(final=True)
+        try:
+            await run.run(files, self._replayed)
+            self.notify(run.summary(), title="replay")
+        except ReplayFailure as e:
+            self.notify(str(e), title="replay failed", severity="error", timeout=10)
+        finally:
+            self._replay_shown(final=True)
+            if isinstance(self.screen, StopReplayScreen):
+                self.screen.dismiss(False)
+
+    def _replayed(self, row: Row | None) -> None:
+        """One comparison arrived (on the loop, from the replay's progress callback)."""
+        self.table.refresh()
+        if row is not None and self.panel.detail is not None and self.panel.detail.row is row:
+            self.panel.replay_changed()
+        self._replay_shown()
+
+    def _replay_shown(self, final: bool = False) -> None:
+        """Status line, and a replay: filter (now and then while running, and at the end)."""
+        self._status()
+        if self.filter.needs_replay and (final or time.monotonic() - self._refiltered > 0.5):
+            self._refiltered = time.monotonic()
+            self._refilter()
+        if final:
+            self.table.refresh()
+            self.panel.replay_changed()
+            self.refresh_bindings()  # Escape asks to stop only while a replay runs
+
     # ---- tests and benchmarks -----------------------------------------------------------------
 
     def row_of(self, pair_id: int, src: int = 0) -> Row | None:
@@ -530,7 +609,7 @@ class InspectorApp(App[int]):
         return ok and position(self.table.rows, row) is not None
 
 
-def run_tui(paths: list[str], follow: bool) -> int:
+def run_tui(paths: list[str], follow: bool, replay_target: str | None = None) -> int:
     """Run the inspector on captures; a file that cannot be opened is one line on stderr, exit 2."""
     if not paths:
         print("gwsproxy tui: give at least one capture file", file=sys.stderr)
@@ -542,6 +621,6 @@ def run_tui(paths: list[str], follow: bool) -> int:
             print(f"gwsproxy tui: {e}", file=sys.stderr)
             return 2
         Sources([source]).close()
-    app = InspectorApp(list(paths), follow=follow)
+    app = InspectorApp(list(paths), follow=follow, replay_target=replay_target)
     app.run()
     return app.return_code or 0

@@ -1,6 +1,6 @@
 """One meaning per colour: the component classes every widget uses to paint verdicts and outcomes.
 
-The colours themselves live once, in gwsproxy.tcss (`.verdict--*`), with light-theme variants.
+The colours live once, in gwsproxy.tcss (`.verdict--*`, `.replay--*`), with light-theme variants.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from gwsproxy.verdict import APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS, VERDIC
 VERDICT_CLASS = {v: "verdict--" + v.replace(" ", "-") for v in (*VERDICTS, UNREADABLE)}
 PENDING = "verdict--pending"  # a matched pair not judged yet: its status, dimmed
 OTHER = "verdict--other"  # unsolicited notifications, raw records, notes
+REPLAY_PASS = "replay--pass"  # a replayed pair changed user data as recorded
+REPLAY_FAIL = "replay--fail"  # ... or did not
 BOLD = Style(bold=True)
-COMPONENTS = frozenset({*VERDICT_CLASS.values(), PENDING, OTHER})
+COMPONENTS = frozenset({*VERDICT_CLASS.values(), PENDING, OTHER, REPLAY_PASS, REPLAY_FAIL})
 
 # A key's outcome in a diff is painted like the verdict it leads to.
 OUTCOME_VERDICT = {
@@ -42,6 +44,10 @@ def component_style(widget: Widget, name: str) -> Style:
 def verdict_style(widget: Widget, verdict: str | None) -> Style:
     """The partial rich style of a verdict, or of a pending one when None."""
     return component_style(widget, VERDICT_CLASS.get(verdict, PENDING) if verdict else PENDING)
+
+
+def replay_style(widget: Widget, passed: bool) -> Style:
+    return component_style(widget, REPLAY_PASS if passed else REPLAY_FAIL)
 
 
 def outcome_style(widget: Widget, outcome: str) -> Style:

@@ -1,4 +1,4 @@
-"""Command palette entries: filter by verdict, playback, changed-only, export, snippet, help."""
+"""Command palette entries: filter by verdict, playback, replay, changed-only, export, help."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ class InspectorCommands(Provider):
         out += [
             ("Clear the filter", partial(app.filter_verdict, None), "show every row"),
             ("Open playback", app.action_playback, "replay the listed rows in time order (p)"),
+            (
+                "Replay against a target…",
+                app.action_replay,
+                "re-send the open captures to a GWS and compare, pair by pair (r)",
+            ),
+            (
+                "Filter: replay failures",
+                partial(app.set_filter, "replay:fail"),
+                "pairs whose last replay changed user data otherwise (replay:fail)",
+            ),
             (
                 "Toggle changed-only / all keys",
                 app.action_changed_only,

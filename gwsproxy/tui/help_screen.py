@@ -23,13 +23,14 @@ capture status, dimmed. `~85` is a referenceId matched by inference, `85` an exa
 | `↑` `↓` `j` `k` `PgUp` `PgDn` `Home` | move in the list |
 | `End` | last row; with `--follow` the cursor then stays on the newest row |
 | `/` | filter; `Enter` or `↓` back to the list, `Esc` clears it |
-| `1` … `5` | Diff, Request, Response, Notification, Timeline tab |
+| `1` … `6` | Diff, Request, Response, Notification, Timeline, Replay tab |
 | `d` | diff: changed keys only / all keys |
 | `Enter` | on a diff row: the whole value; on a timeline row: go to that record |
 | `u` | show / hide unsolicited notifications and raw records |
 | `p` | playback of the rows in the list, from the selected one |
 | `e` | export the selected pair as `pair-<id>.json` (current directory) |
 | `c` | a pytest test asserting the selected pair (copied, and shown to save) |
+| `r` | replay the open captures against a GWS; while one runs, `r` or `Esc` asks to stop it |
 | `Ctrl+T` | dark / light theme |
 | `Ctrl+P` | command palette (filter by verdict, playback, export, ...) |
 | `?` `F1` | this help |
@@ -46,6 +47,14 @@ capture status, dimmed. `~85` is a referenceId matched by inference, `85` an exa
 | `[` `]` | 10 steps back / forward |
 | `Home` `End` | first / last step |
 | `Esc` `q` | back to the list |
+
+## Replay
+
+`r` re-sends every pair of the open captures to a GWS (the target URL, by default the last one
+used) as the recorded agents, or as one user, and compares how each changes user data with the
+recording: same keys, same values, same types. The `replay` column then shows `pass` or `FAIL`
+next to the recorded verdict, the status line counts them, and the Replay tab (`6`) shows why a
+pair failed, key by key. Keys matching an ignore regex are not compared.
 
 ## Filter
 
@@ -65,6 +74,7 @@ operation, referenceId, status and requested keys.
 | `status:timeout` | the capture status (`matched` `error` `rejected` `timeout` `incomplete`) |
 | `kind:pair` | `pair`, `unsolicited`, `raw`, `note` |
 | `ref:85` | the referenceId |
+| `replay:fail` | pairs the last replay (`r`) failed; `replay:pass` those it passed |
 
 Examples: `media:chat -verdict:applied`, `key:UserData1 agent:agent2`, `!media:voice timeout`.
 """

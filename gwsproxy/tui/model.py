@@ -12,10 +12,13 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.verdict import INCOMPLETE, VERDICTS
+
+if TYPE_CHECKING:
+    from gwsproxy.replay.compare import Comparison
 
 LISTED = frozenset({Kind.PAIR, Kind.NOTIFICATION, Kind.RAW, Kind.NOTE})
 KIND_NAMES = {
@@ -26,15 +29,28 @@ KIND_NAMES = {
 }
 # Statuses whose verdict is the status itself (verdict.judge passes them through): no body needed.
 _PASS_THROUGH = {"rejected", "error", "timeout", "incomplete"}
-FIELDS = ("media", "op", "verdict", "key", "agent", "interaction", "status", "kind", "ref")
+FIELDS = (
+    "media",
+    "op",
+    "verdict",
+    "key",
+    "agent",
+    "interaction",
+    "status",
+    "kind",
+    "ref",
+    "replay",
+)
+REPLAY_VALUES = ("pass", "fail")
 
 _key = attrgetter("key")
 
 
 class Row:
-    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies."""
+    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies;
+    `replay` is the comparison of the last replay of this pair, if it was replayed."""
 
-    __slots__ = ("src", "offset", "kind", "summary", "key", "verdict", "delta", "_text")
+    __slots__ = ("src", "offset", "kind", "summary", "key", "verdict", "delta", "replay", "_text")
 
     def __init__(self, src: int, offset: int, kind: int, summary: dict, t: float) -> None:
         self.src = src
@@ -44,6 +60,7 @@ class Row:
         self.key = (t, src, offset)
         self.verdict: str | None = quick_verdict(kind, summary)
         self.delta: str | None = "" if self.verdict is not None or kind != Kind.PAIR else None
+        self.replay: Comparison | None = None
         self._text: str | None = None
 
     @property
@@ -200,6 +217,11 @@ class Filter:
     def needs_verdicts(self) -> bool:
         return any(t.field == "verdict" for t in self.terms)
 
+    @property
+    def needs_replay(self) -> bool:
+        """Whether replay results change what this filter lets through."""
+        return any(t.field == "replay" for t in self.terms)
+
     def static(self) -> Filter:
         """The terms that summaries decide (everything but verdict:)."""
         return Filter(tuple(t for t in self.terms if t.field != "verdict"))
@@ -239,6 +261,8 @@ def parse_filter(text: str) -> Filter:
                     f"verdict:{value} names no verdict; one of {', '.join(VERDICTS)} "
                     "(spaces as - or quoted)"
                 )
+            if name == "replay" and _replay_named(value) is None:
+                problems.append(f"replay:{value} means nothing: replay:pass or replay:fail")
             terms.append(Term(name, value, negate))
         else:
             terms.append(Term(None, word, negate))
@@ -248,6 +272,12 @@ def parse_filter(text: str) -> Filter:
 def _verdicts_named(value: str) -> tuple[str, ...]:
     v = _norm(value)
     return tuple(name for n, name in _VERDICT_NORM.items() if v and n.startswith(v))
+
+
+def _replay_named(value: str) -> str | None:
+    """pass or fail from a prefix of either (case-insensitive), else None."""
+    v = value.lower()
+    return next((name for name in REPLAY_VALUES if v and name.startswith(v[:4])), None)
 
 
 def _match(term: Term, row: Row) -> bool | None:
@@ -261,6 +291,9 @@ def _match(term: Term, row: Row) -> bool | None:
         if row.verdict is None:
             return None
         return row.verdict in _verdicts_named(value)
+    if f == "replay":  # not replayed: neither pass nor fail
+        c = row.replay
+        return c is not None and ("pass" if c.passed else "fail") == _replay_named(value)
     if f == "media":
         return _glob(value, s.get("media"), exact=True)
     if f == "op":

@@ -1,4 +1,4 @@
-"""The selected row in tabs: Diff, Request, Response, Notification, Timeline.
+"""The selected row in tabs: Diff, Request, Response, Notification, Timeline, Replay.
 
 Only the visible tab is rendered when the selection moves; the others catch up when opened.
 """
@@ -16,14 +16,15 @@ from textual.widgets import Static, TabbedContent, TabPane, Tabs
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.tui import text
-from gwsproxy.tui.colours import BOLD, COMPONENTS, verdict_style
+from gwsproxy.tui.colours import BOLD, COMPONENTS, replay_style, verdict_style
 from gwsproxy.tui.model import KIND_NAMES, Row
 from gwsproxy.tui.pairs import Detail
 from gwsproxy.tui.widgets.body_view import BodyView
 from gwsproxy.tui.widgets.diff_view import DiffView
+from gwsproxy.tui.widgets.replay_view import ReplayView
 from gwsproxy.tui.widgets.timeline_view import TimelineView
 
-TABS = ("diff", "request", "response", "notification", "timeline")
+TABS = ("diff", "request", "response", "notification", "timeline", "replay")
 
 
 class DetailPanel(Vertical):
@@ -52,6 +53,8 @@ class DetailPanel(Vertical):
                 yield BodyView(id="notification-view")
             with TabPane("Timeline", id="timeline"):
                 yield TimelineView(id="timeline-view")
+            with TabPane("Replay", id="replay"):
+                yield ReplayView(id="replay-view")
 
     @property
     def active(self) -> str:
@@ -74,7 +77,7 @@ class DetailPanel(Vertical):
         self.post_message(self.Left())
 
     def on_mount(self) -> None:
-        # Tabs switch with 1-5; keeping the tab strip out of the focus chain makes Tab go
+        # Tabs switch with 1-6; keeping the tab strip out of the focus chain makes Tab go
         # straight from the list to the tab's content.
         self.query_one(Tabs).can_focus = False
 
@@ -95,6 +98,12 @@ class DetailPanel(Vertical):
         else:
             self._stale.add("timeline")
 
+    def replay_changed(self) -> None:
+        """The shown row got a replay result (or lost it): the title and Replay tab show it."""
+        self.query_one("#detail-title", Static).update(self._title(), layout=False)
+        self._stale.add("replay")
+        self._update(self.active)
+
     def redraw(self) -> None:
         """Render every tab again (after a theme change)."""
         self._stale = set(TABS)
@@ -114,6 +123,8 @@ class DetailPanel(Vertical):
             self.query_one(DiffView).show(d)
         elif tab == "timeline":
             self.query_one(TimelineView).show(self.timeline, d.row if d else None)
+        elif tab == "replay":
+            self.query_one(ReplayView).show(d.row if d else None)
         else:
             head, raw = _message(d, tab)
             self.query_one(f"#{tab}-view", BodyView).show(head, raw)
@@ -132,6 +143,10 @@ class DetailPanel(Vertical):
                 t.append(r.verdict, style=verdict_style(self, r.verdict) + BOLD)
             else:
                 t.append(str(s.get("status")), style=verdict_style(self, None))
+            if r.replay is not None:
+                passed = r.replay.passed
+                t.append(" replay ")
+                t.append("pass" if passed else "FAIL", style=replay_style(self, passed) + BOLD)
         else:
             t.append(KIND_NAMES.get(r.kind, "record"), style="bold")
             t.append(f" {s.get('note_type') or s.get('reason') or ''}")

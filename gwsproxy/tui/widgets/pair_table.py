@@ -19,7 +19,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gwsproxy.tui import text
-from gwsproxy.tui.colours import COMPONENTS, OTHER, component_style, verdict_style
+from gwsproxy.tui.colours import COMPONENTS, OTHER, component_style, replay_style, verdict_style
 from gwsproxy.tui.messages import NeedVerdicts
 from gwsproxy.tui.model import KIND_NAMES, Row, insert_sorted, position
 
@@ -43,13 +43,15 @@ COLUMNS = (
     Column("operation", "operation", 6, 10, 16, 1),
     Column("ref", "ref", 4, 5, 8, 3, right=True),
     Column("verdict", "verdict", 7, 12, 12, 0),
+    Column("replay", "replay", 6, 6, 6, 1),  # only once the capture was replayed
     Column("latency", "latency", 6, 7, 8, 4, right=True),
     Column("delta", "+/~/-", 8, 9, 10, 3),
     Column("keys", "keys", 8, 12, 400, 5),
 )
 
 
-# What a narrow terminal gives up first: (column, new width), 0 drops the column.
+# What a narrow terminal gives up first: (column, new width), 0 drops the column. The replay
+# column is the first essential one to go, but still fits at 80 columns.
 SACRIFICES = (
     ("keys", 0),
     ("latency", 0),
@@ -57,6 +59,7 @@ SACRIFICES = (
     ("agent", 6),
     ("interaction", 10),
     ("media", 5),
+    ("replay", 0),
     ("ref", 0),
     ("operation", 7),
     ("delta", 0),
@@ -67,9 +70,10 @@ SACRIFICES = (
 )
 
 
-def layout(width: int) -> list[tuple[Column, int]]:
-    """Columns that fit in width, each with its width (one space between columns)."""
-    widths = {c.name: c.pref for c in COLUMNS}
+def layout(width: int, replay: bool = False) -> list[tuple[Column, int]]:
+    """Columns that fit in width, each with its width (one space between columns); the replay
+    column only when asked for."""
+    widths = {c.name: c.pref for c in COLUMNS if replay or c.name != "replay"}
 
     def used() -> int:
         return sum(widths.values()) + len(widths) - 1
@@ -102,6 +106,7 @@ def cells(row: Row) -> dict[str, str]:
         "ref": text.reference(s),
         "latency": text.latency(s),
         "delta": row.delta or "",
+        "replay": "" if row.replay is None else "pass" if row.replay.passed else "FAIL",
         "keys": ", ".join(str(k) for k in s.get("requested_keys") or ()),
     }
     if row.is_pair:
@@ -159,6 +164,7 @@ class PairTable(ScrollView, can_focus=True):
         self.rows: list[Row] = []
         self.cursor = 0
         self.tail = False  # keep the cursor on the last row as rows arrive (follow mode)
+        self._show_replay = False
         self._announced: Row | None = None
         self._asked: set[tuple[int, int]] = set()
         self._wanted: list[Row] = []
@@ -167,6 +173,18 @@ class PairTable(ScrollView, can_focus=True):
         self._base = Style()
 
     # ---- the view ---------------------------------------------------------------------------
+
+    @property
+    def show_replay(self) -> bool:
+        """Whether the replay column is shown (from the first replay on)."""
+        return self._show_replay
+
+    @show_replay.setter
+    def show_replay(self, value: bool) -> None:
+        if value != self._show_replay:
+            self._show_replay = value
+            self._layout_width = -1
+            self.refresh()
 
     @property
     def cursor_row(self) -> Row | None:
@@ -276,7 +294,7 @@ class PairTable(ScrollView, can_focus=True):
 
     def _columns(self, width: int) -> list[tuple[Column, int]]:
         if width != self._layout_width:
-            self._layout = layout(width)
+            self._layout = layout(width, self._show_replay)
             self._layout_width = width
         return self._layout
 
@@ -316,6 +334,8 @@ class PairTable(ScrollView, can_focus=True):
             style = row_style
             if col.name == "verdict" and not other:
                 style = row_style + verdict_style(self, row.verdict)
+            elif col.name == "replay" and row.replay is not None:
+                style = row_style + replay_style(self, row.replay.passed)
             elif col.name == "time":
                 values["time"] = text.clock(row.t, ms=w >= 12)
             segments.append(Segment(_fit(values.get(col.name, ""), w, col.right), style))
