@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .format import (
     FORMAT_NAME,
@@ -242,23 +242,11 @@ def _resync(w: _Window, start: int) -> int:
     return -1
 
 
-class CaptureReader:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._file = _File(path)
-        try:
-            magic = self._file.read_at(0, len(MAGIC))
-        except OSError as e:
-            self._file.close()
-            raise CaptureError(f"{self.path}: cannot read: {e.strerror}") from None
-        if magic != MAGIC:
-            self._file.close()
-            what = "an empty file" if not magic else "not a gwsproxy capture (bad magic)"
-            raise CaptureError(f"{self.path}: {what}; give the path of a .gwscap recording")
-        self._scanner = _Scanner(self._file)
-        self.notices: list[str] = []
-        # Only the first frame is read here; it is enough to say what the file is.
-        next(self._scanner.scan(len(MAGIC), self._file.size()), None)
-        self.notices = self._header_notices()
+class _Scanned:
+    """What a reader and a follower share: a file, its scanner, and what the scan found."""
+
+    _file: _File
+    _scanner: _Scanner
 
     @property
     def path(self) -> Path:
@@ -277,6 +265,39 @@ class CaptureReader:
     def ended(self) -> bool:
         """True when the last good frame scanned is an END record (a clean close)."""
         return self._scanner.ended
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class CaptureReader(_Scanned):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._file = _File(path)
+        try:
+            magic = self._file.read_at(0, len(MAGIC))
+        except OSError as e:
+            self._file.close()
+            raise CaptureError(f"{self.path}: cannot read: {e.strerror}") from None
+        if magic != MAGIC:
+            self._file.close()
+            what = "an empty file" if not magic else "not a gwsproxy capture (bad magic)"
+            raise CaptureError(f"{self.path}: {what}; give the path of a .gwscap recording")
+        self._scanner = _Scanner(self._file)
+        self.notices: list[str] = []
+        # Only the first frame is read here; it is enough to say what the file is.
+        next(self._scanner.scan(len(MAGIC), self._file.size()), None)
+        self.notices = self._header_notices()
 
     def index(self) -> list[Entry]:
         self._restart()
@@ -322,20 +343,6 @@ class CaptureReader:
             yield entry, body
         self._finish()
 
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> CaptureReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _restart(self) -> None:
         header = self._scanner.header
         self._scanner.reset()
@@ -362,7 +369,7 @@ class CaptureReader:
         return notes
 
 
-class Follower:
+class Follower(_Scanned):
     """Tails a growing capture: each poll() returns only the entries completed since the last.
     A partial frame at the end is waited for, not reported as damage."""
 
@@ -372,22 +379,6 @@ class Follower:
         self._checked = False
         self.notices: list[str] = []
         self._check_magic()
-
-    @property
-    def path(self) -> Path:
-        return self._file.path
-
-    @property
-    def header(self) -> dict:
-        return self._scanner.header or {}
-
-    @property
-    def damage(self) -> list[Damage]:
-        return self._scanner.damage
-
-    @property
-    def ended(self) -> bool:
-        return self._scanner.ended
 
     @property
     def position(self) -> int:
@@ -405,20 +396,6 @@ class Follower:
                 self.notices.append(note)
             return []
         return list(self._scanner.scan(pos, size, follow=True))
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Follower:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_magic(self) -> bool:
         """True once the magic is confirmed; a file still shorter than it is waited for."""
