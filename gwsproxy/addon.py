@@ -7,8 +7,6 @@ what cannot be read is recorded raw with the reason.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import contextlib
 import functools
@@ -445,13 +443,8 @@ def _first_fields(headers: http.Headers, *names: bytes) -> dict[bytes, bytes]:
 
 
 def _basic_user(value: str) -> str | None:
-    if not value.lower().startswith("basic "):
-        return None
-    try:
-        user = base64.b64decode(value[6:].strip(), validate=False).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return None
-    return user.partition(":")[0] or None
+    found = gws.basic_credentials(value)
+    return found[0] if found else None
 
 
 def _seconds(text: str | float) -> float:

@@ -6,6 +6,8 @@ never raise: what cannot be read comes back as a value that says why.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from dataclasses import dataclass
@@ -124,6 +126,18 @@ def media_of(word: str | None) -> str:
     return _MEDIA_BY_WORD.get(w) or _MEDIA_BY_WORD.get(
         _word(w.removesuffix("statechangemessage")), UNKNOWN
     )
+
+
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """(user, password) of an HTTP Basic `Authorization` value; None if it is not one."""
+    if authorization[:6].lower() != "basic ":
+        return None
+    try:
+        text = base64.b64decode(authorization[6:].strip()).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    user, _, password = text.partition(":")
+    return (user, password) if user else None
 
 
 # ---- requests ---------------------------------------------------------------------------------

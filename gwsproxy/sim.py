@@ -6,8 +6,6 @@ The embedded upstream for demos, tests and benchmarks; binds to 127.0.0.1 unless
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import random
 import secrets
@@ -171,12 +169,9 @@ class Simulator:
     def agent_of(self, request: web.Request) -> str | None:
         """The agent behind a request: Basic auth, else the JSESSIONID cookie."""
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Basic "):
-            try:
-                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            return user if self.agents.get(user) == password else None
+        if auth:
+            found = gws.basic_credentials(auth)
+            return found[0] if found and self.agents.get(found[0]) == found[1] else None
         return self.sessions.get(request.cookies.get("JSESSIONID", ""))
 
     # ---- HTTP -----------------------------------------------------------------------------------
@@ -194,15 +189,7 @@ class Simulator:
         agent = self.agent_of(request)
         if agent is None:
             return _fail(Fail(401, 20, "Not authenticated"))
-        response = web.json_response({"statusCode": 0, "user": {"userName": agent, "id": agent}})
-        if request.cookies.get("JSESSIONID") not in self.sessions:
-            token = secrets.token_hex(16)
-            self.sessions[token] = agent
-            response.set_cookie("JSESSIONID", token, httponly=True)
-            response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
-        response.headers["X-CSRF-HEADER"] = CSRF_HEADER
-        response.headers[CSRF_HEADER] = self.csrf.setdefault(agent, secrets.token_hex(12))
-        return response
+        return logged_in(request, agent, agent, self.sessions, self.csrf)
 
     async def get(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
@@ -336,6 +323,22 @@ def apply(
             raise Fail(400, 1, "key is missing")
         return [p for p in pairs if p[0] != req.key]
     raise Fail(400, 2, f"unsupported operation {op}")
+
+
+def logged_in(
+    request: web.Request, name: str, key: str, sessions: dict[str, str], csrf: dict[str, str]
+) -> web.Response:
+    """The answer to `GET /api/v2/me`: the user, a JSESSIONID (unless the request has a known
+    one) and the CSRF header pair GWS announces. `key` is what the session cookie stands for."""
+    response = web.json_response({"statusCode": 0, "user": {"userName": name, "id": name}})
+    if request.cookies.get("JSESSIONID") not in sessions:
+        token = secrets.token_hex(16)
+        sessions[token] = key
+        response.set_cookie("JSESSIONID", token, httponly=True)
+        response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
+    response.headers["X-CSRF-HEADER"] = CSRF_HEADER
+    response.headers[CSRF_HEADER] = csrf.setdefault(key, secrets.token_hex(12))
+    return response
 
 
 def _coerced(pairs: list[tuple[str, Any]], req: gws.UserDataRequest) -> list[tuple[str, Any]]:

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import errno
 import json
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -37,10 +34,10 @@ from gwsproxy.capture.format import CaptureError, Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.cometd import BayeuxServer
 from gwsproxy.lenient import Parsed, loads
+from gwsproxy.sim import logged_in
 
 log = logging.getLogger(__name__)
 
-CSRF_HEADER = "X-CSRF-TOKEN"
 EXIT_USAGE = 2
 # Headers that describe one hop, not the request: never forwarded as they came.
 _HOP_HEADERS = frozenset(
@@ -560,13 +557,8 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def _basic_user(authorization: str) -> str | None:
-    if authorization[:6].lower() != "basic ":
-        return None
-    try:
-        user, _, _password = base64.b64decode(authorization[6:].strip()).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return user or None
+    found = gws.basic_credentials(authorization)
+    return found[0] if found else None
 
 
 def _gws_error(http: int, code: int, message: str) -> web.Response:
@@ -653,15 +645,7 @@ class Mock:
             return _gws_error(401, 20, "Not authenticated: log in with Basic auth (any password)")
         scope = self.owner_of(request)
         name = self.names.get(scope) or scope.partition(":")[2] or scope
-        response = web.json_response({"statusCode": 0, "user": {"userName": name, "id": name}})
-        if cookie not in self.sessions:
-            token = secrets.token_hex(16)
-            self.sessions[token] = scope
-            response.set_cookie("JSESSIONID", token, httponly=True)
-            response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
-        response.headers["X-CSRF-HEADER"] = CSRF_HEADER
-        response.headers[CSRF_HEADER] = self.csrf.setdefault(scope, secrets.token_hex(12))
-        return response
+        return logged_in(request, name, scope, self.sessions, self.csrf)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         self._start_without_pairs()
