@@ -9,19 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rich.console import Console
 
+from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, stop
 
-class DemoError(Exception):
-    """A part of the demo did not start; the message says which and why."""
+DemoError = ProcessError  # a part of the demo did not start; the message says which and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,31 +32,11 @@ class DemoConfig:
     interactive: bool = True
 
 
-def _gwsproxy(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gwsproxy.cli", *args]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().strip().splitlines() if proc.stderr else []
-            raise DemoError(f"{what} exited: {err[-1] if err else proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise DemoError(f"{what} did not listen on port {port} within {timeout:.0f} s")
-
-
 def _start_sim(seed: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        _gwsproxy("sim", "-p", "0", "--seed", str(seed), "--faults", "0.03", "--shared", "1"),
+        gwsproxy_command(
+            "sim", "-p", "0", "--seed", str(seed), "--faults", "0.03", "--shared", "1"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -75,25 +52,16 @@ def _start_sim(seed: int) -> tuple[subprocess.Popen, str]:
 @contextlib.contextmanager
 def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess.Popen]]:
     """Simulator, recording proxy and agents running; yields the capture path and the agents."""
-    procs: list[subprocess.Popen] = []
     path = time.strftime(config.output)
-    try:
+    with contextlib.ExitStack() as stack:
         sim, sim_url = _start_sim(config.seed)
-        procs.append(sim)
-        port = _free_port()
-        record = subprocess.Popen(
-            _gwsproxy("record", "--upstream", sim_url, "-p", str(port), "-o", path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(record)
-        _wait_for_port(port, record, "the recording proxy")
+        stack.callback(stop, sim)  # stopped last: agents, then the proxy (its END record), then GWS
+        proxy = stack.enter_context(recording_proxy(sim_url, path))
         agents = subprocess.Popen(
-            _gwsproxy(
+            gwsproxy_command(
                 "load",
                 "--target",
-                f"http://127.0.0.1:{port}",
+                proxy,
                 "--agents",
                 str(config.agents),
                 "--ops",
@@ -109,17 +77,8 @@ def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess
             stderr=subprocess.PIPE,
             text=True,
         )
-        procs.append(agents)
+        stack.callback(stop, agents)
         yield path, agents
-    finally:
-        for proc in reversed(procs):  # agents, then the proxy (writes its END record), then GWS
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def run_demo(config: DemoConfig, console: Console) -> int:

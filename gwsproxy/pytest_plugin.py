@@ -6,15 +6,9 @@ Registered through the `pytest11` entry point, so installing gwsproxy makes it a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,43 +261,12 @@ def gws_recording(
     if not target:
         target = request.getfixturevalue("gws_simulator").url
     recording = tmp_path / "recording.gwscap"
-    with _recording_proxy(target, recording) as url:
+    from gwsproxy.processes import recording_proxy
+
+    with recording_proxy(target, str(recording)) as url:  # ProcessError: the test errors
         yield RunningGws(url, None)
     if not _passed(request):
         return
     keep = gws_capture_path.with_suffix(".new.gwscap") if mode == "new" else gws_capture_path
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(recording), str(keep))
-
-
-@contextlib.contextmanager
-def _recording_proxy(target: str, output: Path) -> Iterator[str]:
-    """`gwsproxy record` in front of the target, as its own process; stopped with SIGINT."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "gwsproxy.cli", "record", "--upstream", target]
-    proc = subprocess.Popen(
-        [*cmd, "-p", str(port), "-o", str(output)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the recording proxy did not start: {proc.stderr.read().strip()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("the recording proxy did not listen within 30 s")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
