@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,14 @@ def header(title: str, smoke: bool) -> None:
     print(f"# {title}{' (smoke: tiny sizes, targets not judged)' if smoke else ''}")
     print(machine_line())
     print()
+
+
+def mitmdump_path() -> str:
+    beside = Path(sys.executable).parent / "mitmdump"
+    found = str(beside) if beside.exists() else shutil.which("mitmdump")
+    if not found:
+        raise SystemExit("mitmdump not found: install the project (`make test` creates .venv)")
+    return found
 
 
 # ---- machine ------------------------------------------------------------------------------------

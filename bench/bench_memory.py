@@ -27,9 +27,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
-import socket
 import string
 import subprocess
 import sys
@@ -39,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from _common import header, print_results, verdict
+from _common import header, mitmdump_path, print_results, verdict
 from aiohttp import web
 
 from gwsproxy import bayeux
 from gwsproxy.cometd import BayeuxServer
+from gwsproxy.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
@@ -73,20 +71,6 @@ class Variant:
 # ---- processes -----------------------------------------------------------------------------------
 
 
-def mitmdump_path() -> str:
-    beside = Path(sys.executable).parent / "mitmdump"
-    found = str(beside) if beside.exists() else shutil.which("mitmdump")
-    if not found:
-        raise SystemExit("mitmdump not found: install the project (`make test` creates .venv)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss(pid: int) -> int:
     """Resident set size in bytes, from /proc/PID/status (VmRSS)."""
     with open(f"/proc/{pid}/status") as f:
@@ -94,16 +78,6 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # mitmdump closes the capture cleanly
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
 
 
 def start_mitmdump(variant: Variant, upstream: str, tmp: Path) -> None:

@@ -29,9 +29,6 @@ import json
 import os
 import re
 import select
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +40,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import header, print_results, verdict
+from _common import header, mitmdump_path, print_results, verdict
+
+from gwsproxy.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
@@ -71,31 +70,6 @@ for line in sys.stdin:
 
 
 # ---- processes -----------------------------------------------------------------------------------
-
-
-def mitmdump_path() -> str:
-    beside = Path(sys.executable).parent / "mitmdump"
-    found = str(beside) if beside.exists() else shutil.which("mitmdump")
-    if not found:
-        raise SystemExit("mitmdump not found: install the project (`make test` creates .venv)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM (mitmdump then closes its capture cleanly), SIGKILL if it does not exit."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
 
 
 def tail(path: Path, n: int = 2000) -> str:

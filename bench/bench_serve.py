@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,6 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 from _common import header, markdown_table, print_results, verdict
+
+from gwsproxy.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
@@ -59,28 +60,11 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tail(path: Path, n: int = 2000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
-
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGINT (mitmdump writes its END record, servers print their summary), then SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen:
