@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiocometd_ng import Client, ConnectionType, Extension
+from aiocometd_auth import BasicAuth
+from aiocometd_ng import Client, ConnectionType
 from aiohttp import web
 
 from gwsproxy import gws
@@ -246,27 +247,6 @@ def recording() -> Iterator[Recording]:
 
 
 # ---- the client under test: aiocometd-ng + aiohttp ----------------------------------------------
-
-
-class BasicAuth(Extension):
-    """Basic credentials on every long-poll POST and the WebSocket upgrade; an immediate answer
-    to the first /meta/connect (as the CometD JavaScript client asks)."""
-
-    def __init__(self, user: str, password: str) -> None:
-        self.authorization = basic(user, password)
-        self.first_connect_sent = False
-
-    async def outgoing(self, payload: list[dict[str, Any]], headers: dict[str, str]) -> None:
-        headers["Authorization"] = self.authorization
-        for message in payload:
-            if message.get("channel") == "/meta/connect" and not self.first_connect_sent:
-                message["advice"] = {"timeout": 0}
-                self.first_connect_sent = True
-
-    async def incoming(
-        self, payload: list[dict[str, Any]], headers: dict[str, str] | None = None
-    ) -> None:
-        pass
 
 
 class Inbox:

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiocometd_ng import Client, ConnectionType, Extension
+from aiocometd_auth import BasicAuth
+from aiocometd_ng import Client, ConnectionType
 
 PASSWORD = "password"
 RECEIVE_TIMEOUT = 5.0
@@ -35,31 +36,6 @@ class SimProcess(Protocol):
 
 def basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
-
-
-class BasicAuth(Extension):
-    """Sends HTTP Basic credentials on every long-poll POST and on the WebSocket upgrade.
-
-    It also asks for an immediate answer to the first /meta/connect (`advice: {timeout: 0}`),
-    as the reference CometD JavaScript client does: otherwise the server holds that connect
-    for its whole timeout (30 s in the simulator) before `Client.open()` returns.
-    """
-
-    def __init__(self, user: str) -> None:
-        self.authorization = basic(user)
-        self.first_connect_sent = False
-
-    async def outgoing(self, payload: list[dict[str, Any]], headers: dict[str, str]) -> None:
-        headers["Authorization"] = self.authorization
-        for message in payload:
-            if message.get("channel") == "/meta/connect" and not self.first_connect_sent:
-                message["advice"] = {"timeout": 0}
-                self.first_connect_sent = True
-
-    async def incoming(
-        self, payload: list[dict[str, Any]], headers: dict[str, str] | None = None
-    ) -> None:
-        pass
 
 
 async def update(
