@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -253,13 +253,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
             f"password 'password'  (Ctrl-C stops it)",
             flush=True,
         )
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # an orderly stop, not a cancelled task
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await running.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())
     return 0
 
 

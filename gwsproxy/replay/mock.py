@@ -449,8 +449,11 @@ def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None
                 )
             return EXIT_USAGE
         stop = asyncio.Event()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        # Both signals take the same orderly path: a KeyboardInterrupt would instead cancel this
+        # task mid-await and leave the shutdown to race the loop's own teardown.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         agents = len(capture.scopes)
         print(
             f"mock GWS on {running.url} from {config.capture} "
