@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import select
 import statistics
 import subprocess
@@ -40,7 +39,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import header, mitmdump_path, print_results, verdict
+from _common import (
+    SIM_BANNER,
+    header,
+    mitmdump_path,
+    print_results,
+    start_with_banner,
+    tail,
+    verdict,
+)
 
 from gwsproxy.processes import free_port, stop
 
@@ -51,7 +58,6 @@ TRANSPORTS = ("long-polling", "websocket")
 START_TIMEOUT = 20.0
 LOAD_TIMEOUT = 180.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_BANNER = re.compile(r"GWS simulator on (http://127\.0\.0\.1:\d+)")
 
 # The workload runs in its own long-lived process (started once, so no interpreter start-up per
 # run): one JSON job per stdin line, LoadReport.as_dict() (or an error) as one JSON stdout line.
@@ -72,29 +78,10 @@ for line in sys.stdin:
 # ---- processes -----------------------------------------------------------------------------------
 
 
-def tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def start_sim(tmp: Path, agents: int) -> tuple[subprocess.Popen, str]:
-    out = tmp / "sim.out"
     command = [sys.executable, "-m", "gwsproxy.cli", "sim", "-p", "0", "--host", "127.0.0.1"]
     command += ["--delay", "0", "--jitter", "0", "--agents", str(agents)]
-    with out.open("w") as f:
-        process = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        match = _BANNER.search(tail(out))
-        if match:
-            return process, match[1]
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    stop(process)
-    raise SystemExit(f"the simulator did not start: {tail(out)!r}")
+    return start_with_banner(command, SIM_BANNER, tmp / "sim.out", START_TIMEOUT)
 
 
 def start_mitmdump(tmp: Path, name: str, upstream: str, extra: list[str]) -> tuple:

@@ -37,7 +37,16 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from _common import header, markdown_table, print_results, verdict
+from _common import (
+    SIM_BANNER,
+    header,
+    markdown_table,
+    print_results,
+    spawn,
+    start_with_banner,
+    tail,
+    verdict,
+)
 
 from gwsproxy.processes import free_port, stop
 
@@ -49,7 +58,6 @@ SEED = 7
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 300.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_SIM_BANNER = re.compile(r"GWS simulator on (http://127\.0\.0\.1:\d+)")
 _MOCK_BANNER = re.compile(r"mock GWS on (http://127\.0\.0\.1:\d+) from")
 
 
@@ -58,34 +66,6 @@ _MOCK_BANNER = re.compile(r"mock GWS on (http://127\.0\.0\.1:\d+) from")
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
-
-
-def tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def spawn(command: list[str], log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
-        )
-
-
-def start_server(command: list[str], banner: re.Pattern[str], log: Path) -> tuple:
-    process = spawn(command, log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        found = banner.search(tail(log, 100_000))
-        if found:
-            return process, found[1]
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    stop(process)
-    raise RuntimeError(f"`{' '.join(command)}` did not start: {tail(log)!r}")
 
 
 def sim_command(agents: int) -> list[str]:
@@ -104,7 +84,9 @@ def cpu_seconds(pid: int) -> float:
 def record(tmp: Path, agents: int, ops: int) -> tuple[Path, int]:
     """A capture of `agents` x `ops` pairs through the real recording proxy."""
     capture = tmp / "bench.gwscap"
-    sim, sim_url = start_server(sim_command(agents), _SIM_BANNER, tmp / "record-sim.log")
+    sim, sim_url = start_with_banner(
+        sim_command(agents), SIM_BANNER, tmp / "record-sim.log", START_TIMEOUT
+    )
     port = free_port()
     mitmdump = Path(sys.executable).with_name("mitmdump")
     proxy = spawn(
@@ -281,8 +263,8 @@ def measure(kind: str, capture: Path, agents: int, transport: str, tmp: Path) ->
         command = python("-m", "gwsproxy.replay.mock", str(capture), "-p", "0", "--speed", "max")
         banner = _MOCK_BANNER
     else:
-        command, banner = sim_command(agents), _SIM_BANNER
-    server, url = start_server(command, banner, tmp / f"{kind}.log")
+        command, banner = sim_command(agents), SIM_BANNER
+    server, url = start_with_banner(command, banner, tmp / f"{kind}.log", START_TIMEOUT)
     try:
         cpu0 = cpu_seconds(server.pid)
         done = subprocess.run(
