@@ -36,14 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from _common import header, mitmdump_path, print_results, verdict
+from _common import ROOT, header, mitmdump_path, print_results, verdict
 from aiohttp import web
 
 from gwsproxy import bayeux
 from gwsproxy.cometd import BayeuxServer
 from gwsproxy.processes import free_port, stop
 
-ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET_GROWTH = 1.15
 CHANNEL = "/v2/me/chats"

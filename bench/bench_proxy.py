@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    ROOT,
     SIM_BANNER,
     header,
     mitmdump_path,
@@ -51,7 +52,6 @@ from _common import (
 
 from gwsproxy.processes import free_port, stop
 
-ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET_RATIO = 0.9
 TRANSPORTS = ("long-polling", "websocket")

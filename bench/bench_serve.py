@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 from _common import (
+    ROOT,
     SIM_BANNER,
     header,
     markdown_table,
@@ -50,7 +51,6 @@ from _common import (
 
 from gwsproxy.processes import free_port, stop
 
-ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET = 1000.0  # pairs per second from the mock
 TRANSPORTS = ("websocket", "long-polling")
