@@ -1,7 +1,10 @@
-"""The mitmproxy addon: user-data requests and CometD notifications -> Correlator -> capture.
+"""The mitmproxy addon: user-data requests and CometD notifications -> events -> capture.
 
-It only reads flows: traffic passes unchanged and undelayed, and nothing raises into mitmproxy;
-what cannot be read is recorded raw with the reason.
+It only reads flows: traffic passes unchanged and undelayed, and nothing raises into mitmproxy.
+The hooks queue flows; right after mitmproxy has forwarded them they become plain events
+(`gwsproxy.recording`), which a worker process correlates and writes (`gwsproxy.worker`), so
+that the proxy's own thread spends next to nothing on recording. What cannot be read is
+recorded raw with the reason.
 """
 
 from __future__ import annotations
@@ -9,24 +12,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
-import json
 import logging
-import os
-import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from gwsproxy import __version__, bayeux, gws
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
-from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import Closed, Correlator, Pair
-from gwsproxy.lenient import Unreadable, loads
-from gwsproxy.redact import DEFAULT_HEADERS, Redactor
+from gwsproxy import bayeux, gws
+from gwsproxy.recording import (
+    ADVANCE,
+    CONFIGURE,
+    FAILED,
+    FRAME,
+    JSESSIONID,
+    RAW,
+    REQUEST,
+    RESPONSE,
+    Identity,
+    Recording,
+    text,
+)
+from gwsproxy.redact import DEFAULT_HEADERS
+from gwsproxy.worker import Worker, WorkerGone
 
 log = logging.getLogger(__name__)
 
@@ -34,45 +43,32 @@ DEFAULT_CAPTURE = "captures/gws-%Y%m%d-%H%M%S.gwscap"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 # flow.metadata key: (Basic-auth user, JSESSIONID, client address), read once per flow.
 IDENTITY = "gwsproxy.identity"
-_JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
-
-
-def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
-    """A hook that logs and records its own failure instead of raising into mitmproxy."""
-
-    @functools.wraps(hook)
-    def run(self: GwsRecorder, *args: Any) -> None:
-        try:
-            hook(self, *args)
-        except Exception as e:  # noqa: BLE001 - the proxy must keep going, whatever we meet
-            log.exception("gwsproxy: %s failed", hook.__name__)
-            self.stats["internal_errors"] += 1
-            self._write_raw(
-                time.time(), f"internal error in {hook.__name__}: {e!r}", hook.__name__, b""
-            )
-
-    return run
 
 
 class GwsRecorder:
-    """Pairs GWS user-data requests with their notifications and appends them to a capture."""
+    """The mitmproxy edge: flows become plain events (`gwsproxy.recording`), recorded by a worker
+    process (`gwsproxy.worker`, the default) or, with gws_worker=false, in this process."""
 
     def __init__(self) -> None:
-        self.correlator = Correlator()
-        self.redactor = Redactor()
-        self.writer: CaptureWriter | None = None
-        self.stats = {"raw": 0, "internal_errors": 0}
+        self.sink: Recording | Worker | None = None
+        self.path: str | None = None
+        self.settings: dict[str, Any] = {
+            "timeout": 10.0,
+            "redact_headers": list(DEFAULT_HEADERS),
+            "mask_keys": [],
+        }
         self.max_body = DEFAULT_MAX_BODY
         self.trim_websocket = False
+        self.use_worker = True
         self._ticker: asyncio.Task[None] | None = None
-        # Hooks only queue their event; it is recorded right after mitmproxy has forwarded the
-        # message (mitmproxy holds a message until its hooks return), in arrival order.
-        self._pending: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+        # Hooks only queue their flow; it becomes an event right after mitmproxy has forwarded
+        # the message (mitmproxy holds a message until its hooks return), in arrival order.
+        self._pending: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque()
         )
         self._drain_scheduled = False
-        self._csrf_names: set[str] = set()
-        self._asked: set[str] = set()  # flows carrying a user-data request, until answered
+        self._counts: dict[str, int] = {}
+        self._fsync = False
 
     # ---- options ----------------------------------------------------------------------------
 
@@ -101,51 +97,68 @@ class GwsRecorder:
             False,
             "Drop WebSocket messages from mitmproxy's memory once recorded.",
         )
+        loader.add_option(
+            "gws_worker",
+            bool,
+            True,
+            "Correlate and write in a separate process, so the proxy's CPU goes to traffic.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
+        changed: dict[str, Any] = {}
         if "gws_timeout" in updated:
-            self.correlator.timeout = _seconds(opts.gws_timeout)
+            changed["timeout"] = _seconds(opts.gws_timeout)
+        if updated & {"gws_redact_headers", "gws_mask_keys"}:
+            changed["redact_headers"] = list(opts.gws_redact_headers)
+            changed["mask_keys"] = list(opts.gws_mask_keys)
         if "gws_max_body" in updated:
             if opts.gws_max_body <= 0:
                 raise exceptions.OptionsError("gws_max_body must be positive")
             self.max_body = opts.gws_max_body
         self.trim_websocket = opts.gws_trim_websocket
-        if updated & {"gws_redact_headers", "gws_mask_keys"}:
-            self.redactor = Redactor(opts.gws_redact_headers, opts.gws_mask_keys)
-        if "gws_capture" in updated:
+        self.use_worker = opts.gws_worker
+        self.settings.update(changed)
+        if sys.exc_info()[0] is exceptions.OptionsError:
+            # mitmproxy refused an option and calls us back with the previous values: that is
+            # no reason to start a capture (at the default path) nobody asked for.
+            return
+        if "gws_capture" in updated or "gws_worker" in updated:
             try:
                 self.open(opts.gws_capture, _upstream(), fsync=opts.gws_fsync)
             except OSError as e:
                 raise exceptions.OptionsError(str(e)) from None
+        elif changed:
+            self._emit((CONFIGURE, changed))
 
     def open(self, pattern: str, upstream: str | None, fsync: bool = False) -> str:
         """Start a capture file (strftime in the name); raises OSError with a readable message."""
         self.close()
         path = time.strftime(pattern)
-        header = {
-            "tool_version": __version__,
-            "upstream": upstream,
-            "options": {
-                "timeout": self.correlator.timeout,
-                "mask_keys": sorted(self.redactor.mask_keys),
-                "redact_headers": sorted(self.redactor.headers),
-            },
-        }
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            self.writer = CaptureWriter(path, header, fsync=fsync)
-        except OSError as e:
-            raise OSError(f"cannot write capture {path}: {e.strerror or e}") from None
+        if self.use_worker:
+            config = {"path": path, "upstream": upstream, "fsync": fsync}
+            self.sink = Worker({**config, "settings": self.settings})
+        else:
+            recording = Recording()
+            recording.configure(self.settings)
+            recording.open(path, upstream, fsync)
+            self.sink = recording
+        self.path = path
+        self._fsync = fsync
         log.info("gwsproxy: recording to %s", path)
         return path
 
     def close(self, now: float | None = None) -> None:
         """Write what is still open as incomplete and close the capture cleanly."""
-        self._flush(self.correlator.close(time.time() if now is None else now))
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        self._drain()
+        if self.sink is not None:
+            self.sink.close(time.time() if now is None else now)
+            self._counts = self.sink.counts()
+            self.sink = None
+
+    def counts(self) -> dict[str, int]:
+        """pairs, open, unsolicited, raw: so far (as last reported by the worker)."""
+        return self.sink.counts() if self.sink is not None else self._counts
 
     def running(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -159,15 +172,36 @@ class GwsRecorder:
     def advance(self, now: float) -> None:
         """Close, as timed out, the pairs whose notification is overdue at `now`."""
         self._drain()
-        self._flush(self.correlator.expire(now))
+        self._emit((ADVANCE, now))
 
     def done(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        self._drain()
         self.close()
 
-    def _defer(self, work: Callable[..., None], *args: Any) -> None:
+    # ---- hooks: they only queue the flow --------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._request, flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._response, flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._defer(self._error, flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None or not bayeux.is_notifications_path(flow.request.path):
+            return
+        message = flow.websocket.messages[-1]  # taken now: the trim below drops older ones
+        if not message.from_client:
+            self.frame(flow, message)
+        if self.trim_websocket:
+            # mitmproxy keeps every message of a flow; on a CometD socket that lives for days
+            # that is unbounded memory. Keep only the latest, which later hooks may still read.
+            del flow.websocket.messages[:-1]
+
+    def _defer(self, work: Callable[..., Any], *args: Any) -> None:
         self._pending.append((work, args))
         if self._drain_scheduled:
             return
@@ -182,217 +216,108 @@ class GwsRecorder:
         self._drain_scheduled = False
         while self._pending:
             work, args = self._pending.popleft()
-            work(*args)  # each is @_guarded: it never raises
+            try:
+                event = work(*args)
+            except Exception as e:  # noqa: BLE001 - the proxy must keep going, whatever we meet
+                log.exception("gwsproxy: %s failed", work.__name__)
+                reason = f"internal error in {work.__name__}: {e!r}"
+                event = (RAW, time.time(), reason, work.__name__.strip("_"), b"")
+            if event is not None:
+                self._emit(event)
 
-    # ---- hooks ------------------------------------------------------------------------------
-
-    def request(self, flow: http.HTTPFlow) -> None:
-        self._defer(self._request, flow)
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._defer(self._response, flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._defer(self._error, flow)
-
-    @_guarded
-    def _request(self, flow: http.HTTPFlow) -> None:
-        req = flow.request
-        if bayeux.is_notifications_path(req.path):
+    def _emit(self, event: tuple[Any, ...]) -> None:
+        if self.sink is None:
             return
-        if req.method.upper() != "POST" or gws.parse_target(req.path) is None:
-            return  # not a user-data request: its body is none of our business (nor recorded)
+        try:
+            self.sink.handle(event)
+        except WorkerGone as e:  # record on in this process, in a new session of the same file
+            log.error("gwsproxy: %s; recording in the proxy's process from now on", e)
+            recording = Recording()
+            recording.configure(self.settings)
+            self.sink = recording
+            recording.open(self.path or "", "(continued after the worker died)", self._fsync, True)
+            recording.handle(event)
+
+    # ---- flows -> events (cheap: the work is the sink's) ------------------------------------
+
+    def _request(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
+        req = flow.request
+        path = req.path
+        if req.method.upper() != "POST" or bayeux.is_notifications_path(path):
+            return None
+        if gws.parse_target(path) is None:
+            return None  # not a user-data request: its body is none of our business
         body = self._body(req, "request", flow)
         if body is None:
-            return
-        found = gws.classify_request(req.method, req.path, body)
-        if found is None:
-            return
-        t = req.timestamp_start
-        scope = self._scope(flow)
-        if isinstance(found, gws.BadRequest):
-            self._write_raw(t, found.reason, "request", body, scope, path=req.path)
-            return
-        raw = {
-            "method": req.method,
-            "path": req.path,
-            "headers": self._headers(req.headers),
-            "body": self._masked_body(body, found.repairs),
-            "repairs": list(found.repairs),
-        }
-        self._asked.add(flow.id)
-        self._flush(self.correlator.request(flow.id, scope, found, t, raw))
+            return None
+        identity = self._identity(flow)
+        return (
+            REQUEST,
+            flow.id,
+            identity,
+            req.method,
+            path,
+            req.headers.fields,
+            body,
+            req.timestamp_start,
+        )
 
-    @_guarded
-    def _response(self, flow: http.HTTPFlow) -> None:
+    def _response(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
         req, resp = flow.request, flow.response
-        if resp is None:
-            return
-        # One pass over the fields: each Headers.get() re-scans and re-decodes all of them.
-        wanted = _first_fields(resp.headers, b"x-csrf-header", b"content-type", b"set-cookie")
-        csrf = wanted.get(b"x-csrf-header")
-        if csrf:
-            self._csrf_names.add(_text(csrf).lower())
-        if b"set-cookie" in wanted:
-            self._learn_session(flow)
-        if bayeux.is_notifications_path(req.path):
-            if flow.websocket is not None or resp.status_code == 101:
-                return  # a WebSocket upgrade: its messages come through websocket_message
-            body = self._body(resp, "response", flow)
-            if body is not None:
-                content_type = wanted.get(b"content-type")
-                self._batch(
-                    flow,
-                    body,
-                    _text(content_type) if content_type is not None else None,
-                    "long-polling",
-                    resp.timestamp_end,
-                )
-            return
+        path = req.path
+        if resp is None or "/api/v2/" not in path:
+            return None  # not GWS
+        notifications = bayeux.is_notifications_path(path)
+        if notifications and (flow.websocket is not None or resp.status_code == 101):
+            return None  # a WebSocket upgrade: its messages come through websocket_message
+        body = self._body(resp, "response", flow)
+        if body is None:
+            if notifications:
+                return None
+            body = b""  # the pair still closes with the answer's status
         t = resp.timestamp_end or time.time()
-        asked = flow.id in self._asked
-        self._asked.discard(flow.id)
-        if self.correlator.is_open(flow.id):
-            body = self._body(resp, "response", flow) or b""
-            raw = {
-                "status": resp.status_code,
-                "headers": self._headers(resp.headers),
-                "body": self._masked_body(body, ()),
-            }
-            self._flush(
-                self.correlator.answer(flow.id, gws.parse_answer(body), resp.status_code, t, raw)
-            )
-        elif asked:  # its pair closed (timed out) before the answer came: keep it all the same
-            body = self._body(resp, "response", flow) or b""
-            reason = f"late answer (HTTP {resp.status_code}): its pair had already closed"
-            self._write_raw(t, reason, "response", body, self._scope(flow), path=req.path)
-        elif req.method == "GET" and resp.status_code == 200 and "/api/v2/" in req.path:
-            body = self._body(resp, "response", flow)
-            answer = gws.parse_answer(body) if body is not None else None
-            if isinstance(answer, gws.Answer):
-                for obj in gws.interactions_in(answer.value):
-                    self.correlator.observe(str(obj["id"]), obj["userData"])
-
-    @_guarded
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if flow.websocket is None or not bayeux.is_notifications_path(flow.request.path):
-            return
-        message = flow.websocket.messages[-1]  # taken now: the trim below drops older ones
-        if not message.from_client:
-            self._defer(self._frame, flow, message)
-        if self.trim_websocket:
-            # mitmproxy keeps every message of a flow; on a CometD socket that lives for days
-            # that is unbounded memory. Keep only the latest, which later hooks may still read.
-            del flow.websocket.messages[:-1]
+        identity = self._identity(flow)
+        return (
+            RESPONSE,
+            flow.id,
+            identity,
+            req.method,
+            path,
+            resp.status_code,
+            resp.headers.fields,
+            body,
+            t,
+        )
 
     def frame(self, flow: http.HTTPFlow, message: Any) -> None:
         """One WebSocket message of a CometD socket: the server's carry notifications."""
-        if not message.from_client and bayeux.is_notifications_path(flow.request.path):
-            self._batch(flow, message.content, None, "websocket", message.timestamp)
+        self._defer(self._frame, flow, message)
 
-    @_guarded
-    def _frame(self, flow: http.HTTPFlow, message: Any) -> None:
-        self.frame(flow, message)
+    def _frame(self, flow: http.HTTPFlow, message: Any) -> tuple[Any, ...] | None:
+        if message.from_client or not bayeux.is_notifications_path(flow.request.path):
+            return None
+        t = message.timestamp or time.time()
+        return (FRAME, self._identity(flow), flow.request.path, message.content, t)
 
-    @_guarded
-    def _error(self, flow: http.HTTPFlow) -> None:
-        self._asked.discard(flow.id)
-        if flow.error is not None:
-            self._flush(self.correlator.failed(flow.id, flow.error.msg, time.time()))
-
-    # ---- helpers ----------------------------------------------------------------------------
-
-    def _batch(
-        self,
-        flow: http.HTTPFlow,
-        body: bytes,
-        content_type: str | None,
-        transport: str,
-        t: float | None,
-    ) -> None:
-        t = t or time.time()
-        scope = self._scope(flow)
-        batch = bayeux.parse_batch(body, content_type)
-        if isinstance(batch, Unreadable):
-            self._write_raw(t, batch.reason, transport, body, scope, path=flow.request.path)
-            return
-        client_ids = [m["clientId"] for m in batch.messages if isinstance(m.get("clientId"), str)]
-        closed: list[Closed] = []
-        for i, message in enumerate(batch.messages):
-            if not bayeux.is_data(message):
-                continue
-            note = gws.parse_notification(message)
-            if note is not None and self.redactor.mask_keys:
-                text = json.dumps(self.redactor.mask_document(message))
-            elif batch.texts is not None:
-                text = batch.texts[i]
-            else:
-                text = json.dumps(message)
-            # Scrubbed last, so that masking (which re-encodes the message) cannot undo it.
-            raw_bytes = self.redactor.scrub(text.encode("utf-8", "replace"), client_ids)
-            if note is None:
-                self._write_raw(
-                    t,
-                    "not a GWS notification",
-                    transport,
-                    raw_bytes,
-                    scope,
-                    channel=message.get("channel"),
-                )
-                continue
-            raw = {"transport": transport, "raw": raw_bytes, "repairs": list(batch.repairs)}
-            closed += self.correlator.notification(scope, note, t, raw)
-        self._flush(closed)
-
-    def _flush(self, closed: list[Closed]) -> None:
-        if self.writer is None:
-            return
-        for item in closed:
-            if isinstance(item, Pair):
-                self.writer.write(Kind.PAIR, *pair_record(item, self.redactor))
-            else:
-                self.writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
-
-    def _write_raw(
-        self,
-        t: float,
-        reason: str,
-        where: str,
-        data: bytes,
-        scope: str | None = None,
-        **context: Any,
-    ) -> None:
-        self.stats["raw"] += 1
-        if self.writer is not None:
-            summary, body = raw_record(t, reason, where, data[: self.max_body], scope, **context)
-            summary["size"] = len(data)
-            self.writer.write(Kind.RAW, summary, body)
+    def _error(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
+        if flow.error is None:
+            return None
+        return (FAILED, flow.id, flow.error.msg, time.time())
 
     def _body(self, message: http.Message, where: str, flow: http.HTTPFlow) -> bytes | None:
-        """The decoded body, or None (recorded raw) when it is too large to parse."""
+        """The decoded body, or None (sent on as raw) when it is too large to parse."""
         content = message.get_content(strict=False) or b""
         if len(content) > self.max_body:
             reason = f"body of {len(content)} bytes exceeds gws_max_body ({self.max_body})"
-            self._write_raw(
-                time.time(), reason, where, content, self._scope(flow), path=flow.request.path
+            identity, path = self._identity(flow), flow.request.path
+            t = time.time()
+            self._emit(
+                (RAW, t, reason, where, content[: self.max_body], identity, path, len(content))
             )
             return None
         return content
 
-    def _masked_body(self, body: bytes, repairs: Sequence[str]) -> bytes:
-        # A repaired (quirky) body is masked too, at the cost of its original spelling: the
-        # user asked for those values to stay out of the capture.
-        if not self.redactor.mask_keys:
-            return body
-        parsed = loads(body)
-        if isinstance(parsed, Unreadable):
-            return body
-        return json.dumps(self.redactor.mask_document(parsed.value)).encode()
-
-    def _headers(self, headers: http.Headers) -> list[list[str]]:
-        return self.redactor.header_fields(headers.items(multi=True), self._csrf_names)
-
-    def _identity(self, flow: http.HTTPFlow) -> tuple[str | None, str | None, str | None]:
+    def _identity(self, flow: http.HTTPFlow) -> Identity:
         """(Basic-auth user, JSESSIONID, client address) of the flow's request; read once per
         flow (a CometD WebSocket asks for it on every frame) in one pass over the headers."""
         identity = flow.metadata.get(IDENTITY)
@@ -404,42 +329,15 @@ class GwsRecorder:
                     auth = auth or value
                 elif name == b"cookie":
                     cookies.append(value)
-            found = _JSESSIONID.search(b"; ".join(cookies)) if cookies else None
+            found = JSESSIONID.search(b"; ".join(cookies)) if cookies else None
             peer = flow.client_conn.peername
             identity = (
-                _basic_user(_text(auth)) if auth else None,
-                _text(found[1]) if found else None,
+                _basic_user(text(auth)) if auth else None,
+                text(found[1]) if found else None,
                 peer[0] if peer else None,
             )
             flow.metadata[IDENTITY] = identity
         return identity
-
-    def _scope(self, flow: http.HTTPFlow) -> str:
-        return self.correlator.scopes.scope(*self._identity(flow))
-
-    def _learn_session(self, flow: http.HTTPFlow) -> None:
-        user = self._identity(flow)[0]
-        if user and flow.response is not None:
-            for value in flow.response.headers.get_all("set-cookie"):
-                found = _JSESSIONID.match(value.encode("utf-8", "surrogateescape"))
-                if found:
-                    self.correlator.scopes.learn(_text(found[1]), user)
-                    return
-
-
-def _text(value: bytes) -> str:
-    """A raw header value as mitmproxy's Headers would give it."""
-    return value.decode("utf-8", "surrogateescape")
-
-
-def _first_fields(headers: http.Headers, *names: bytes) -> dict[bytes, bytes]:
-    """The first raw value of each of `names` (lower case) present in `headers`."""
-    found: dict[bytes, bytes] = {}
-    for name, value in headers.fields:
-        name = name.lower()
-        if name in names and name not in found:
-            found[name] = value
-    return found
 
 
 def _basic_user(value: str) -> str | None:
@@ -447,16 +345,16 @@ def _basic_user(value: str) -> str | None:
     return found[0] if found else None
 
 
-def _seconds(text: str | float) -> float:
+def _seconds(option: str | float) -> float:
     """The gws_timeout option: a positive number of seconds."""
     try:
-        value = float(text)
+        value = float(option)
     except (TypeError, ValueError):
         raise exceptions.OptionsError(
-            f"gws_timeout {text!r} is not a number of seconds, e.g. gws_timeout=2.5"
+            f"gws_timeout {option!r} is not a number of seconds, e.g. gws_timeout=2.5"
         ) from None
     if not value > 0 or value == float("inf"):
-        raise exceptions.OptionsError(f"gws_timeout must be a positive number, not {text!r}")
+        raise exceptions.OptionsError(f"gws_timeout must be a positive number, not {option!r}")
     return value
 
 

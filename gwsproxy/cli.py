@@ -342,8 +342,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         path, recorder = import_flows(args.flows, args.output, args.timeout)
     except (RecordError, OSError) as e:
         raise UserError(str(e)) from None
-    counts = recorder.correlator.counts
-    print(f"{path}: {counts.pairs} pairs, {counts.unsolicited} unsolicited notifications")
+    counts = recorder.counts()
+    print(f"{path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications")
     return 0
 
 

@@ -61,10 +61,10 @@ class Counter:
         self._task: asyncio.Task[None] | None = None
 
     def line(self) -> str:
-        c = self.recorder.correlator
+        c = self.recorder.counts()
         return (
-            f"pairs {c.counts.pairs}  open {c.open_count}  unmatched {c.counts.unsolicited}"
-            f"  raw {self.recorder.stats['raw']}"
+            f"pairs {c.get('pairs', 0)}  open {c.get('open', 0)}"
+            f"  unmatched {c.get('unsolicited', 0)}  raw {c.get('raw', 0)}"
         )
 
     def running(self) -> None:
@@ -114,7 +114,7 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
         )
     except exceptions.OptionsError as e:
         raise RecordError(str(e)) from None
-    path = recorder.writer.path if recorder.writer else config.output
+    path = recorder.path or config.output
     listen = f"http://{config.host}:{config.port}"
     target = f" -> {config.upstream}" if mode != "regular" else " (as an HTTP proxy)"
     out.write(f"recording {listen}{target} into {path}  (Ctrl-C stops)\n")
@@ -131,7 +131,8 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
     from mitmproxy import http, io
 
     recorder = GwsRecorder()
-    recorder.correlator.timeout = timeout
+    recorder.use_worker = False  # no proxy to keep fast here: record in this process
+    recorder.settings["timeout"] = timeout
     events: list[tuple[float, int, Any, Any]] = []
     try:
         with open(flows_path, "rb") as f:

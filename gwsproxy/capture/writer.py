@@ -87,16 +87,25 @@ class CaptureWriter:
             self._sync()
             return offset
 
-    def close(self) -> None:
+    def close(self, end: bool = True) -> None:
+        """Append the END record (unless `end` is False: the recording was cut short and the
+        file should say so) and close."""
         with self._lock:
             if self._fd is None:
                 return
             fd = self._fd
             try:
-                total = sum(self._counts.values())
-                end = {"counts": dict(self._counts), "records": total, "closed": time.time()}
-                self._write_all(encode_frame(Kind.END, end, None, compressor=self._compressor))
-                self._counts[int(Kind.END)] = self._counts.get(int(Kind.END), 0) + 1
+                if end:
+                    total = sum(self._counts.values())
+                    summary = {
+                        "counts": dict(self._counts),
+                        "records": total,
+                        "closed": time.time(),
+                    }
+                    self._write_all(
+                        encode_frame(Kind.END, summary, None, compressor=self._compressor)
+                    )
+                    self._counts[int(Kind.END)] = self._counts.get(int(Kind.END), 0) + 1
                 os.fsync(fd)
             finally:
                 self._fd = None

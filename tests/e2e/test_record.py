@@ -174,6 +174,8 @@ def check_against_sim_log(capture: Capture, log: list[dict], *, complete: bool =
         assert len(pairs) <= len(ops_of[ix]), f"{ix}: more pairs than operations"
     for ix, ops in ops_of.items():
         pairs = capture.pairs_of(ix)
+        while not complete and pairs and pairs[-1]["status"] == "incomplete":
+            pairs = pairs[:-1]  # in flight when the proxy died: written as incomplete
         if complete:
             assert len(pairs) == len(ops), f"{ix}: {len(pairs)} pairs for {len(ops)} operations"
         for op, pair in zip(ops, pairs, strict=False):
@@ -599,6 +601,23 @@ def _ix_of(message: dict) -> str | None:
     return None
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _has_pair(path: Path, ix: str) -> bool:
     with CaptureReader(path) as reader:
         return any(
@@ -615,7 +634,7 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
     mitm = procs.mitmdump(sim.url, path, options={"gws_timeout": "30"})
     done: dict[str, list[float]] = defaultdict(list)  # agent -> wall time each op finished
 
-    async def scenario() -> float:
+    async def scenario() -> tuple[float, list[int]]:
         config = LoadConfig(target=mitm.url, agents=5, ops=10_000, timeout=5.0)
         agents = [
             Agent(
@@ -631,17 +650,24 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
             await asyncio.wait_for(_until(lambda: sum(map(len, done.values())) >= 200), WAIT * 2)
             # The agents keep working: kill -9 lands in the middle of everything.
             await asyncio.sleep(1.0)
+            workers = children(mitm.popen.pid)
+            assert workers, "the recording worker process is missing"
             killed = time.time()
             mitm.kill()
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await work
-            return killed
+            return killed, workers
         finally:
             await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
 
-    killed = asyncio.run(scenario())
+    killed, workers = asyncio.run(scenario())
     assert mitm.popen.returncode == -signal.SIGKILL
+    # The worker sees the pipe close, writes what was in flight as incomplete, and exits.
+    deadline = time.monotonic() + WAIT
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the recording worker outlived the proxy"
+        time.sleep(0.05)
     log = sim.log()
     capture = read_capture(path)
     assert not capture.ended, "a killed recording has no END record"

@@ -1,0 +1,319 @@
+"""The recording core: plain events in, Correlator in the middle, capture records out.
+
+The mitmproxy addon (`gwsproxy.addon`) turns flows into events; this module knows nothing of
+mitmproxy, so the same core runs inside mitmdump, in a separate worker process fed through a pipe
+(`gwsproxy.worker`), or over an imported flow dump.
+
+An event is a tuple whose first item is its kind; everything else in it is str, bytes, numbers,
+lists or None, so that it crosses a msgpack pipe unchanged (tuples arrive as lists):
+
+    (REQUEST,  flow_id, identity, method, path, headers, body, t)
+    (RESPONSE, flow_id, identity, method, path, status, headers, body, t)
+    (FRAME,    identity, path, content, t)           a server-to-client CometD WebSocket message
+    (FAILED,   flow_id, message, t)                  the flow broke off (mitmproxy's error hook)
+    (RAW,      t, reason, where, data, identity, path, size)   already judged unreadable
+    (ADVANCE,  now)                                  close the overdue pairs as timed out
+    (CONFIGURE, settings)                            timeout, mask_keys, redact_headers
+    (CLOSE,    now, clean)                           open pairs as incomplete, then END if clean
+
+`identity` is (Basic-auth user, JSESSIONID, client address); `headers` are the raw
+(name, value) byte pairs of the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gwsproxy import __version__, bayeux, gws
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
+from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.correlate import Closed, Correlator, Pair
+from gwsproxy.lenient import Unreadable, loads
+from gwsproxy.redact import DEFAULT_HEADERS, Redactor
+
+log = logging.getLogger(__name__)
+
+REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
+_NAMES = ("request", "response", "frame", "failed", "raw", "advance", "configure", "close")
+JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
+
+Identity = tuple[str | None, str | None, str | None]
+
+
+def text(value: bytes) -> str:
+    """A raw header value as mitmproxy's Headers would give it."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+class Recording:
+    """One capture being written: `handle(event)` for each event, in arrival order, then
+    `close()`. Never raises from `handle`: what it cannot process is recorded raw, with why."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.correlator = Correlator(timeout)
+        self.redactor = Redactor()
+        self.writer: CaptureWriter | None = None
+        self.raw = 0
+        self.internal_errors = 0
+        self._csrf_names: set[str] = set()
+        self._asked: set[Any] = set()  # flows carrying a user-data request, until answered
+        self._handlers = (
+            self._request,
+            self._response,
+            self._frame,
+            self._failed,
+            self._write_raw,
+            self.advance,
+            self.configure,
+            self.close,
+        )
+
+    # ---- the file ---------------------------------------------------------------------------
+
+    def open(
+        self, path: str, upstream: str | None, fsync: bool = False, append: bool = False
+    ) -> str:
+        """Start the capture file `path` (or a new session at its end, with `append`); raises
+        OSError with a readable message."""
+        self.close()
+        header = {
+            "tool_version": __version__,
+            "upstream": upstream,
+            "options": {
+                "timeout": self.correlator.timeout,
+                "mask_keys": sorted(self.redactor.mask_keys),
+                "redact_headers": sorted(self.redactor.headers),
+            },
+        }
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self.writer = CaptureWriter(path, header, fsync=fsync, append=append)
+        except OSError as e:
+            raise OSError(f"cannot write capture {path}: {e.strerror or e}") from None
+        return path
+
+    def close(self, now: float | None = None, clean: bool = True) -> None:
+        """Write what is still open as incomplete and close the capture; `clean=False` leaves
+        out the END record, so that readers see the recording was cut short."""
+        self._flush(self.correlator.close(time.time() if now is None else now))
+        if self.writer is not None:
+            self.writer.close(end=clean)
+            self.writer = None
+
+    def counts(self) -> dict[str, int]:
+        c = self.correlator
+        return {
+            "pairs": c.counts.pairs,
+            "open": c.open_count,
+            "unsolicited": c.counts.unsolicited,
+            "raw": self.raw,
+            "internal_errors": self.internal_errors,
+        }
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def handle(self, event: Sequence[Any]) -> None:
+        try:
+            self._handlers[event[0]](*event[1:])
+        except Exception as e:  # noqa: BLE001 - the recording must keep going, whatever we meet
+            name = _NAMES[event[0]] if event[0] in range(len(_NAMES)) else "event"
+            log.exception("gwsproxy: %s failed", name)
+            self.internal_errors += 1
+            self._write_raw(time.time(), f"internal error in {name}: {e!r}", name, b"")
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        if "timeout" in settings:
+            self.correlator.timeout = float(settings["timeout"])
+        if "redact_headers" in settings or "mask_keys" in settings:
+            self.redactor = Redactor(
+                settings.get("redact_headers", DEFAULT_HEADERS), settings.get("mask_keys", ())
+            )
+
+    def advance(self, now: float) -> None:
+        """Close, as timed out, the pairs whose notification is overdue at `now`."""
+        self._flush(self.correlator.expire(now))
+
+    def _request(
+        self,
+        flow_id: Any,
+        identity: Identity,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        t: float,
+    ) -> None:
+        found = gws.classify_request(method, path, body)
+        if found is None:
+            return
+        scope = self._scope(identity)
+        if isinstance(found, gws.BadRequest):
+            self._write_raw(t, found.reason, "request", body, identity, path)
+            return
+        raw = {
+            "method": method,
+            "path": path,
+            "headers": self._headers(headers),
+            "body": self._masked_body(body),
+            "repairs": list(found.repairs),
+        }
+        self._asked.add(flow_id)
+        self._flush(self.correlator.request(flow_id, scope, found, t, raw))
+
+    def _response(
+        self,
+        flow_id: Any,
+        identity: Identity,
+        method: str,
+        path: str,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        t: float,
+    ) -> None:
+        content_type = csrf = None
+        cookies = []
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-type":
+                content_type = content_type or text(value)
+            elif name == b"x-csrf-header":
+                csrf = csrf or value
+            elif name == b"set-cookie":
+                cookies.append(value)
+        if csrf:
+            self._csrf_names.add(text(csrf).lower())
+        if cookies and identity[0]:
+            self._learn_session(identity[0], cookies)
+        if bayeux.is_notifications_path(path):
+            self._batch(identity, path, body, content_type, "long-polling", t)
+            return
+        asked = flow_id in self._asked
+        self._asked.discard(flow_id)
+        if self.correlator.is_open(flow_id):
+            raw = {
+                "status": status,
+                "headers": self._headers(headers),
+                "body": self._masked_body(body),
+            }
+            self._flush(self.correlator.answer(flow_id, gws.parse_answer(body), status, t, raw))
+        elif asked:  # its pair closed (timed out) before the answer came: keep it all the same
+            reason = f"late answer (HTTP {status}): its pair had already closed"
+            self._write_raw(t, reason, "response", body, identity, path)
+        elif method == "GET" and status == 200 and "/api/v2/" in path:
+            answer = gws.parse_answer(body)
+            if isinstance(answer, gws.Answer):
+                for obj in gws.interactions_in(answer.value):
+                    self.correlator.observe(str(obj["id"]), obj["userData"])
+
+    def _frame(self, identity: Identity, path: str, content: bytes, t: float) -> None:
+        self._batch(identity, path, content, None, "websocket", t)
+
+    def _failed(self, flow_id: Any, message: str, t: float) -> None:
+        self._asked.discard(flow_id)
+        self._flush(self.correlator.failed(flow_id, message, t))
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _batch(
+        self,
+        identity: Identity,
+        path: str,
+        body: bytes,
+        content_type: str | None,
+        transport: str,
+        t: float,
+    ) -> None:
+        scope = self._scope(identity)
+        batch = bayeux.parse_batch(body, content_type)
+        if isinstance(batch, Unreadable):
+            self._write_raw(t, batch.reason, transport, body, identity, path)
+            return
+        client_ids = [m["clientId"] for m in batch.messages if isinstance(m.get("clientId"), str)]
+        closed: list[Closed] = []
+        for i, message in enumerate(batch.messages):
+            if not bayeux.is_data(message):
+                continue
+            note = gws.parse_notification(message)
+            if note is not None and self.redactor.mask_keys:
+                encoded = json.dumps(self.redactor.mask_document(message))
+            elif batch.texts is not None:
+                encoded = batch.texts[i]
+            else:
+                encoded = json.dumps(message)
+            # Scrubbed last, so that masking (which re-encodes the message) cannot undo it.
+            raw_bytes = self.redactor.scrub(encoded.encode("utf-8", "replace"), client_ids)
+            if note is None:
+                self._write_raw(
+                    t,
+                    "not a GWS notification",
+                    transport,
+                    raw_bytes,
+                    identity,
+                    channel=message.get("channel"),
+                )
+                continue
+            raw = {"transport": transport, "raw": raw_bytes, "repairs": list(batch.repairs)}
+            closed += self.correlator.notification(scope, note, t, raw)
+        self._flush(closed)
+
+    def _flush(self, closed: list[Closed]) -> None:
+        if self.writer is None:
+            return
+        for item in closed:
+            if isinstance(item, Pair):
+                self.writer.write(Kind.PAIR, *pair_record(item, self.redactor))
+            else:
+                self.writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
+
+    def _write_raw(
+        self,
+        t: float,
+        reason: str,
+        where: str,
+        data: bytes,
+        identity: Identity | None = None,
+        path: str | None = None,
+        size: int | None = None,
+        **context: Any,
+    ) -> None:
+        self.raw += 1
+        if self.writer is not None:
+            scope = self._scope(identity) if identity is not None else None
+            if path is not None:
+                context["path"] = path
+            summary, body = raw_record(t, reason, where, data, scope, **context)
+            summary["size"] = len(data) if size is None else size
+            self.writer.write(Kind.RAW, summary, body)
+
+    def _masked_body(self, body: bytes) -> bytes:
+        # A repaired (quirky) body is masked too, at the cost of its original spelling: the
+        # user asked for those values to stay out of the capture.
+        if not self.redactor.mask_keys:
+            return body
+        parsed = loads(body)
+        if isinstance(parsed, Unreadable):
+            return body
+        return json.dumps(self.redactor.mask_document(parsed.value)).encode()
+
+    def _headers(self, fields: list[tuple[bytes, bytes]]) -> list[list[str]]:
+        return self.redactor.header_fields(
+            ((text(name), text(value)) for name, value in fields), self._csrf_names
+        )
+
+    def _scope(self, identity: Identity) -> str:
+        return self.correlator.scopes.scope(*identity)
+
+    def _learn_session(self, user: str, cookies: list[bytes]) -> None:
+        for value in cookies:
+            found = JSESSIONID.match(value)
+            if found:
+                self.correlator.scopes.learn(text(found[1]), user)
+                return

@@ -1,0 +1,231 @@
+"""The recording core in its own process, so that the proxy spends its CPU on traffic.
+
+mitmproxy runs its hooks and its traffic on one thread; parsing, correlating and writing there
+costs the proxy throughput. The addon instead packs each event (`gwsproxy.recording`) with
+msgpack into a pipe; this worker process unpacks and records them, in order.
+
+- Start-up: the parent sends a config object; the worker opens the capture and answers one JSON
+  line, {"path": ...} or {"error": ...} (an unwritable path fails before the proxy listens).
+- The parent never blocks on the pipe: what the pipe cannot take yet waits in a buffer that the
+  event loop writes out when the pipe drains.
+- The worker reports its counts as a JSON line on stdout after each ADVANCE and at the end.
+- CLOSE: open pairs are written as incomplete, then the END record. End of input without CLOSE
+  (the proxy was killed): the same, without the END record, so the capture says it was cut short.
+  The worker ignores SIGINT/SIGTERM/SIGHUP: its end comes from the pipe, after the last event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from gwsproxy.recording import ADVANCE, CLOSE, Recording
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+PIPE_SIZE = 1 << 20  # a larger pipe buffer (Linux) so that a burst never has to wait in ours
+_ROOT = str(Path(__file__).resolve().parents[1])
+_COMMAND = f"import sys; sys.path.insert(0, {_ROOT!r}); from gwsproxy.worker import main; main()"
+
+
+class WorkerGone(OSError):
+    """The worker process is gone: its pipe is broken."""
+
+
+class Worker:
+    """The parent's end: `handle(event)` like a Recording, without doing the work here."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.path: str = config["path"]
+        self._counts: dict[str, int] = {}
+        self._out = bytearray()
+        self._waiting = False
+        self._packer = msgpack.Packer()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _COMMAND],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._fd = self.process.stdin.fileno()
+        self._rfd = self.process.stdout.fileno()
+        self._inbox = bytearray()
+        with contextlib.suppress(OSError, AttributeError):
+            import fcntl
+
+            fcntl.fcntl(self._fd, 1031, PIPE_SIZE)  # F_SETPIPE_SZ
+        try:
+            self._write_blocking(self._packer.pack(config))
+            answer = self._first_report(START_TIMEOUT)
+        except BaseException:
+            self._kill()
+            raise
+        if answer is None or "error" in answer:
+            self._kill()
+            reason = answer["error"] if answer else "the recording worker did not start"
+            raise OSError(reason)
+        os.set_blocking(self._fd, False)
+        os.set_blocking(self._rfd, False)
+
+    def counts(self) -> dict[str, int]:
+        """The latest counts the worker reported (pairs, open, unsolicited, raw)."""
+        self._read_reports()
+        return dict(self._counts)
+
+    def handle(self, event: tuple[Any, ...]) -> None:
+        """Queue one event; raises WorkerGone if the worker has died."""
+        self._out += self._packer.pack(event)
+        self._pump()
+
+    def close(self, now: float) -> None:
+        """Hand over CLOSE and wait for the worker to write its last records."""
+        try:
+            self.handle((CLOSE, now, True))
+            os.set_blocking(self._fd, True)
+            self._write_blocking(bytes(self._out))
+            self._out.clear()
+        except OSError as e:
+            log.error("gwsproxy: the recording worker is gone (%s); capture %s", e, self.path)
+        finally:
+            self._unwatch()
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+        os.set_blocking(self._rfd, True)
+        self._read_reports()  # until the worker exits
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error("gwsproxy: the recording worker did not finish; capture %s", self.path)
+            self._kill()
+
+    # ---- the pipe ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        try:
+            while self._out:
+                n = os.write(self._fd, self._out)
+                del self._out[:n]
+        except BlockingIOError:
+            self._watch()
+        except OSError as e:  # EPIPE: the worker died
+            raise WorkerGone(f"recording worker exited ({self.process.poll()}): {e}") from None
+
+    def _watch(self) -> None:
+        """Write the rest when the pipe drains: from the event loop, or by waiting if none."""
+        if self._waiting:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            select.select([], [self._fd], [], STOP_TIMEOUT)
+            self._pump()
+            return
+        loop.add_writer(self._fd, self._writable)
+        self._waiting = True
+
+    def _writable(self) -> None:
+        self._unwatch()
+        try:
+            self._pump()
+        except WorkerGone as e:
+            log.error("gwsproxy: %s", e)
+
+    def _unwatch(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_writer(self._fd)
+
+    def _write_blocking(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    def _first_report(self, timeout: float) -> dict[str, Any] | None:
+        ready, _, _ = select.select([self._rfd], [], [], timeout)
+        line = self.process.stdout.readline() if ready else b""  # type: ignore[union-attr]
+        return json.loads(line) if line.strip() else None
+
+    def _read_reports(self) -> None:
+        """Take in what the worker has said (all of it, to its end, when blocking)."""
+        while True:
+            try:
+                data = os.read(self._rfd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self._inbox += data
+            lines = self._inbox.split(b"\n")
+            self._inbox[:] = lines.pop()
+            for line in reversed(lines):
+                with contextlib.suppress(ValueError):
+                    self._counts = json.loads(line)
+                    break
+
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+
+
+def main() -> None:
+    """The worker process: config, then events from stdin until CLOSE or end of input."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(format="gwsproxy worker: %(message)s")
+    stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+    unpacker = msgpack.Unpacker(max_buffer_size=1 << 30)
+    config = None
+    recording = Recording()
+    last: dict[str, int] = {}
+
+    def report(final: bool = False) -> None:
+        nonlocal last
+        counts = recording.counts()
+        if final or counts != last:
+            with contextlib.suppress(BrokenPipeError):  # nobody listens any more: fine
+                sys.stdout.write(json.dumps(counts) + "\n")
+                sys.stdout.flush()
+            last = counts
+
+    while True:
+        data = stdin.read(1 << 20)
+        if not data:  # the proxy is gone without saying CLOSE
+            recording.close(clean=False)
+            report(final=True)
+            return
+        unpacker.feed(data)
+        for item in unpacker:
+            if config is None:
+                config = item
+                recording.configure(config["settings"])
+                try:
+                    recording.open(config["path"], config["upstream"], config["fsync"])
+                except OSError as e:
+                    print(json.dumps({"error": str(e)}), flush=True)
+                    sys.exit(2)
+                print(json.dumps({"path": config["path"]}), flush=True)
+                continue
+            recording.handle(item)
+            if item[0] == CLOSE:
+                report(final=True)
+                return
+            if item[0] == ADVANCE:
+                report()
