@@ -2,21 +2,27 @@
 
 Target: ops/s with the addon / ops/s without it >= 0.9, for both CometD transports.
 
-One simulator (delay 0, jitter 0) and two mitmdump processes in reverse mode in front of it: one
-plain, one with `-s addons/gws_recorder.py` and `gws_trim_websocket=true`. The same agent workload
-(`gwsproxy.agents.run_load`, in a separate process so that its CPU is not counted in ours) runs
-against each proxy in turn (plain, addon, addon, plain, ...) for several rounds; the ratio is the
-median of the per-round ratios. Direct-to-simulator ops/s is shown for context, and the CPU time
-mitmdump spent per op (from /proc) for both proxies. Afterwards the capture must hold one pair per
-op sent through the addon.
+One simulator (delay 0, jitter 0). Each round starts a fresh pair of mitmdump processes in reverse
+mode in front of it: one plain, one with `-s addons/gws_recorder.py` and `gws_trim_websocket=true`
+(each round its own capture). The same agent workload (`gwsproxy.agents.run_load`, in a separate
+process so that its CPU is not counted in ours) runs against each proxy in turn, order alternating
+by round, after a short warm-up; the ratio is the median of the per-round ratios. Fresh processes
+per round matter: two identical mitmdumps started side by side differ by up to 10 % for their
+whole life (memory layout, hash seeds, which core they land on), so a bias of the process
+would otherwise pass for the addon's cost; `--aa` measures exactly that (plain against plain).
+
+Direct-to-simulator ops/s is shown for context, and the CPU time spent per op (from /proc): plain
+mitmdump, mitmdump with the addon, and mitmdump plus the addon's recording worker process.
+Afterwards the captures must hold one pair per op sent through the addon.
 
     python bench/bench_proxy.py            # full: 10 agents x 100 ops, 8 rounds per transport
     python bench/bench_proxy.py --smoke    # a few seconds; CI checks that it runs
+    python bench/bench_proxy.py --aa       # plain against plain: the bench's own noise
     python bench/bench_proxy.py --addon /path/to/candidate.py   # A/B a candidate addon script
 
 The workload is latency-bound (each agent has one op in flight) and the agents, the simulator
-and mitmdump share the machine, so the addon's extra CPU per op in mitmdump shows up in the
-throughput ratio amplified by queueing; the CPU ms/op columns say how much CPU that is.
+and mitmdump share the machine, so extra CPU per op in mitmdump shows up in the throughput ratio
+amplified by queueing; the CPU ms/op columns say how much CPU that is.
 
 Exits 0 whatever the ratios (PASS/MISS is printed); non-zero only if the bench itself breaks.
 """
@@ -117,6 +123,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the process, of the process and its children: the recording worker)."""
+    own = cpu_seconds(pid)
+    total = own
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return own, total
+
+
 class LoadWorker:
     """The agents' process: `run(...)` sends one job and waits for its report."""
 
@@ -162,7 +186,8 @@ class LoadWorker:
 @dataclass
 class Series:
     ops_per_s: list[float] = field(default_factory=list)
-    cpu_ms_per_op: list[float] = field(default_factory=list)
+    cpu_ms_per_op: list[float] = field(default_factory=list)  # mitmdump's own process
+    cpu_all_ms_per_op: list[float] = field(default_factory=list)  # with its worker process
     timeouts: int = 0
     failed: int = 0
     sent: int = 0
@@ -178,15 +203,17 @@ class Target:
 def measure(
     worker: LoadWorker, target: Target, series: Series, agents: int, ops: int, transport: str
 ) -> float:
-    cpu0 = cpu_seconds(target.pid) if target.pid else 0.0
+    cpu0 = cpu_times(target.pid) if target.pid else (0.0, 0.0)
     report = worker.run(target.url, agents, ops, transport)
-    cpu = (cpu_seconds(target.pid) - cpu0) if target.pid else 0.0
-    series.sent += report["sent"]
+    sent = report["sent"]
+    series.sent += sent
     series.timeouts += report["timeouts"]
     series.failed += report["failed"]
     series.ops_per_s.append(report["ops_per_second"])
-    if target.pid and report["sent"]:
-        series.cpu_ms_per_op.append(1000 * cpu / report["sent"])
+    if target.pid and sent:
+        cpu1 = cpu_times(target.pid)
+        series.cpu_ms_per_op.append(1000 * (cpu1[0] - cpu0[0]) / sent)
+        series.cpu_all_ms_per_op.append(1000 * (cpu1[1] - cpu0[1]) / sent)
     return report["ops_per_second"]
 
 
@@ -213,6 +240,57 @@ def check_capture(path: Path, expected: int) -> tuple[bool, str]:
     return ok, text
 
 
+def run_round(
+    worker: LoadWorker,
+    tmp: Path,
+    sim_url: str,
+    addon_args: list[str],
+    results: dict[str, dict[str, Series]],
+    r: int,
+    args: argparse.Namespace,
+) -> tuple[float, float, int]:
+    """One round on a fresh pair of proxies: per transport, plain and addon (order alternating by
+    round) and direct. Returns the two ratios and the ops of the addon's warm-up."""
+    processes = []
+    try:
+        plain_p, plain_url, plain_out = start_mitmdump(tmp, f"plain{r}", sim_url, [])
+        processes.append(plain_p)
+        addon_p, addon_url, addon_out = start_mitmdump(tmp, f"addon{r}", sim_url, addon_args)
+        processes.append(addon_p)
+        wait_ready(plain_p, plain_url, plain_out)
+        wait_ready(addon_p, addon_url, addon_out)
+        plain = Target("plain", plain_url, plain_p.pid)
+        addon = Target("addon", addon_url, addon_p.pid)
+        direct = Target("direct", sim_url, None)
+        warm = Series()
+        if not args.smoke:  # connections, caches, first-use costs; not counted
+            for transport in TRANSPORTS:
+                for t in (plain, addon):
+                    measure(worker, t, warm if t is addon else Series(), args.agents, 20, transport)
+        ratios = []
+        for transport in TRANSPORTS:
+            series = results[transport]
+            order = (plain, addon) if r % 2 == 0 else (addon, plain)
+            got = {
+                t.name: measure(worker, t, series[t.name], args.agents, args.ops, transport)
+                for t in order
+            }
+            measure(worker, direct, series["direct"], args.agents, args.ops, transport)
+            ratio = got["addon"] / got["plain"] if got["plain"] else float("nan")
+            ratios.append(ratio)
+            print(
+                f"  {transport:12} round {r + 1}/{args.rounds}: plain {got['plain']:7.1f} "
+                f"ops/s, addon {got['addon']:7.1f} ops/s, ratio {ratio:.3f}, "
+                f"direct {series['direct'].ops_per_s[-1]:7.1f} ops/s",
+                flush=True,
+            )
+        stop(addon_p)  # SIGTERM: the addon writes its END record
+        return ratios[0], ratios[1], warm.sent
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny run: does it work at all")
@@ -222,75 +300,63 @@ def main() -> int:
     parser.add_argument(
         "--addon", type=Path, default=ADDON, help="addon script to measure (default: ours)"
     )
+    parser.add_argument(
+        "--aa", action="store_true", help="plain mitmdump on both sides: the bench's own noise"
+    )
     args = parser.parse_args()
-    agents = args.agents or (3 if args.smoke else 10)
-    ops = args.ops or (20 if args.smoke else 100)
-    rounds = max(1, min(args.rounds or (1 if args.smoke else 8), 50))
-    warmup = not args.smoke
+    args.agents = args.agents or (3 if args.smoke else 10)
+    args.ops = args.ops or (20 if args.smoke else 100)
+    args.rounds = max(1, min(args.rounds or (1 if args.smoke else 8), 50))
+    rounds = args.rounds
 
     header("bench_proxy: throughput through mitmdump with the addon vs without", args.smoke)
-    print(f"{agents} agents x {ops} ops per run, {rounds} rounds per transport, addon {args.addon}")
+    side = "plain mitmdump (A/A)" if args.aa else f"addon {args.addon}"
+    print(
+        f"{args.agents} agents x {args.ops} ops per run, {rounds} rounds on fresh proxies, {side}"
+    )
     print(f"load average at start: {os.getloadavg()[0]:.2f} (shared machine)")
-    processes: list[subprocess.Popen] = []
     worker: LoadWorker | None = None
-    results: dict[str, dict[str, Series]] = {}
-    ratios: dict[str, list[float]] = {}
+    sim: subprocess.Popen | None = None
+    results = {t: {n: Series() for n in ("direct", "plain", "addon")} for t in TRANSPORTS}
+    ratios: dict[str, list[float]] = {t: [] for t in TRANSPORTS}
+    checks: list[tuple[bool, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench_proxy-") as tmpdir:
         tmp = Path(tmpdir)
-        capture = tmp / "cap.gwscap"
         try:
-            sim, sim_url = start_sim(tmp, agents)
-            processes.append(sim)
-            plain_p, plain_url, plain_out = start_mitmdump(tmp, "plain", sim_url, [])
-            processes.append(plain_p)
-            addon_args = ["-s", str(args.addon), "--set", f"gws_capture={capture}"]
-            addon_args += ["--set", "gws_trim_websocket=true"]
-            addon_p, addon_url, addon_out = start_mitmdump(tmp, "addon", sim_url, addon_args)
-            processes.append(addon_p)
-            wait_ready(plain_p, plain_url, plain_out)
-            wait_ready(addon_p, addon_url, addon_out)
+            sim, sim_url = start_sim(tmp, args.agents)
             worker = LoadWorker(tmp)
-            direct = Target("direct", sim_url, None)
-            plain = Target("plain", plain_url, plain_p.pid)
-            addon = Target("addon", addon_url, addon_p.pid)
-            warm_sent = 0
-
-            for transport in TRANSPORTS:
-                series = {t.name: Series() for t in (direct, plain, addon)}
-                results[transport] = series
-                ratios[transport] = []
-                if warmup:  # connections, caches, first-use costs; not counted
-                    for t in (plain, addon):
-                        warm = Series()
-                        measure(worker, t, warm, agents, ops, transport)
-                        if t is addon:
-                            warm_sent += warm.sent
-                for r in range(rounds):
-                    order = (plain, addon) if r % 2 == 0 else (addon, plain)
-                    got = {
-                        t.name: measure(worker, t, series[t.name], agents, ops, transport)
-                        for t in order
-                    }
-                    measure(worker, direct, series["direct"], agents, ops, transport)
-                    ratio = got["addon"] / got["plain"] if got["plain"] else float("nan")
-                    ratios[transport].append(ratio)
-                    print(
-                        f"  {transport:12} round {r + 1}/{rounds}: plain {got['plain']:7.1f} "
-                        f"ops/s, addon {got['addon']:7.1f} ops/s, ratio {ratio:.3f}, "
-                        f"direct {series['direct'].ops_per_s[-1]:7.1f} ops/s",
-                        flush=True,
+            for r in range(rounds):
+                capture = tmp / f"cap{r}.gwscap"
+                addon_args = [] if args.aa else ["-s", str(args.addon)]
+                if not args.aa:
+                    addon_args += ["--set", f"gws_capture={capture}"]
+                    addon_args += ["--set", "gws_trim_websocket=true"]
+                before = sum(results[t]["addon"].sent for t in TRANSPORTS)
+                lp, ws, warm_sent = run_round(worker, tmp, sim_url, addon_args, results, r, args)
+                ratios["long-polling"].append(lp)
+                ratios["websocket"].append(ws)
+                if not args.aa:
+                    expected = (
+                        warm_sent + sum(results[t]["addon"].sent for t in TRANSPORTS) - before
                     )
-            expected = warm_sent + sum(results[t]["addon"].sent for t in TRANSPORTS)
-            stop(addon_p)  # SIGTERM: the addon writes its END record
-            capture_ok, capture_text = check_capture(capture, expected)
+                    try:
+                        checks.append(check_capture(capture, expected))
+                    except Exception as e:  # noqa: BLE001 - e.g. an A/B candidate that writes none
+                        checks.append((False, f"no readable capture: {e}"))
         finally:
             if worker is not None:
                 worker.stop()
-            for process in reversed(processes):
-                stop(process)
+            if sim is not None:
+                stop(sim)
 
     print()
-    print(f"capture sanity: {'OK' if capture_ok else 'MISMATCH'}: {capture_text}")
+    if checks:
+        ok = all(c[0] for c in checks)
+        capture_text = "; ".join(sorted({c[1] for c in checks if not c[0]})) or (
+            f"{len(checks)} captures, each with one matched pair per op sent through it, "
+            "clean end, no damage"
+        )
+        print(f"capture sanity: {'OK' if ok else 'MISMATCH'}: {capture_text}")
     verdicts = {}
     for transport in TRANSPORTS:
         ratio = med(ratios[transport])
@@ -304,7 +370,7 @@ def main() -> int:
     for transport in TRANSPORTS:
         s = results[transport]
         cpu_p, cpu_a = med(s["plain"].cpu_ms_per_op), med(s["addon"].cpu_ms_per_op)
-        best = max(s["addon"].ops_per_s) / max(s["plain"].ops_per_s)
+        cpu_w = med(s["addon"].cpu_all_ms_per_op)
         rows.append(
             [
                 transport,
@@ -312,34 +378,33 @@ def main() -> int:
                 f"{med(s['plain'].ops_per_s):.1f}",
                 f"{med(s['addon'].ops_per_s):.1f}",
                 f"**{med(ratios[transport]):.3f}**",
-                f"{best:.3f}",
+                f"{min(ratios[transport]):.3f} to {max(ratios[transport]):.3f}",
                 f"{cpu_p:.2f}",
-                f"{cpu_a:.2f}",
-                f"{cpu_a / cpu_p:.2f}",
+                f"{cpu_a:.2f} ({cpu_a / cpu_p:.2f}x)",
+                f"{cpu_w:.2f} ({cpu_w / cpu_p:.2f}x)",
                 f"{sum(x.timeouts for x in s.values())} / {sum(x.failed for x in s.values())}",
                 f">= {TARGET_RATIO}: {verdicts[transport]}",
             ]
         )
     print_results(
-        f"mitmdump throughput with/without the addon ({agents} agents x {ops} ops, "
-        f"{rounds} rounds, medians)",
+        f"mitmdump throughput with/without the addon ({args.agents} agents x {args.ops} ops, "
+        f"{rounds} rounds on fresh proxies{', A/A' if args.aa else ''}, medians)",
         [
             "transport",
             "direct ops/s",
             "plain mitmdump ops/s",
             "mitmdump + addon ops/s",
             "ratio addon/plain (median of rounds)",
-            "ratio best/best",
-            "mitmdump CPU ms/op plain",
-            "CPU ms/op with addon",
-            "CPU ratio",
+            "ratio range",
+            "CPU ms/op plain mitmdump",
+            "CPU ms/op mitmdump with addon",
+            "CPU ms/op with addon + its worker",
             "timeouts / failed",
             "target",
         ],
         rows,
         args.smoke,
     )
-    print(f"capture: {capture_text}")
     return 0
 
 
