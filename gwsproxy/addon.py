@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -69,6 +70,7 @@ class GwsRecorder:
         self._drain_scheduled = False
         self._counts: dict[str, int] = {}
         self._fsync = False
+        self._requests = 0  # REQUEST events handed to the sink
 
     # ---- options ----------------------------------------------------------------------------
 
@@ -232,7 +234,8 @@ class GwsRecorder:
             self.sink.handle(event)
         except WorkerGone as e:  # record on in this process, in a new session of the same file
             log.error("gwsproxy: %s; recording in the proxy's process from now on", e)
-            recording = Recording()
+            # Pair ids stay unique in the file: the worker numbered at most one per request.
+            recording = Recording(first_id=self._requests + 1)
             recording.configure(self.settings)
             self.sink = recording
             recording.open(self.path or "", "(continued after the worker died)", self._fsync, True)
@@ -243,14 +246,16 @@ class GwsRecorder:
     def _request(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
         req = flow.request
         path = req.path
-        if req.method.upper() != "POST" or bayeux.is_notifications_path(path):
-            return None
-        if gws.parse_target(path) is None:
+        # A cheap superset of user-data requests; the recording core classifies them exactly.
+        if "api/v2/me/" not in path or req.method.upper() != "POST":
             return None  # not a user-data request: its body is none of our business
+        if bayeux.is_notifications_path(path):
+            return None
         body = self._body(req, "request", flow)
         if body is None:
             return None
         identity = self._identity(flow)
+        self._requests += 1
         return (
             REQUEST,
             flow.id,
@@ -340,6 +345,7 @@ class GwsRecorder:
         return identity
 
 
+@functools.lru_cache(maxsize=1024)  # the same Authorization comes with each request of a session
 def _basic_user(value: str) -> str | None:
     found = gws.basic_credentials(value)
     return found[0] if found else None

@@ -125,12 +125,12 @@ def consistent(request: gws.UserDataRequest, note: gws.Notification) -> bool:
 class Correlator:
     """Open requests, interaction snapshots and matching; every call returns what it closed."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, first_id: int = 1) -> None:
         self.timeout = timeout
         self.scopes = Scopes()
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.counts = Counts()
-        self._next_id = 1
+        self._next_id = first_id
         self._open: dict[Any, Pair] = {}  # by edge key, oldest first
         self._awaiting_ref: dict[tuple[str, Any], Pair] = {}  # answer gave a referenceId
         self._inferred_ref: dict[tuple[str, Any], Pair] = {}  # note ref -> pair it was guessed for

@@ -56,8 +56,8 @@ class Recording:
     """One capture being written: `handle(event)` for each event, in arrival order, then
     `close()`. Never raises from `handle`: what it cannot process is recorded raw, with why."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
-        self.correlator = Correlator(timeout)
+    def __init__(self, timeout: float = 10.0, first_id: int = 1) -> None:
+        self.correlator = Correlator(timeout, first_id)
         self.redactor = Redactor()
         self.writer: CaptureWriter | None = None
         self.raw = 0

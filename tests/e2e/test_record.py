@@ -688,6 +688,30 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
     assert compared >= sum(must.values())
 
 
+def test_a_dead_worker_hands_the_recording_back_to_the_proxy(procs: Procs, workdir: Path) -> None:
+    sim = procs.sim("--agents", "3")
+    path = workdir / "handover.gwscap"
+    mitm = procs.mitmdump(sim.url, path)
+    run_agents(mitm.url, agents=3, ops=10)
+    deadline = time.monotonic() + WAIT  # the worker records in the background: let it catch up
+    while len(read_capture(path).pairs) < 30:
+        assert time.monotonic() < deadline, "the worker did not record the first 30 pairs"
+        time.sleep(0.05)
+    (worker,) = children(mitm.pid)
+    os.kill(worker, signal.SIGKILL)
+    report = run_agents(mitm.url, agents=3, ops=10)
+    assert report.failed == 0 and report.timeouts == 0, "the traffic itself must not notice"
+    assert mitm.signal(signal.SIGINT) == 0, mitm.describe()
+    assert "recording in the proxy's process from now on" in mitm.stdout() + mitm.stderr()
+    capture = read_capture(path)
+    # The first 30 pairs from the worker; a new session in the same file has the other 30,
+    # every one matched against what the simulator did; the file ends cleanly.
+    assert capture.ended and not capture.damage
+    assert len(capture.of(Kind.HEADER)) == 2
+    assert len({p["id"] for p in capture.pairs}) == 60, "pair ids are unique in the file"
+    assert check_against_sim_log(capture, sim.log()) == 60
+
+
 def test_flipped_bytes_damage_one_record_and_the_rest_is_read(procs: Procs, workdir: Path) -> None:
     sim = procs.sim("--agents", "3")
     path = workdir / "finished.gwscap"
