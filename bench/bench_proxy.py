@@ -15,7 +15,7 @@ Direct-to-simulator ops/s is shown for context, and the CPU time spent per op (f
 mitmdump, mitmdump with the addon, and mitmdump plus the addon's recording worker process.
 Afterwards the captures must hold one pair per op sent through the addon.
 
-    python bench/bench_proxy.py            # full: 10 agents x 100 ops, 8 rounds per transport
+    python bench/bench_proxy.py            # full: 10 agents x 150 ops, 12 rounds (about 7 min)
     python bench/bench_proxy.py --smoke    # a few seconds; CI checks that it runs
     python bench/bench_proxy.py --aa       # plain against plain: the bench's own noise
     python bench/bench_proxy.py --addon /path/to/candidate.py   # A/B a candidate addon script
@@ -305,8 +305,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     args.agents = args.agents or (3 if args.smoke else 10)
-    args.ops = args.ops or (20 if args.smoke else 100)
-    args.rounds = max(1, min(args.rounds or (1 if args.smoke else 8), 50))
+    args.ops = args.ops or (20 if args.smoke else 150)
+    args.rounds = max(1, min(args.rounds or (1 if args.smoke else 12), 50))
     rounds = args.rounds
 
     header("bench_proxy: throughput through mitmdump with the addon vs without", args.smoke)
