@@ -29,11 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gwsproxy import bayeux, gws, lenient
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.records import pair_record, unsolicited_record
-from gwsproxy.correlate import Correlator, Pair
 from gwsproxy.processes import stop
-from gwsproxy.redact import Redactor
+from gwsproxy.recording import ADVANCE, REQUEST, RESPONSE, Recording
 
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 
@@ -335,6 +332,16 @@ class Exchange:
     batch: bytes  # the long-poll response body: [{"channel": ..., "data": notification}]
     notification: bytes  # the data message's own JSON text inside the batch
     connect_body: bytes  # the long-poll request (a /meta/connect) that the batch answers
+    request_fields: list[tuple[bytes, bytes]]  # the same headers as mitmproxy keeps them
+    answer_fields: list[tuple[bytes, bytes]]
+
+
+def _fields(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in headers]
+
+
+CONNECT_PATH = bayeux.NOTIFICATIONS_PATH + "/connect"
+BATCH_FIELDS = [(b"Content-Type", b"application/json")]
 
 
 def _interaction_object(value: dict) -> tuple[str, dict]:
@@ -416,68 +423,56 @@ def iter_traffic(
             batch=b"[" + message + b"]",
             notification=message,
             connect_body=json.dumps(connect).encode(),
+            request_fields=_fields(request_headers),
+            answer_fields=_fields(answer_headers),
         )
 
 
 class AddonPath:
-    """What gwsproxy.addon.GwsRecorder does for one pair, hook by hook, minus mitmproxy:
-    request -> classify_request -> Correlator.request; response -> parse_answer ->
-    Correlator.answer; long-poll response -> parse_batch + parse_notification ->
-    Correlator.notification; every closed pair -> records.pair_record -> CaptureWriter.write."""
+    """What the recorder does for one pair, minus mitmproxy: the events the addon hands over
+    (request, its answer, the long-poll answer carrying the notification), through the real
+    recording core (gwsproxy.recording.Recording: classify_request, Correlator, parse_batch,
+    redaction, records.pair_record, CaptureWriter.write), in this process."""
 
     def __init__(self, writer: Any) -> None:
-        self.correlator = Correlator()
-        self.redactor = Redactor()
-        self.writer = writer
-        self.csrf_names = {"x-csrf-token"}
-        self.pairs = 0
+        self.recording = Recording()
+        self.recording.writer = writer
+        self.identity = (AGENT, SESSION, "127.0.0.1")
+
+    @property
+    def pairs(self) -> int:
+        return self.recording.correlator.counts.pairs
 
     def tick(self, now: float) -> None:
-        """The addon's 0.25 s ticker: Correlator.expire, whatever it closes is written."""
-        self._flush(self.correlator.expire(now))
-
-    def _flush(self, closed: list[Any]) -> None:
-        for item in closed:
-            if isinstance(item, Pair):
-                self.writer.write(Kind.PAIR, *pair_record(item, self.redactor))
-                self.pairs += 1
-            else:
-                self.writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
+        """The addon's 0.25 s ticker: overdue pairs close as timed out."""
+        self.recording.handle((ADVANCE, now))
 
     def feed(self, ex: Exchange, key: int) -> None:
-        c = self.correlator
-        scope = c.scopes.scope(AGENT, SESSION, "127.0.0.1")
-        closed = []
-        # request hook
-        if not bayeux.is_notifications_path(ex.path):
-            found = gws.classify_request("POST", ex.path, ex.request_body)
-            assert isinstance(found, gws.UserDataRequest)
-            raw = {
-                "method": "POST",
-                "path": ex.path,
-                "headers": self.redactor.header_fields(ex.request_headers, self.csrf_names),
-                "body": ex.request_body,
-                "repairs": list(found.repairs),
-            }
-            closed += c.request(key, scope, found, ex.t, raw)
-        # response hook: the HTTP answer
-        if c.is_open(key):
-            raw = {
-                "status": ex.status,
-                "headers": self.redactor.header_fields(ex.answer_headers, self.csrf_names),
-                "body": ex.answer_body,
-            }
-            closed += c.answer(key, gws.parse_answer(ex.answer_body), ex.status, ex.t + 0.002, raw)
-        # response hook: the long-poll answer carrying the notification
-        batch = bayeux.parse_batch(ex.batch, "application/json")
-        assert not isinstance(batch, gws.Unreadable)
-        client_ids = [m["clientId"] for m in batch.messages if isinstance(m.get("clientId"), str)]
-        for i, message in enumerate(batch.messages):
-            if not bayeux.is_data(message):
-                continue
-            note = gws.parse_notification(message)
-            assert note is not None and batch.texts is not None
-            raw_bytes = self.redactor.scrub(batch.texts[i].encode("utf-8", "replace"), client_ids)
-            raw = {"transport": "long-polling", "raw": raw_bytes, "repairs": list(batch.repairs)}
-            closed += c.notification(scope, note, ex.t + 0.02, raw)
-        self._flush(closed)
+        handle, identity = self.recording.handle, self.identity
+        handle((REQUEST, key, identity, "POST", ex.path, ex.request_fields, ex.request_body, ex.t))
+        handle(
+            (
+                RESPONSE,
+                key,
+                identity,
+                "POST",
+                ex.path,
+                ex.status,
+                ex.answer_fields,
+                ex.answer_body,
+                ex.t + 0.002,
+            )
+        )
+        handle(
+            (
+                RESPONSE,
+                -key,
+                identity,
+                "POST",
+                CONNECT_PATH,
+                200,
+                BATCH_FIELDS,
+                ex.batch,
+                ex.t + 0.02,
+            )
+        )

@@ -11,7 +11,7 @@ Targets (issue):
 
 The records come from the real path: synthetic UpdateUserData traffic on the two seeds'
 interactions (small per-pair changes: ids, referenceIds, values) goes through what the addon
-does (bench/_common.py AddonPath: classify_request, Correlator, parse_batch,
+does (bench/_common.py AddonPath, the recording core: classify_request, Correlator, parse_batch,
 parse_notification, records.pair_record) into a CaptureWriter. Raw request/answer dicts hold
 header lists and body bytes, as the addon's do.
 
@@ -171,7 +171,7 @@ def build(tmp: Path, count: int) -> dict[str, Any]:
                 print(f"  generated {key + 1:,} pairs", file=sys.stderr)
         path.tick(float("inf"))
     assert path.pairs == count, (path.pairs, count)
-    assert path.correlator.counts.by_status == {"matched": count}
+    assert path.recording.correlator.counts.by_status == {"matched": count}
     return {
         "files": files,
         "sizes": {k: p.stat().st_size for k, p in files.items()},

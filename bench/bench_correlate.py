@@ -2,8 +2,9 @@
 
 Target (issue): >= 10,000 pairs/s on seed-size payloads, printed with its ratio to the floor.
 
-Per pair, what the mitmproxy addon does, without mitmproxy (bench/_common.py AddonPath):
-classify_request(POST body) -> Correlator.request -> parse_answer -> Correlator.answer ->
+Per pair, what the recorder does, without mitmproxy: the addon's three events (request, its
+answer, the long-poll answer) through the recording core the worker process runs
+(gwsproxy.recording.Recording, via bench/_common.py AddonPath): classify_request(POST body) -> Correlator.request -> parse_answer -> Correlator.answer ->
 bayeux.parse_batch(long-poll batch) + parse_notification -> Correlator.notification ->
 records.pair_record -> CaptureWriter.write (a real capture file in a temp dir). Header
 redaction and clientId scrubbing are included, as in the addon.
@@ -86,7 +87,7 @@ def main() -> None:
                 elapsed = time.perf_counter() - t0
                 cpu.append(time.process_time() - c0)
             assert path.pairs == count, (path.pairs, count)
-            assert path.correlator.counts.by_status == {"matched": count}
+            assert path.recording.correlator.counts.by_status == {"matched": count}
             return elapsed
 
         def floor() -> float:
