@@ -237,8 +237,15 @@ class GwsRecorder:
             # Pair ids stay unique in the file: the worker numbered at most one per request.
             recording = Recording(first_id=self._requests + 1)
             recording.configure(self.settings)
+            try:
+                recording.open(
+                    self.path or "", "(continued after the worker died)", self._fsync, True
+                )
+            except OSError as e:
+                log.error("gwsproxy: recording stopped: %s", e)
+                self.sink = None
+                return
             self.sink = recording
-            recording.open(self.path or "", "(continued after the worker died)", self._fsync, True)
             recording.handle(event)
 
     # ---- flows -> events (cheap: the work is the sink's) ------------------------------------
