@@ -141,10 +141,7 @@ class GwsRecorder:
             config = {"path": path, "upstream": upstream, "fsync": fsync}
             self.sink = Worker({**config, "settings": self.settings})
         else:
-            recording = Recording()
-            recording.configure(self.settings)
-            recording.open(path, upstream, fsync)
-            self.sink = recording
+            self.sink = self._in_process(path, upstream, fsync)
         self.path = path
         self._fsync = fsync
         log.info("gwsproxy: recording to %s", path)
@@ -235,18 +232,27 @@ class GwsRecorder:
         except WorkerGone as e:  # record on in this process, in a new session of the same file
             log.error("gwsproxy: %s; recording in the proxy's process from now on", e)
             # Pair ids stay unique in the file: the worker numbered at most one per request.
-            recording = Recording(first_id=self._requests + 1)
-            recording.configure(self.settings)
             try:
-                recording.open(
-                    self.path or "", "(continued after the worker died)", self._fsync, True
+                self.sink = self._in_process(
+                    self.path or "",
+                    "(continued after the worker died)",
+                    self._fsync,
+                    append=True,
+                    first_id=self._requests + 1,
                 )
             except OSError as e:
                 log.error("gwsproxy: recording stopped: %s", e)
                 self.sink = None
                 return
-            self.sink = recording
-            recording.handle(event)
+            self.sink.handle(event)
+
+    def _in_process(
+        self, path: str, upstream: str | None, fsync: bool, append: bool = False, first_id: int = 1
+    ) -> Recording:
+        recording = Recording(first_id=first_id)
+        recording.configure(self.settings)
+        recording.open(path, upstream, fsync, append)
+        return recording
 
     # ---- flows -> events (cheap: the work is the sink's) ------------------------------------
 

@@ -91,8 +91,10 @@ class Worker:
         os.set_blocking(self._rfd, False)
 
     def counts(self) -> dict[str, int]:
-        """The latest counts the worker reported (pairs, open, unsolicited, raw)."""
-        self._read_reports()
+        """The latest counts the worker reported (pairs, open, unsolicited, raw); after close(),
+        its final ones."""
+        if not self.process.stdout.closed:  # type: ignore[union-attr]
+            self._read_reports()
         return dict(self._counts)
 
     def handle(self, event: tuple[Any, ...]) -> None:
@@ -130,6 +132,8 @@ class Worker:
         except subprocess.TimeoutExpired:
             log.error("gwsproxy: the recording worker did not finish; capture %s", self.path)
             self._kill()
+        else:
+            self.process.stdout.close()  # type: ignore[union-attr]
 
     # ---- the pipe ---------------------------------------------------------------------------
 
@@ -204,6 +208,9 @@ class Worker:
         with contextlib.suppress(OSError):
             self.process.kill()
         self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
 
 
 def main() -> None:
