@@ -59,6 +59,7 @@ class LoadConfig:
     media: tuple[str, ...] | None = None  # media names (gws.MEDIA_BY_NAME); None: all
     in_flight: int = 1  # ops in flight per agent
     think: float = 0.0  # seconds an agent pauses between its ops
+    fallback: bool = False  # a WebSocket that keeps failing gives way to long polling
 
 
 @dataclass(slots=True)
@@ -183,6 +184,23 @@ class Interaction:
     media_type: str | None = None  # open media only: part of the URL
 
 
+@dataclass(slots=True)
+class Sent:
+    """One op as its agent saw it, for whoever checks a recording of the traffic afterwards.
+
+    outcome: notified, error (an Error notification), timeout (answered, no notification in
+    time), rejected (an HTTP error or non-zero statusCode), failed (the HTTP exchange broke: it
+    may or may not have reached the target), unreached (no connection to the target at all)."""
+
+    interaction_id: str
+    operation: str
+    requested: dict[str, Any] | list[str] | None  # as gws.UserDataRequest.requested
+    started: float  # time.time()
+    outcome: str = "open"
+    http_status: int | None = None
+    reason: str | None = None
+
+
 @dataclass(slots=True, eq=False)
 class Op:
     """One request on its way: open until its notification arrives or it times out."""
@@ -206,6 +224,7 @@ class Agent:
         self.rng = random.Random(config.seed + number)
         self.report = LoadReport(agents=1)
         self.interactions: list[Interaction] = []
+        self.journal: list[Sent] = []  # every op sent, in order, with how it ended
         self._base = config.target.rstrip("/")
         self._on_done = on_done
         self._session: GwsSession | None = None
@@ -240,6 +259,8 @@ class Agent:
                 await self._session.login()
                 await self._list_interactions()
             await self._session.listen()
+            if self._session.cometd is not None:
+                self._session.cometd.fallback = config.fallback
         except BaseException:
             await self.close()
             raise
@@ -320,18 +341,30 @@ class Agent:
         # Open before sending: the notification may overtake the HTTP answer.
         self._open.setdefault(ix.id, []).append(op)
         self.report.sent += 1
+        sent = Sent(ix.id, op.operation, _requested(body), time.time())
+        self.journal.append(sent)
         try:
             async with session.http.post(
                 self._url(ix), json=body, headers=session.csrf, timeout=session.timeout
             ) as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError and resets too
             log.info("%s: %s on %s failed: %s", self.name, op.operation, ix.id, one_line(exc))
+            unreached = isinstance(exc, aiohttp.ClientConnectorError)
+            sent.outcome, sent.reason = ("unreached" if unreached else "failed"), one_line(exc)
             self.report.failed += 1
             self._give_up(op)
             return
+        sent.http_status = status
         answer = gws.parse_answer(raw)
+        if isinstance(answer, Unreadable) and status in (502, 504):
+            # A proxy's Bad Gateway: the exchange broke beyond it, GWS may have seen it or not.
+            sent.outcome, sent.reason = "failed", f"HTTP {status} from a proxy"
+            self.report.failed += 1
+            self._give_up(op)
+            return
         if isinstance(answer, Unreadable) or not answer.ok or status >= 400:
+            sent.outcome = "rejected"
             self.report.rejected += 1
             self._give_up(op)
             return
@@ -346,12 +379,15 @@ class Agent:
             async with asyncio.timeout(max(0.0, remaining)):
                 note, arrived = await op.outcome
         except TimeoutError:
+            sent.outcome = "timeout"
             self.report.timeouts += 1
             self._give_up(op)
             return
         if note.is_error:
+            sent.outcome = "error"
             self.report.errors += 1
         else:
+            sent.outcome = "notified"
             self.report.notified += 1
         self.report.latencies.append(arrived - op.started)
 
@@ -470,6 +506,15 @@ class Agent:
         """Close an op that will get no notification; those waiting on its answer are decided."""
         self._close(op)
         self._decide()
+
+
+def _requested(body: dict[str, Any]) -> dict[str, Any] | list[str] | None:
+    """What an op's body names, spelled as gws.UserDataRequest.requested spells it."""
+    if body["operationName"] in (gws.UPDATE, gws.ATTACH):
+        return body.get("userData")
+    if "keys" in body:
+        return list(body["keys"])
+    return [body["key"]] if "key" in body else None
 
 
 # ---- many agents ------------------------------------------------------------------------------

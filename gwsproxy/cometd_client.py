@@ -23,6 +23,7 @@ TRANSPORTS = ("long-polling", "websocket")
 MARGIN = 10.0  # seconds a held connect may take beyond the server's announced timeout
 DEFAULT_SERVER_TIMEOUT = 30.0  # CometD's default, until the handshake advice says otherwise
 MAX_BACKOFF = 5.0
+FALLBACK_AFTER = 3  # WebSocket openings failed in a row before falling back to long polling
 
 Message = dict[str, Any]
 
@@ -43,7 +44,9 @@ class CometdClient:
     """One Bayeux client: handshake, subscriptions, a background connect loop, a message queue.
 
     `session` carries the credentials (Authorization header, cookies); `headers` are added to
-    every request (e.g. the CSRF token GWS hands out at login).
+    every request (e.g. the CSRF token GWS hands out at login). With `fallback`, a WebSocket that
+    cannot be opened (at the handshake, or FALLBACK_AFTER times in a row later) gives way to long
+    polling and a new handshake, as CometD's own clients do.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class CometdClient:
         *,
         transport: str = "long-polling",
         headers: Mapping[str, str] | None = None,
+        fallback: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}: choose {' or '.join(TRANSPORTS)}")
@@ -63,6 +67,9 @@ class CometdClient:
         self.subscriptions: list[str] = []
         self.error: str | None = None  # why the connect loop gave up, if it did
         self.handshakes = 0
+        self.fallback = fallback
+        self.fell_back = False  # the WebSocket gave way to long polling
+        self._ws_failures = 0  # openings failed in a row
         self._session = session
         self._headers = dict(headers or {})
         self._server_timeout = DEFAULT_SERVER_TIMEOUT
@@ -88,7 +95,12 @@ class CometdClient:
     async def handshake(self) -> str:
         """Handshake (over the socket itself on WebSocket); returns the new clientId."""
         if self.transport == "websocket" and (self._ws is None or self._ws.closed):
-            await self._open_socket()
+            try:
+                await self._open_socket()
+            except (CometdError, aiohttp.ClientError, OSError) as exc:
+                if not (self.fallback and self._retry_after(exc)):
+                    raise
+                await self._fall_back(exc)
         types = ["websocket"] if self.transport == "websocket" else ["long-polling"]
         message = {
             "channel": bayeux.HANDSHAKE,
@@ -214,6 +226,9 @@ class CometdClient:
                 if self._interval > 0:
                     await asyncio.sleep(self._interval)
                 if self.transport == "websocket" and not self._ws_open():
+                    if self.fallback and self._ws_failures >= FALLBACK_AFTER:
+                        await self._fall_back(self.error or "the WebSocket cannot be opened")
+                        raise _Rehandshake("a new handshake for long polling")
                     # The server may still know our clientId: reconnect before re-handshaking.
                     await self._open_socket()
                 await self._connect()
@@ -221,15 +236,25 @@ class CometdClient:
             except _Rehandshake:
                 try:
                     await self._rehandshake()
-                except (CometdError, aiohttp.ClientError, TimeoutError) as exc:
+                except (CometdError, aiohttp.ClientError, OSError) as exc:
                     if self._closing or not self._retry_after(exc):
                         return
                     backoff = await self._back_off(backoff)
-            except (CometdError, aiohttp.ClientError, TimeoutError) as exc:
+            # OSError: also a write to a socket the peer has just reset (TimeoutError is one).
+            except (CometdError, aiohttp.ClientError, OSError) as exc:
                 if self._closing or not self._retry_after(exc):
                     return
                 log.debug("cometd connect to %s failed: %s", self.url, exc)
                 backoff = await self._back_off(backoff)
+
+    async def _fall_back(self, why: object) -> None:
+        log.info("cometd %s: WebSocket unusable (%s), falling back to long polling", self.url, why)
+        self.transport = "long-polling"
+        self.fell_back = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await _cancel(self._reader)
 
     def _retry_after(self, exc: Exception) -> bool:
         if isinstance(exc, CometdError) and not exc.retry:
@@ -362,10 +387,15 @@ class CometdClient:
                 self.url, headers=self._headers, autoping=True, heartbeat=None
             )
         except aiohttp.WSServerHandshakeError as exc:
+            self._ws_failures += 1
             retry = exc.status not in (401, 403, 404)
             raise CometdError(
                 f"WebSocket to {self.url}: {exc.status} {exc.message}", retry=retry
             ) from exc
+        except (aiohttp.ClientError, OSError):
+            self._ws_failures += 1
+            raise
+        self._ws_failures = 0
         self._reader = asyncio.create_task(self._read(self._ws), name=f"cometd ws {self.url}")
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:

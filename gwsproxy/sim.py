@@ -183,6 +183,8 @@ class Simulator:
         app.router.add_get("/api/v2/me/{collection:.+}", self.get)
         app.router.add_post("/api/v2/me/{collection:.+}/{id}", self.post)
         app.router.add_get("/_sim/log", self.get_log)
+        app.router.add_get("/_sim/state", self.get_state)
+        app.router.add_put("/_sim/state", self.put_state)
         return app
 
     async def me(self, request: web.Request) -> web.Response:
@@ -215,6 +217,23 @@ class Simulator:
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.json_response(list(self.log))
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        """What a restarted simulator needs to go on where this one stopped (GWS keeps user
+        data and the referenceId sequence across a restart; CometD clients it forgets), and
+        the log, read at the same moment."""
+        interactions = {i.id: [list(p) for p in i.pairs] for i in self.interactions.values()}
+        state = {"reference": self.reference, "interactions": interactions, "log": list(self.log)}
+        return web.json_response(state)
+
+    async def put_state(self, request: web.Request) -> web.Response:
+        """Take over a `GET /_sim/state` of a simulator with the same seed (for restart tests)."""
+        state = await request.json()
+        self.reference = max(self.reference, int(state["reference"]))
+        for ident, pairs in state["interactions"].items():
+            if ident in self.interactions:
+                self.interactions[ident].pairs = [(k, v) for k, v in pairs]
+        return web.json_response({"statusCode": 0})
 
     async def post(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
@@ -251,6 +270,7 @@ class Simulator:
                 "media": ix.media.name,
                 "operation": req.operation,
                 "reference_id": reference,
+                "requested": req.requested,
                 "before": before,
                 "after": ix.user_data(),
                 "error": faulted,
@@ -267,7 +287,8 @@ class Simulator:
         answer: dict[str, Any] = {"statusCode": 0}
         if ix.media.reference_in_answer:
             answer["referenceId"] = reference
-        return web.json_response(answer)
+        # Not a GWS header: names the operation for tests, whatever the body carries.
+        return web.json_response(answer, headers={"X-Sim-Reference": str(reference)})
 
     def _notification(self, ix: Interaction, reference: int, faulted: bool) -> dict[str, Any]:
         media = ix.media
