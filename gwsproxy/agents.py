@@ -42,6 +42,7 @@ KEYS = (
 WORDS = ("gold", "silver", "billing", "sales", "support", "urgent", "en-US", "fr-FR", "north")
 DEFAULT_MEDIA_TYPE = "promotion"  # open media objects without mediaType: the docs' example
 WAIT = object()  # a match that an outstanding HTTP answer will decide
+MAX_PAUSE = 1.0  # seconds an agent waits at most after ops that failed in a row
 
 
 LoadError = GwsError  # why a load run could not start, in one line
@@ -319,18 +320,23 @@ class Agent:
 
         async def worker() -> None:
             nonlocal remaining
+            failures = 0
             while remaining > 0:
                 remaining -= 1
-                await self._one()
+                sent = await self._one()
                 if self._on_done is not None:
                     self._on_done()
-                if self.config.think > 0:
-                    await asyncio.sleep(self.config.think)
+                # A GWS (or proxy) that is down is not hammered: back off, as a desktop would.
+                failures = failures + 1 if sent.outcome in ("failed", "unreached") else 0
+                pause = min(MAX_PAUSE, 0.1 * 2 ** (failures - 1)) if failures else 0.0
+                pause = max(pause, self.config.think)
+                if pause > 0:
+                    await asyncio.sleep(pause)
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.config.in_flight, ops)))))
         return self.report
 
-    async def _one(self) -> None:
+    async def _one(self) -> Sent:
         assert self._session is not None
         session = self._session
         ix = self._pick()
@@ -354,7 +360,7 @@ class Agent:
             sent.outcome, sent.reason = ("unreached" if unreached else "failed"), one_line(exc)
             self.report.failed += 1
             self._give_up(op)
-            return
+            return sent
         sent.http_status = status
         answer = gws.parse_answer(raw)
         if isinstance(answer, Unreadable) and status in (502, 504):
@@ -362,12 +368,12 @@ class Agent:
             sent.outcome, sent.reason = "failed", f"HTTP {status} from a proxy"
             self.report.failed += 1
             self._give_up(op)
-            return
+            return sent
         if isinstance(answer, Unreadable) or not answer.ok or status >= 400:
             sent.outcome = "rejected"
             self.report.rejected += 1
             self._give_up(op)
-            return
+            return sent
         self.report.answered += 1
         op.answered = True
         op.reference_id = answer.reference_id
@@ -382,7 +388,7 @@ class Agent:
             sent.outcome = "timeout"
             self.report.timeouts += 1
             self._give_up(op)
-            return
+            return sent
         if note.is_error:
             sent.outcome = "error"
             self.report.errors += 1
@@ -390,6 +396,7 @@ class Agent:
             sent.outcome = "notified"
             self.report.notified += 1
         self.report.latencies.append(arrived - op.started)
+        return sent
 
     def _pick(self) -> Interaction:
         # Prefer an idle interaction: two ops racing on one interaction blur the inferred match.

@@ -1,0 +1,676 @@
+"""Pairing that stays right when the network does not: the recorder under injected faults.
+
+Simulated agents talk to the real `mitmdump` with our addon; a fault proxy (faultproxy.py) sits
+between it and the GWS simulator and resets, stalls or refuses connections on cue, the simulator
+and the recorder are restarted mid-session. The simulator's own log of the operations it carried
+out is the ground truth, and three numbers are asserted after every run:
+
+- wrong pairs: a pair carrying a notification that is not the one its own operation caused;
+- missing pairs: a request that reached the recorder but is not in the capture exactly once;
+- dishonest pairs: a pair not matched whose status or reason does not say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from faultproxy import DOWN, UP, FaultProxy
+
+from gwsproxy.agents import Agent, LoadConfig, Sent
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.capture.records import notification_of
+
+if TYPE_CHECKING:
+    from conftest import Mitm, Procs, Sim
+
+pytestmark = pytest.mark.e2e
+
+GWS_TIMEOUT = 2.5  # the recorder's notification timeout (gws_timeout)
+AGENT_TIMEOUT = 1.0  # agents give up sooner: their next op meets the older one still open
+RECORDER: dict[str, Any] = {"options": {"gws_timeout": str(GWS_TIMEOUT)}}
+WAIT = 30.0  # seconds any single condition may take on a loaded 2-core machine
+AGENTS = 3
+MEDIA = ("chat", "voice", "workitem")  # inferred with referenceId, inferred without, exact
+TRANSPORTS = ["long-polling", "websocket"]
+# Statuses that say the request got no notification of its own, and those that need a reason.
+HONEST = {"matched", "error", "timeout", "lost", "ambiguous", "failed", "rejected", "incomplete"}
+NEEDS_REASON = {"failed", "lost", "ambiguous"}
+
+
+# ---- the rig: simulator, fault proxy, recorder, agents ----------------------------------------
+
+
+class Load:
+    """Simulated agents running in their own thread (the test steers faults meanwhile)."""
+
+    def __init__(self, target: str, transport: str, seed: int, ops: int, **kw: Any) -> None:
+        self.config = LoadConfig(
+            target=target,
+            agents=AGENTS,
+            ops=ops,
+            transport=transport,
+            seed=seed,
+            timeout=AGENT_TIMEOUT,
+            media=MEDIA,
+            **kw,
+        )
+        self.agents = [Agent(self.config, n, on_done=self._tick) for n in range(1, AGENTS + 1)]
+        self.done = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def _tick(self) -> None:
+        self.done += 1
+
+    async def _main(self) -> None:
+        try:
+            await asyncio.gather(*(a.start() for a in self.agents))
+            await asyncio.gather(*(a.run(self.config.ops) for a in self.agents))
+        except BaseException as e:  # noqa: BLE001 - reported by wait()
+            self.error = e
+        finally:
+            await asyncio.gather(*(a.close() for a in self.agents), return_exceptions=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        self._thread.join(WAIT * 3)
+        assert not self._thread.is_alive(), "the agents did not finish (a hang)"
+        assert self.error is None, f"the agents failed: {self.error!r}"
+
+    @property
+    def journal(self) -> list[tuple[str, Sent]]:
+        return [(f"user:{a.name}", s) for a in self.agents for s in a.journal]
+
+    def last_sent(self) -> float:
+        return max((s.started for _, s in self.journal), default=time.time())
+
+
+@dataclass
+class Rig:
+    procs: Procs
+    workdir: Path
+    seed: int
+    sim: Sim
+    proxy: FaultProxy  # between the recorder and the simulator
+    mitm: Mitm
+    captures: list[Path]
+    logs: list[list[dict]] = field(default_factory=list)  # of simulators no longer running
+    front: FaultProxy | None = None  # between the agents and the recorder, if asked for
+
+    @property
+    def target(self) -> str:
+        return self.front.url if self.front is not None else self.mitm.url
+
+    def restart_sim(self, while_down: Callable[[], object] = lambda: None) -> None:
+        """Kill the simulator and start another on the same port that goes on from its state
+        (user data, referenceIds); meanwhile GWS refuses connections, and `while_down` runs.
+        CometD clients it forgot: they get `402::Unknown client`."""
+        self.proxy.refuse()
+        self.proxy.reset_all()
+        with urllib.request.urlopen(self.sim.url + "/_sim/state", timeout=WAIT) as r:
+            state = json.loads(r.read())
+        self.logs.append(state.pop("log"))
+        self.sim.kill()
+        while_down()
+        self.sim = self.procs.sim(*sim_options(self.seed), "-p", str(self.sim.port))
+        request = urllib.request.Request(
+            self.sim.url + "/_sim/state", data=json.dumps(state).encode(), method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=WAIT) as r:
+            assert r.status == 200
+        self.proxy.resume()
+
+    def restart_recorder(self) -> None:
+        """SIGINT the recorder and start another on the same capture (a new session in it once
+        the recorder appends; a second file until then); the agents meanwhile are refused."""
+        assert self.front is not None, "the rig was built without a front proxy"
+        self.front.refuse()
+        self.front.reset_all()
+        assert self.mitm.signal(signal.SIGINT) == 0, self.mitm.describe()
+        path = self.captures[0]
+        size = path.stat().st_size
+        self.mitm = self.procs.mitmdump(self.proxy.url, path, **RECORDER)
+        # A new session begins with a header record; a recorder that refuses an existing
+        # capture exits (until the change that appends lands): then a second file it is.
+        wait_until(
+            lambda: path.stat().st_size > size or not self.mitm.alive(),
+            "the restarted recorder to append a session or refuse",
+        )
+        if not self.mitm.alive():
+            assert "already exists" in self.mitm.stdout(), self.mitm.describe()
+            path = self.workdir / "restarted.gwscap"
+            self.captures.append(path)
+            self.mitm = self.procs.mitmdump(self.proxy.url, path, **RECORDER)
+        self.front.set_upstream(self.mitm.port)
+        self.front.resume()
+
+    def all_ops(self) -> list[dict]:
+        return [op for log in self.logs for op in log] + self.sim.log()
+
+
+def sim_options(seed: int) -> list[str]:
+    return ["--agents", str(AGENTS), "--seed", str(seed), "--cometd-timeout", "5"]
+
+
+@contextlib.contextmanager
+def rig(procs: Procs, workdir: Path, seed: int, *, front: bool = False) -> Iterator[Rig]:
+    sim = procs.sim(*sim_options(seed))
+    with FaultProxy(sim.port) as proxy:
+        path = workdir / "faults.gwscap"
+        mitm = procs.mitmdump(proxy.url, path, **RECORDER)
+        r = Rig(procs, workdir, seed, sim, proxy, mitm, [path])
+        if front:
+            with FaultProxy(mitm.port) as f:
+                r.front = f
+                yield r
+        else:
+            yield r
+
+
+def finish(r: Rig, load: Load) -> Report:
+    """Let the agents end, the recorder close every pair (timeouts included), stop it cleanly,
+    and check the capture against the simulator's log and the agents' journals."""
+    load.wait()
+    r.proxy.clear()
+    if r.front is not None:
+        r.front.clear()
+    # Every request still open in the recorder closes by gws_timeout (its ticker runs 4 times
+    # a second); a clean stop would write what is left as incomplete.
+    deadline = load.last_sent() + GWS_TIMEOUT + 1.0
+    wanted = sum(1 for _, s in load.journal if s.http_status is not None)
+    wait_until(
+        lambda: time.time() > deadline and count_pairs(r.captures) >= wanted,
+        f"{wanted} pairs in the capture and gws_timeout after the last op",
+    )
+    assert r.mitm.signal(signal.SIGINT) == 0, r.mitm.describe()
+    ops = r.all_ops()
+    outcomes = Counter((s.outcome, s.reason) for _, s in load.journal)
+    print("agents:", dict(outcomes), flush=True)
+    report = check(read_pairs(r.captures), ops, load.journal)
+    print(report.table(), flush=True)
+    return report
+
+
+def wait_until(condition: Any, what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+# ---- reading the captures --------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    """A pair as the capture has it, with what the checks need from its body."""
+
+    session: str  # file and session number
+    id: int
+    scope: str
+    interaction_id: str
+    operation: str
+    requested: Any
+    status: str
+    error: str | None
+    t: float
+    before: dict | None
+    before_known: bool
+    has_note: bool
+    note_ref: Any  # the notification's referenceId (None: none, or no notification)
+    note_after: dict | None  # the user data the notification shows
+    sim_ref: int | None  # the operation the simulator answered for it (X-Sim-Reference)
+
+    @property
+    def name(self) -> str:
+        return f"{self.session}#{self.id}"
+
+    @property
+    def key(self) -> tuple:
+        return (self.scope, self.interaction_id, self.operation, canonical(self.requested))
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def count_pairs(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        if path.exists():
+            with CaptureReader(path) as reader:
+                total += sum(1 for e in reader.index() if e.kind == Kind.PAIR)
+    return total
+
+
+def read_pairs(paths: list[Path]) -> list[Recorded]:
+    pairs: list[Recorded] = []
+    for n, path in enumerate(paths):
+        with CaptureReader(path) as reader:
+            records = list(reader.records())
+            starts = [s.offset for s in reader.sessions]
+            assert not reader.damage, reader.damage
+        for entry, body in records:
+            if entry.kind != Kind.PAIR:
+                continue
+            assert body is not None, entry
+            s = entry.summary
+            session = sum(1 for o in starts if o <= entry.offset)
+            note = notification_of(body)
+            after = None
+            if note is not None and not note.is_error:
+                after = note.user_data if note.user_data is not None else {}
+            pairs.append(
+                Recorded(
+                    session=f"f{n + 1}s{session}",
+                    id=s["id"],
+                    scope=s["scope"],
+                    interaction_id=s["interaction_id"],
+                    operation=s["operation"],
+                    requested=body.get("requested"),
+                    status=s["status"],
+                    error=s.get("error"),
+                    t=s["t"],
+                    before=body.get("before"),
+                    before_known=s.get("before_known", False),
+                    has_note=note is not None,
+                    note_ref=note.reference_id if note is not None else None,
+                    note_after=after,
+                    sim_ref=_sim_reference(body.get("response")),
+                )
+            )
+    return pairs
+
+
+def _sim_reference(response: dict | None) -> int | None:
+    for name, value in (response or {}).get("headers") or []:
+        if name.lower() == "x-sim-reference":
+            return int(value)
+    return None
+
+
+# ---- the check --------------------------------------------------------------------------------
+
+
+@dataclass
+class Violation:
+    kind: str  # wrong, missing, dishonest
+    pair: str  # session#id, or "-" for a request missing from the capture
+    interaction: str
+    status: str
+    expected: Any  # referenceId of the pair's own operation
+    got: Any  # referenceId of the notification it carries
+    detail: str
+
+
+@dataclass
+class Report:
+    pairs: list[Recorded]
+    ops: list[dict]
+    violations: list[Violation]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for v in self.violations if v.kind == kind)
+
+    @property
+    def wrong(self) -> int:
+        return self.count("wrong")
+
+    @property
+    def missing(self) -> int:
+        return self.count("missing")
+
+    @property
+    def dishonest(self) -> int:
+        return self.count("dishonest")
+
+    def statuses(self) -> Counter[str]:
+        return Counter(p.status for p in self.pairs)
+
+    def table(self) -> str:
+        lines = [
+            f"{len(self.pairs)} pairs, {len(self.ops)} simulator ops, statuses "
+            f"{dict(sorted(self.statuses().items()))}: wrong {self.wrong}, missing "
+            f"{self.missing}, dishonest {self.dishonest}"
+        ]
+        if self.violations:
+            header = ("kind", "pair", "interaction", "status", "ref expected", "ref got", "why")
+            rows = [header] + [
+                (
+                    v.kind,
+                    v.pair,
+                    v.interaction,
+                    v.status,
+                    str(v.expected),
+                    str(v.got),
+                    v.detail,
+                )
+                for v in self.violations
+            ]
+            widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+            for row in rows:
+                cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+                lines.append("  ".join([*cells, row[-1]]))
+        return "\n".join(lines)
+
+    def assert_clean(self) -> None:
+        assert (self.wrong, self.missing, self.dishonest) == (0, 0, 0), "\n" + self.table()
+
+
+def check(pairs: list[Recorded], ops: list[dict], journal: list[tuple[str, Sent]]) -> Report:
+    """Wrong, missing and dishonest pairs of a capture, against the simulator's log of the
+    operations it carried out and the agents' journals of what they sent."""
+    violations: list[Violation] = []
+    by_ref = {op["reference_id"]: op for op in ops}
+    assert len(by_ref) == len(ops), "the simulator reused a referenceId"
+
+    def op_key(op: dict) -> tuple:
+        scope = f"user:{op['agent']}"
+        return (scope, op["interaction_id"], op["operation"], canonical(op["requested"]))
+
+    # Which operation each pair's request became: named by the simulator's answer where the
+    # answer came through; else the unclaimed operation with the same request, at or after it.
+    own: dict[str, dict | None] = {}
+    claimed: set[int] = set()
+    for p in pairs:
+        if p.sim_ref is not None:
+            op = by_ref.get(p.sim_ref)
+            assert op is not None and op_key(op) == p.key, (p, op)
+            own[p.name] = op
+            claimed.add(p.sim_ref)
+    unanswered = sorted((p for p in pairs if p.sim_ref is None), key=lambda p: p.t)
+
+    def candidates(p: Recorded) -> list[dict]:
+        return [
+            op
+            for op in ops
+            if op["reference_id"] not in claimed
+            and op_key(op) == p.key
+            and p.t - 0.5 <= op["time"] <= p.t + WAIT
+        ]
+
+    # First those whose notification names their operation, then the rest in request order.
+    for p in sorted(unanswered, key=lambda p: (p.note_ref is None, p.t)):
+        found = candidates(p)
+        pick = next((op for op in found if op["reference_id"] == p.note_ref), None)
+        if pick is None and p.note_ref is None and p.note_after is not None:
+            pick = next((op for op in found if op["after"] == p.note_after), None)
+        if pick is None and not p.has_note:
+            pick = found[0] if found else None
+        own[p.name] = pick
+        if pick is not None:
+            claimed.add(pick["reference_id"])
+
+    for p in pairs:
+        op = own.get(p.name)
+        expected = None if op is None else op["reference_id"]
+        if p.has_note:
+            # The notification must be the one the simulator sent for this pair's operation.
+            noted = by_ref.get(p.note_ref) if p.note_ref is not None else None
+            why = None
+            if op is None:
+                why = "its request never reached GWS, yet it carries a notification"
+            elif p.note_ref is not None and p.note_ref != op["reference_id"]:
+                why = "it carries another operation's notification"
+            elif p.note_after is not None and p.note_after != op["after"]:
+                why = f"after {p.note_after} is not its operation's {op['after']}"
+            if why is not None:
+                if noted is not None and noted is not op:
+                    why += f" (that of {noted['operation']} {canonical(noted['requested'])})"
+                violations.append(
+                    Violation(
+                        "wrong", p.name, p.interaction_id, p.status, expected, p.note_ref, why
+                    )
+                )
+        honest = _dishonest(p, op)
+        if honest is not None:
+            violations.append(
+                Violation(
+                    "dishonest", p.name, p.interaction_id, p.status, expected, p.note_ref, honest
+                )
+            )
+
+    # Every operation the simulator carried out passed through the recorder: it has a pair.
+    for op in ops:
+        if op["reference_id"] not in claimed:
+            violations.append(
+                Violation(
+                    "missing",
+                    "-",
+                    op["interaction_id"],
+                    "-",
+                    op["reference_id"],
+                    None,
+                    f"the simulator carried out {op['operation']} {canonical(op['requested'])}"
+                    f" for {op['agent']}, no pair records it",
+                )
+            )
+    # Every request the agents sent is in the capture exactly once, if it reached the recorder:
+    # surely if it was answered (by GWS or by the recorder itself), maybe if the exchange broke.
+    sure: Counter[tuple] = Counter()
+    maybe: Counter[tuple] = Counter()
+    for scope, s in journal:
+        key = (scope, s.interaction_id, s.operation, canonical(s.requested))
+        if s.http_status is not None:
+            sure[key] += 1
+        elif s.outcome != "unreached":
+            maybe[key] += 1
+    recorded = Counter(p.key for p in pairs)
+    for key in sure.keys() | maybe.keys() | recorded.keys():
+        n = recorded[key]
+        if not sure[key] <= n <= sure[key] + maybe[key]:
+            names = [p.name for p in pairs if p.key == key]
+            violations.append(
+                Violation(
+                    "missing",
+                    ",".join(names) or "-",
+                    key[1],
+                    "-",
+                    None,
+                    None,
+                    f"{key[0]} {key[2]} {key[3]}: sent {sure[key]} answered + {maybe[key]} "
+                    f"broken, recorded {n} times",
+                )
+            )
+    return Report(pairs, ops, violations)
+
+
+def _dishonest(p: Recorded, op: dict | None) -> str | None:
+    if p.status not in HONEST:
+        return f"unknown status {p.status!r}"
+    if p.status in ("matched", "error") and not p.has_note:
+        return "matched without a notification"
+    if p.status in NEEDS_REASON and not p.error:
+        return f"{p.status} without a reason"
+    if op is None and p.status not in ("failed", "rejected", "incomplete") and not p.error:
+        return "its request never reached GWS, and neither status nor reason says so"
+    if op is None and p.status == "lost":
+        return "its request never reached GWS: it had no notification to lose"
+    if op is not None and p.status == "rejected":
+        return "GWS carried it out, yet it is recorded as rejected"
+    return None
+
+
+# ---- scenarios ---------------------------------------------------------------------------------
+
+
+def interaction_ids(load: Load) -> list[str]:
+    return sorted(ix.id for a in load.agents for ix in a.interactions)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reset_connections_lose_notifications_but_never_shift_pairs(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(a) Notifications lost with the connection that carried them (a reset while the
+    simulator's answer is on its way), and every connection reset now and then."""
+    rng = random.Random(seed)
+    with rig(procs, workdir, seed) as r:
+        load = Load(r.target, transport, seed, ops=20).start()
+        wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
+        ids = interaction_ids(load)
+        total = AGENTS * load.config.ops
+        for at in sorted(rng.sample(range(3, total - 10), 5)):
+            wait_until(lambda at=at: load.done >= at or load.error, f"{at} ops done")
+            if rng.random() < 0.3:
+                r.proxy.reset_all()
+            else:
+                # The next notification about this interaction dies with its connection.
+                r.proxy.reset_next(rng.choice(ids).encode(), DOWN)
+        report = finish(r, load)
+    assert r.proxy.resets > 0
+    report.assert_clean()
+
+
+@pytest.mark.parametrize("seed", [3])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(b) An agent's notifications held up longer than gws_timeout, then all delivered."""
+    rng = random.Random(seed)
+    with rig(procs, workdir, seed) as r:
+        load = Load(r.target, transport, seed, ops=15).start()
+        wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
+        agent = rng.choice(load.agents)
+        wait_until(lambda: load.done >= 5 or load.error, "5 ops done")
+        # Everything the simulator sends that agent from its next notification on is held.
+        r.proxy.stall(DOWN, pattern=rng.choice(agent.interactions).id.encode())
+        wait_until(lambda: r.proxy.stalled() or load.error, "a stalled notification")
+        held = time.time()
+        wait_until(lambda: time.time() > held + GWS_TIMEOUT + 1.0, "the stall to outlast")
+        r.proxy.release()
+        report = finish(r, load)
+    assert report.statuses()["timeout"] > 0, report.table()
+    report.assert_clean()
+
+
+@pytest.mark.parametrize("seed", [4])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_stall_within_the_timeout_still_matches_everything(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(b) Notifications held up for less than gws_timeout (and than the agents' patience)."""
+    with rig(procs, workdir, seed) as r:
+        load = Load(r.target, transport, seed, ops=15).start()
+        for at in (5, 15, 30):
+            wait_until(lambda at=at: load.done >= at or load.error, f"{at} ops done")
+            r.proxy.stall(DOWN, pattern=b"/v2/me/", seconds=AGENT_TIMEOUT / 2)
+        report = finish(r, load)
+    assert set(report.statuses()) == {"matched"}, report.table()
+    report.assert_clean()
+
+
+@pytest.mark.parametrize("seed", [5])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(c) GWS killed mid-session and started again on the same port: requests sent while it
+    is down never reach it and must not be matched to anyone's notification."""
+    with rig(procs, workdir, seed) as r:
+        load = Load(r.target, transport, seed, ops=20).start()
+        wait_until(lambda: load.done >= 15 or load.error, "15 ops done")
+
+        def refused() -> list[Sent]:
+            return [s for _, s in load.journal if s.outcome == "failed"]
+
+        # GWS stays down until every agent has sent something into the outage.
+        r.restart_sim(lambda: wait_until(lambda: len(refused()) >= AGENTS, "ops in the outage"))
+        report = finish(r, load)
+    assert refused(), "no request met the outage"
+    report.assert_clean()
+
+
+@pytest.mark.parametrize("seed", [6])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_recorder_restart_keeps_every_pair_once(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(d) The recorder stopped (SIGINT) mid-session and started again on the same capture."""
+    with rig(procs, workdir, seed, front=True) as r:
+        load = Load(r.target, transport, seed, ops=20).start()
+        wait_until(lambda: load.done >= 20 or load.error, "20 ops done")
+        r.restart_recorder()
+        report = finish(r, load)
+    sessions = {p.session for p in report.pairs}
+    assert len(sessions) >= 2, sessions
+    report.assert_clean()
+
+
+@pytest.mark.parametrize("seed", [7])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connection_churn_keeps_scope_open_requests_and_snapshots(
+    procs: Procs, workdir: Path, transport: str, seed: int
+) -> None:
+    """(e) Clients that reconnect through new connections, re-handshake after the simulator
+    forgot them (402::Unknown client) and, on WebSocket, fall back to long polling: the
+    recorder keeps their scope and before-snapshots, and the agents keep working."""
+    with rig(procs, workdir, seed) as r:
+        load = Load(r.target, transport, seed, ops=24, fallback=True).start()
+        wait_until(lambda: load.done >= 10 or load.error, "10 ops done")
+        r.proxy.reset_all()  # reconnect: the simulator still knows the clients
+        wait_until(lambda: load.done >= 25 or load.error, "25 ops done")
+        r.restart_sim()  # re-handshake: it does not
+        wait_until(
+            lambda: all(a._session.cometd.handshakes >= 2 for a in load.agents) or load.error,
+            "every agent to handshake again",
+        )
+        wait_until(lambda: load.done >= 45 or load.error, "45 ops done")
+        if transport == "websocket":
+            # WebSocket upgrades fail from now on: the clients fall back to long polling.
+            r.proxy.reset_next(b"Sec-WebSocket-Key", UP, count=1000)
+            r.proxy.reset_all()
+            wait_until(
+                lambda: all(a._session.cometd.fell_back for a in load.agents) or load.error,
+                "every agent to fall back to long polling",
+            )
+        handshakes = {a.name: a._session.cometd.handshakes for a in load.agents}
+        report = finish(r, load)
+    report.assert_clean()
+    assert all(n >= 2 for n in handshakes.values()), handshakes
+    assert {p.scope for p in report.pairs} == {f"user:{a.name}" for a in load.agents}
+    assert all(p.before_known for p in report.pairs), [p.name for p in report.pairs]
+    # Each pair's before is what the simulator had before the operation, wherever the recorder
+    # saw the interaction's previous state: its snapshots survived the churn.
+    matched_refs = {p.sim_ref for p in report.pairs if p.status == "matched"}
+    previous: dict[int, dict | None] = {}
+    last_of: dict[str, dict] = {}
+    for op in sorted(report.ops, key=lambda op: op["reference_id"]):
+        previous[op["reference_id"]] = last_of.get(op["interaction_id"])
+        last_of[op["interaction_id"]] = op
+    ops = {op["reference_id"]: op for op in report.ops}
+    stale = [
+        (p.name, p.before, ops[p.sim_ref]["before"])
+        for p in report.pairs
+        if p.status == "matched"
+        and p.sim_ref is not None
+        and (previous[p.sim_ref] is None or previous[p.sim_ref]["reference_id"] in matched_refs)
+        and p.before != ops[p.sim_ref]["before"]
+    ]
+    assert not stale, stale
+    # And every agent still gets its notifications at the end.
+    for agent in load.agents:
+        assert agent.journal[-1].outcome == "notified" or any(
+            s.outcome == "notified" for s in agent.journal[-5:]
+        ), [(s.operation, s.outcome) for s in agent.journal[-5:]]
