@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import threading
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
-GWS_TIMEOUT = 2.5  # the recorder's notification timeout (gws_timeout)
+GWS_TIMEOUT = 2.0  # the recorder's notification timeout (gws_timeout)
 AGENT_TIMEOUT = 1.0  # agents give up sooner: their next op meets the older one still open
 RECORDER: dict[str, Any] = {"options": {"gws_timeout": str(GWS_TIMEOUT)}}
 WAIT = 30.0  # seconds any single condition may take on a loaded 2-core machine
@@ -49,6 +51,13 @@ TRANSPORTS = ["long-polling", "websocket"]
 # Statuses that say the request got no notification of its own, and those that need a reason.
 HONEST = {"matched", "error", "timeout", "lost", "ambiguous", "failed", "rejected", "incomplete"}
 NEEDS_REASON = {"failed", "lost", "ambiguous"}
+# Seeds per scenario and transport: the default keeps the suite near a minute on 2 cores;
+# GWS_FAULT_SEEDS=10 makes a soak run of it.
+SEEDS = int(os.environ.get("GWS_FAULT_SEEDS", "0"))
+
+
+def seeds(first: int, n: int = 1) -> list[int]:
+    return [first + 100 * i for i in range(max(n, SEEDS))]
 
 
 # ---- the rig: simulator, fault proxy, recorder, agents ----------------------------------------
@@ -171,10 +180,14 @@ def sim_options(seed: int) -> list[str]:
 
 @contextlib.contextmanager
 def rig(procs: Procs, workdir: Path, seed: int, *, front: bool = False) -> Iterator[Rig]:
-    sim = procs.sim(*sim_options(seed))
-    with FaultProxy(sim.port) as proxy:
+    port = procs.free_port()
+    with FaultProxy(port) as proxy:
         path = workdir / "faults.gwscap"
-        mitm = procs.mitmdump(proxy.url, path, **RECORDER)
+        # Both start at once (a second each on a busy machine): the proxy knows the sim's port.
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(procs.mitmdump, proxy.url, path, **RECORDER)
+            sim = procs.sim(*sim_options(seed), "-p", str(port))
+            mitm = starting.result()
         r = Rig(procs, workdir, seed, sim, proxy, mitm, [path])
         if front:
             with FaultProxy(mitm.port) as f:
@@ -194,11 +207,14 @@ def finish(r: Rig, load: Load) -> Report:
     # Every request still open in the recorder closes by gws_timeout (its ticker runs 4 times
     # a second); a clean stop would write what is left as incomplete.
     deadline = load.last_sent() + GWS_TIMEOUT + 1.0
-    wanted = sum(1 for _, s in load.journal if s.http_status is not None)
-    wait_until(
-        lambda: time.time() > deadline and count_pairs(r.captures) >= wanted,
-        f"{wanted} pairs in the capture and gws_timeout after the last op",
-    )
+    sure = sum(1 for _, s in load.journal if s.http_status is not None)
+    maybe = sum(1 for _, s in load.journal if s.outcome != "unreached")
+
+    def closed() -> bool:
+        n = count_pairs(r.captures)
+        return n >= maybe or (n >= sure and time.time() > deadline)
+
+    wait_until(closed, f"{sure} to {maybe} pairs in the capture")
     assert r.mitm.signal(signal.SIGINT) == 0, r.mitm.describe()
     ops = r.all_ops()
     outcomes = Counter((s.outcome, s.reason) for _, s in load.journal)
@@ -434,6 +450,7 @@ def check(pairs: list[Recorded], ops: list[dict], journal: list[tuple[str, Sent]
             elif p.note_after is not None and p.note_after != op["after"]:
                 why = f"after {p.note_after} is not its operation's {op['after']}"
             if why is not None:
+                why = f"{p.operation} {canonical(p.requested)}: {why}"
                 if noted is not None and noted is not op:
                     why += f" (that of {noted['operation']} {canonical(noted['requested'])})"
                 violations.append(
@@ -517,7 +534,7 @@ def interaction_ids(load: Load) -> list[str]:
     return sorted(ix.id for a in load.agents for ix in a.interactions)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", seeds(1, 2))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_reset_connections_lose_notifications_but_never_shift_pairs(
     procs: Procs, workdir: Path, transport: str, seed: int
@@ -526,7 +543,7 @@ def test_reset_connections_lose_notifications_but_never_shift_pairs(
     simulator's answer is on its way), and every connection reset now and then."""
     rng = random.Random(seed)
     with rig(procs, workdir, seed) as r:
-        load = Load(r.target, transport, seed, ops=20).start()
+        load = Load(r.target, transport, seed, ops=15).start()
         wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
         ids = interaction_ids(load)
         total = AGENTS * load.config.ops
@@ -542,7 +559,7 @@ def test_reset_connections_lose_notifications_but_never_shift_pairs(
     report.assert_clean()
 
 
-@pytest.mark.parametrize("seed", [3])
+@pytest.mark.parametrize("seed", seeds(3))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
     procs: Procs, workdir: Path, transport: str, seed: int
@@ -550,7 +567,7 @@ def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
     """(b) An agent's notifications held up longer than gws_timeout, then all delivered."""
     rng = random.Random(seed)
     with rig(procs, workdir, seed) as r:
-        load = Load(r.target, transport, seed, ops=15).start()
+        load = Load(r.target, transport, seed, ops=12).start()
         wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
         agent = rng.choice(load.agents)
         wait_until(lambda: load.done >= 5 or load.error, "5 ops done")
@@ -565,15 +582,15 @@ def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
     report.assert_clean()
 
 
-@pytest.mark.parametrize("seed", [4])
+@pytest.mark.parametrize("seed", seeds(4))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stall_within_the_timeout_still_matches_everything(
     procs: Procs, workdir: Path, transport: str, seed: int
 ) -> None:
     """(b) Notifications held up for less than gws_timeout (and than the agents' patience)."""
     with rig(procs, workdir, seed) as r:
-        load = Load(r.target, transport, seed, ops=15).start()
-        for at in (5, 15, 30):
+        load = Load(r.target, transport, seed, ops=10).start()
+        for at in (5, 12, 20):
             wait_until(lambda at=at: load.done >= at or load.error, f"{at} ops done")
             r.proxy.stall(DOWN, pattern=b"/v2/me/", seconds=AGENT_TIMEOUT / 2)
         report = finish(r, load)
@@ -581,7 +598,7 @@ def test_a_stall_within_the_timeout_still_matches_everything(
     report.assert_clean()
 
 
-@pytest.mark.parametrize("seed", [5])
+@pytest.mark.parametrize("seed", seeds(5))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
     procs: Procs, workdir: Path, transport: str, seed: int
@@ -589,8 +606,8 @@ def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
     """(c) GWS killed mid-session and started again on the same port: requests sent while it
     is down never reach it and must not be matched to anyone's notification."""
     with rig(procs, workdir, seed) as r:
-        load = Load(r.target, transport, seed, ops=20).start()
-        wait_until(lambda: load.done >= 15 or load.error, "15 ops done")
+        load = Load(r.target, transport, seed, ops=12).start()
+        wait_until(lambda: load.done >= 12 or load.error, "12 ops done")
 
         def refused() -> list[Sent]:
             return [s for _, s in load.journal if s.outcome == "failed"]
@@ -602,15 +619,16 @@ def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
     report.assert_clean()
 
 
-@pytest.mark.parametrize("seed", [6])
+@pytest.mark.parametrize("seed", seeds(6))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_recorder_restart_keeps_every_pair_once(
     procs: Procs, workdir: Path, transport: str, seed: int
 ) -> None:
     """(d) The recorder stopped (SIGINT) mid-session and started again on the same capture."""
     with rig(procs, workdir, seed, front=True) as r:
+        # Enough ops for after the restart: during it, every agent's are refused (backing off).
         load = Load(r.target, transport, seed, ops=20).start()
-        wait_until(lambda: load.done >= 20 or load.error, "20 ops done")
+        wait_until(lambda: load.done >= 15 or load.error, "15 ops done")
         r.restart_recorder()
         report = finish(r, load)
     sessions = {p.session for p in report.pairs}
@@ -618,7 +636,7 @@ def test_a_recorder_restart_keeps_every_pair_once(
     report.assert_clean()
 
 
-@pytest.mark.parametrize("seed", [7])
+@pytest.mark.parametrize("seed", seeds(7))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_connection_churn_keeps_scope_open_requests_and_snapshots(
     procs: Procs, workdir: Path, transport: str, seed: int
@@ -627,16 +645,16 @@ def test_connection_churn_keeps_scope_open_requests_and_snapshots(
     forgot them (402::Unknown client) and, on WebSocket, fall back to long polling: the
     recorder keeps their scope and before-snapshots, and the agents keep working."""
     with rig(procs, workdir, seed) as r:
-        load = Load(r.target, transport, seed, ops=24, fallback=True).start()
-        wait_until(lambda: load.done >= 10 or load.error, "10 ops done")
+        load = Load(r.target, transport, seed, ops=18, fallback=True).start()
+        wait_until(lambda: load.done >= 9 or load.error, "9 ops done")
         r.proxy.reset_all()  # reconnect: the simulator still knows the clients
-        wait_until(lambda: load.done >= 25 or load.error, "25 ops done")
+        wait_until(lambda: load.done >= 21 or load.error, "21 ops done")
         r.restart_sim()  # re-handshake: it does not
         wait_until(
             lambda: all(a._session.cometd.handshakes >= 2 for a in load.agents) or load.error,
             "every agent to handshake again",
         )
-        wait_until(lambda: load.done >= 45 or load.error, "45 ops done")
+        wait_until(lambda: load.done >= 36 or load.error, "36 ops done")
         if transport == "websocket":
             # WebSocket upgrades fail from now on: the clients fall back to long polling.
             r.proxy.reset_next(b"Sec-WebSocket-Key", UP, count=1000)
