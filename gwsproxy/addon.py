@@ -16,12 +16,12 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from gwsproxy import bayeux, gws
+from gwsproxy import bayeux, gws, shutdown
 from gwsproxy.recording import (
     ADVANCE,
     CONFIGURE,
@@ -173,10 +173,37 @@ class GwsRecorder:
         self._drain()
         self._emit((ADVANCE, now))
 
-    def done(self) -> None:
+    def done(self) -> Awaitable[None] | None:
+        """mitmproxy stops. Under its event loop this returns a coroutine, which mitmproxy awaits:
+        it first has mitmproxy end its connections (what they broke off is recorded, and nothing
+        is left for asyncio to cancel with tracebacks at exit). Then, as when called by hand
+        without an event loop: what is still open is written as incomplete, the capture closed."""
         if self._ticker is not None:
             self._ticker.cancel()
-        self.close()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.close()
+            return None
+        return self._stop()
+
+    async def _stop(self) -> None:
+        shutdown.quiet_cancellations()
+        shutdown.SecondSignal(self._forced).arm()
+        try:
+            await shutdown.end_connections(ctx.master, shutdown.CONNECTIONS_GRACE)
+        finally:
+            self.close()
+
+    def _forced(self, frame: Any) -> None:
+        """A second signal while stopping: the process exits right after this. A worker writes
+        what is open once its pipe closes; a recording in this process writes it here, unless
+        the signal came in the middle of its writing (the session then ends torn)."""
+        sink = self.sink
+        if isinstance(sink, Recording) and not shutdown.interrupted_in(
+            frame, "gwsproxy.recording", "gwsproxy.correlate", "gwsproxy.capture"
+        ):
+            sink.close(clean=False)
 
     # ---- hooks: they only queue the flow --------------------------------------------------
 

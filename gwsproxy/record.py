@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import signal
 import socket
 import sys
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from gwsproxy import shutdown
 from gwsproxy.addon import GwsRecorder
 
 
@@ -119,9 +119,9 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
     target = f" -> {config.upstream}" if mode != "regular" else " (as an HTTP proxy)"
     out.write(f"recording {listen}{target} into {path}  (Ctrl-C stops)\n")
     out.flush()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+    # The first SIGINT/SIGTERM stops in order (the addon's done() ends the connections and
+    # closes the capture), a second one ends the process at once.
+    shutdown.stop_on_signals(master.shutdown)
     await master.run()
     return str(path)
 
