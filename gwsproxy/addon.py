@@ -174,15 +174,16 @@ class GwsRecorder:
         self._emit((ADVANCE, now))
 
     def done(self) -> Awaitable[None] | None:
-        """mitmproxy stops. Under its event loop this returns a coroutine, which mitmproxy awaits:
-        it first has mitmproxy end its connections (what they broke off is recorded, and nothing
-        is left for asyncio to cancel with tracebacks at exit). Then, as when called by hand
-        without an event loop: what is still open is written as incomplete, the capture closed."""
+        """The addon is unloaded: what is still open is written as incomplete, the capture closed.
+
+        When mitmproxy itself stops, this returns a coroutine instead, which mitmproxy awaits: it
+        first has mitmproxy end its connections (what they broke off is recorded, and nothing is
+        left for asyncio to cancel with tracebacks at exit), then closes the capture. Not when
+        the addon is only removed (a script reload): the proxy goes on, and mitmproxy calls that
+        done() without awaiting anything."""
         if self._ticker is not None:
             self._ticker.cancel()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not shutdown.stopping(getattr(ctx, "master", None)):
             self.close()
             return None
         return self._stop()

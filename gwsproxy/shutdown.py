@@ -48,6 +48,17 @@ def quiet_cancellations() -> None:
             logger.addFilter(DropCancelled())
 
 
+def stopping(master: Any) -> bool:
+    """Whether mitmproxy's `master` is stopping (it then awaits what its done hooks return),
+    as opposed to an addon being removed while the proxy goes on."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    should_exit = getattr(master, "should_exit", None)
+    return isinstance(should_exit, asyncio.Event) and should_exit.is_set()
+
+
 async def end_connections(master: Any, timeout: float) -> int:
     """Close mitmproxy's listeners, then end each client connection as mitmproxy ends one whose
     client went away (its flows get their error and disconnect hooks, its server connections
