@@ -283,14 +283,14 @@ def read_pairs(paths: list[Path]) -> list[Recorded]:
     for n, path in enumerate(paths):
         with CaptureReader(path) as reader:
             records = list(reader.records())
-            starts = [s.offset for s in reader.sessions]
             assert not reader.damage, reader.damage
+        session = 0  # a restarted recorder appends a session: a header record begins it
         for entry, body in records:
+            session += entry.kind == Kind.HEADER
             if entry.kind != Kind.PAIR:
                 continue
             assert body is not None, entry
             s = entry.summary
-            session = sum(1 for o in starts if o <= entry.offset)
             note = notification_of(body)
             after = None
             if note is not None and not note.is_error:
@@ -430,8 +430,9 @@ def check(pairs: list[Recorded], ops: list[dict], journal: list[tuple[str, Sent]
         pick = next((op for op in found if op["reference_id"] == p.note_ref), None)
         if pick is None and p.note_ref is None and p.note_after is not None:
             pick = next((op for op in found if op["after"] == p.note_after), None)
-        if pick is None and not p.has_note:
-            pick = found[0] if found else None
+        if pick is None and found:
+            # Its own operation by what it asked, whatever notification it carries.
+            pick = found[0]
         own[p.name] = pick
         if pick is not None:
             claimed.add(pick["reference_id"])
