@@ -9,7 +9,7 @@ import stat
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +40,8 @@ RANDOM_CHUNK = 1 << 16
 INTERRUPTED = "no end record: the recording was interrupted"
 
 _OK, _INCOMPLETE, _BAD = 0, 1, 2
+# Plain ints: comparing with an IntEnum member looks it up on the enum class every time.
+_HEADER, _PAIR, _END = int(Kind.HEADER), int(Kind.PAIR), int(Kind.END)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,47 @@ class Entry:
     offset: int
     kind: int
     summary: dict
+
+
+@dataclass(slots=True)
+class Session:
+    """One recording session: a HEADER frame and the records after it, up to the next HEADER.
+    A file has one per recorder that wrote to it (a restarted recorder appends a session)."""
+
+    offset: int  # of its HEADER frame; of its first frame when that header is lost
+    header: dict  # {} when its header is missing or damaged
+    first: Entry  # its first good frame (the HEADER, unless lost)
+    last: Entry  # its last good frame so far
+    counts: dict[int, int] = field(default_factory=dict)  # good frames per kind, header included
+    last_id: int = 0  # the highest integer PAIR `id` in it, 0 if none
+
+    @property
+    def pairs(self) -> int:
+        return self.counts.get(Kind.PAIR, 0)
+
+    @property
+    def ended(self) -> bool:
+        """Its last good frame is an END record: it closed cleanly."""
+        return self.last.kind == Kind.END
+
+    @property
+    def start(self) -> float | None:
+        """The header's `created`, else the earliest time in its first record."""
+        return min(_times(self.first), default=None)
+
+    @property
+    def end(self) -> float | None:
+        """The time of its last record: END's `closed`, else the latest time in that record."""
+        return max(_times(self.last), default=None)
+
+
+def _times(entry: Entry) -> list[float]:
+    """The times a record's summary holds (a pair's: request, answer, notification)."""
+    keys = _TIME_KEYS.get(entry.kind, ("t", "t_answer", "t_note"))
+    return [t for t in map(entry.summary.get, keys) if isinstance(t, int | float)]
+
+
+_TIME_KEYS = {_HEADER: ("created",), _END: ("closed",)}
 
 
 class _File:
@@ -161,6 +204,7 @@ class _Scanner:
         self.ended = False
         self.pos = len(MAGIC)
         self.header: dict | None = None
+        self.sessions: list[Session] = []
 
     def scan(
         self, start: int, end: int, *, follow: bool = False, bodies: bool = False
@@ -170,13 +214,29 @@ class _Scanner:
         w = _Window(self.file, end)
         pos = max(start, len(MAGIC))
         self.pos = pos
+        sessions = self.sessions
+        if pos == len(MAGIC):
+            sessions.clear()  # a pass from the start finds them all again
+        session = sessions[-1] if sessions else None
         while pos < end:
             r = _parse(w, pos)
             if r[0] == _OK:
                 entry, nxt = r[1], r[2]
-                self.ended = entry.kind == Kind.END
-                if self.header is None and entry.offset == len(MAGIC) and entry.kind == Kind.HEADER:
-                    self.header = entry.summary
+                kind = entry.kind
+                self.ended = kind == _END
+                if kind == _HEADER or session is None:
+                    if self.header is None and entry.offset == len(MAGIC) and kind == _HEADER:
+                        self.header = entry.summary
+                    header = entry.summary if kind == _HEADER else {}
+                    session = Session(entry.offset, header, entry, entry)
+                    sessions.append(session)
+                # Per frame only what cannot be worked out later (index() is a hot path).
+                session.last = entry
+                session.counts[kind] = session.counts.get(kind, 0) + 1
+                if kind == _PAIR:
+                    i = entry.summary.get("id")
+                    if type(i) is int and i > session.last_id:
+                        session.last_id = i
                 pos = self.pos = nxt
                 yield (entry, r[3], w.view[r[4] : r[5]], nxt) if bodies else entry
                 continue
@@ -192,7 +252,11 @@ class _Scanner:
                 self.damage.append(Damage(pos, end - pos, reason))
                 self.pos = end
                 return
-            self.damage.append(Damage(pos, nxt - pos, r[1]))
+            reason = r[1]
+            if _parse(w, nxt)[1].kind == Kind.HEADER:
+                # What a recorder killed mid-write leaves when a new one continues the file.
+                reason = f"damaged end of a session ({reason}); the next session starts after it"
+            self.damage.append(Damage(pos, nxt - pos, reason))
             pos = self.pos = nxt
 
 
@@ -265,6 +329,12 @@ class _Scanned:
     def ended(self) -> bool:
         """True when the last good frame scanned is an END record (a clean close)."""
         return self._scanner.ended
+
+    @property
+    def sessions(self) -> list[Session]:
+        """The sessions found by the last full pass (index() or records()), in file order; a
+        follower's grow with each poll. Frames before any good HEADER form a headerless one."""
+        return self._scanner.sessions
 
     def close(self) -> None:
         self._file.close()
@@ -350,6 +420,16 @@ class CaptureReader(_Scanned):
         self.notices = self._header_notices()
 
     def _finish(self) -> None:
+        sessions = self._scanner.sessions
+        n = len(sessions)
+        for i, s in enumerate(sessions[1:], 2):
+            self.notices += [f"session {i} of {n}: {note}" for note in _header_notes(s.header)]
+        for i, s in enumerate(sessions[:-1], 1):
+            if not s.ended:
+                self.notices.append(
+                    f"session {i} of {n} has no end record: that recording was interrupted "
+                    "before the next one began"
+                )
         if not self._scanner.ended:
             self.notices.append(INTERRUPTED)
 
@@ -357,16 +437,21 @@ class CaptureReader(_Scanned):
         h = self._scanner.header
         if h is None:
             return ["no header record: the file's first record is missing or damaged"]
-        notes = []
-        if h.get("format") != FORMAT_NAME:
-            notes.append(f"header names format {h.get('format')!r}, expected {FORMAT_NAME!r}")
-        version = h.get("version")
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            notes.append(
-                f"written with format version {version}, this reader knows {FORMAT_VERSION}: "
-                "unknown fields and kinds are ignored"
-            )
-        return notes
+        return _header_notes(h)
+
+
+def _header_notes(h: dict) -> list[str]:
+    """What a reader should say about one HEADER summary (the file's, or a later session's)."""
+    notes = []
+    if h.get("format") != FORMAT_NAME:
+        notes.append(f"header names format {h.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = h.get("version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        notes.append(
+            f"written with format version {version}, this reader knows {FORMAT_VERSION}: "
+            "unknown fields and kinds are ignored"
+        )
+    return notes
 
 
 class Follower(_Scanned):

@@ -1,10 +1,12 @@
 """Append-only capture writer: one frame per record, flushed (optionally fsynced) as written.
-Creates files 0600 and never clobbers an existing capture; close() appends the END record."""
+Creates files 0600, never clobbers a capture (it continues one in a new session) and never
+shares one with another writer; close() appends the END record."""
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,17 @@ from .format import (
     Kind,
     encode_frame,
 )
+from .reader import CaptureReader, Session
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks
+    fcntl = None  # type: ignore[assignment]
+
+# Seconds a writer waits for another to let go of the file: a recorder that was just killed
+# leaves a worker process that is still writing the last records of its session.
+LOCK_WAIT = 10.0
+_LOCK_POLL = 0.05
 
 
 class CaptureWriter:
@@ -32,7 +45,10 @@ class CaptureWriter:
         *,
         fsync: bool = False,
         append: bool = False,
+        lock_wait: float = LOCK_WAIT,
     ) -> None:
+        """Start a capture at `path`; with `append`, an existing capture is continued in a new
+        session. Holds an exclusive lock on the file until close()."""
         self._path = Path(path)
         self._fsync = fsync
         self._lock = threading.Lock()
@@ -44,9 +60,13 @@ class CaptureWriter:
         summary.setdefault("created", time.time())
         # Encode before creating the file so a bad header leaves no empty file behind.
         frame = encode_frame(Kind.HEADER, summary, None, compressor=self._compressor)
-        fd, fresh = _open(self._path, append)
+        fd = _open(self._path)
         self._fd = fd
         try:
+            _fresh(fd, self._path, append)  # refuses at once, without waiting for the lock
+            _lock(fd, self._path, lock_wait, exclusive=True)
+            # Again under the lock: another writer may have started the file meanwhile.
+            fresh = _fresh(fd, self._path, append)
             # Magic and header go out in one write so a reader never sees a magic-only file
             # for longer than a single syscall. An appended session starts with its own header.
             prefix = MAGIC if fresh else b""
@@ -144,8 +164,72 @@ class CaptureWriter:
             os.fsync(self._fd)
 
 
-def _open(path: Path, append: bool) -> tuple[int, bool]:
-    """Return (fd, fresh) where fresh means the magic must still be written."""
+def previous_sessions(path: str | os.PathLike[str], wait: float = LOCK_WAIT) -> list[Session]:
+    """The sessions already in `path`, for a writer about to continue it: [] when there is no
+    file or it is empty. Waits (up to `wait` s) for a writer still at it, so that what is read
+    is final. Reads summaries only. Raises CaptureFileError when the file cannot be read, is
+    not a capture, or stays locked."""
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise CaptureFileError(e.errno, f"cannot read capture {path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CaptureFileError(errno.EINVAL, f"{path} is not a regular file; give a file name")
+        if st.st_size == 0:
+            return []
+        try:
+            magic = os.read(fd, len(MAGIC))
+        except OSError as e:
+            raise CaptureFileError(e.errno, f"cannot read capture {path}: {e.strerror}") from e
+        if magic != MAGIC:
+            raise CaptureFileError(
+                errno.EINVAL, f"{path} is not a gwsproxy capture; refusing to append to it"
+            )
+        _lock(fd, path, wait, exclusive=False)  # held while reading: no writer starts meanwhile
+        try:
+            with CaptureReader(path) as reader:
+                for _entry in reader.iter_entries():
+                    pass
+                return reader.sessions
+        except CaptureError as e:
+            raise CaptureFileError(errno.EIO, str(e)) from None
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, path: Path, wait: float, *, exclusive: bool) -> None:
+    """An advisory lock on the file: one writer at a time, and no reading of its sessions while
+    one is writing. Two recorders on one file would interleave their sessions and pair ids."""
+    if fcntl is None:
+        return
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise CaptureFileError(
+                    errno.EBUSY,
+                    f"{path} is locked by another writer (a recorder still running?); "
+                    "stop it or choose another file",
+                ) from None
+            time.sleep(_LOCK_POLL)
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return  # a filesystem without locks: carry on, as before there were any
+            raise CaptureFileError(e.errno, f"cannot lock capture {path}: {e.strerror}") from e
+
+
+def _open(path: Path) -> int:
+    """Create the file (mode 0600) or open the existing one, for appending."""
     flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
@@ -158,16 +242,19 @@ def _open(path: Path, append: bool) -> tuple[int, bool]:
     else:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)  # the umask can only narrow the mode; make it exact
-        return fd, True
+        return fd
     try:
-        fd = os.open(path, flags)
+        return os.open(path, flags)
     except OSError as e:
         raise CaptureFileError(e.errno, f"cannot open capture {path}: {e.strerror}") from e
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return fd, True
+
+
+def _fresh(fd: int, path: Path, append: bool) -> bool:
+    """True if the file is empty (the magic must still be written); raises CaptureFileError
+    unless it is empty or (with `append`) a capture."""
+    if os.fstat(fd).st_size == 0:
+        return True
     if not append:
-        os.close(fd)
         raise CaptureFileError(
             errno.EEXIST,
             f"{path} already exists and is not empty; choose another file name "
@@ -177,11 +264,9 @@ def _open(path: Path, append: bool) -> tuple[int, bool]:
         with open(path, "rb") as f:
             magic = f.read(len(MAGIC))
     except OSError as e:
-        os.close(fd)
         raise CaptureFileError(
             e.errno, f"cannot read {path} to check it before appending: {e.strerror}"
         ) from e
     if magic != MAGIC:
-        os.close(fd)
         raise CaptureFileError(f"{path} is not a gwsproxy capture; refusing to append to it")
-    return fd, False
+    return False
