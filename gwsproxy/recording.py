@@ -78,12 +78,19 @@ class Recording:
     # ---- the file ---------------------------------------------------------------------------
 
     def open(
-        self, path: str, upstream: str | None, fsync: bool = False, append: bool = False
+        self,
+        path: str,
+        upstream: str | None,
+        fsync: bool = False,
+        append: bool = False,
+        session: int = 1,
+        continues: str | None = None,
     ) -> str:
         """Start the capture file `path` (or a new session at its end, with `append`); raises
-        OSError with a readable message."""
+        OSError with a readable message. `session` is this session's number in the file and
+        `continues` why it continues the file (its header says both)."""
         self.close()
-        header = {
+        header: dict[str, Any] = {
             "tool_version": __version__,
             "upstream": upstream,
             "options": {
@@ -91,7 +98,10 @@ class Recording:
                 "mask_keys": sorted(self.redactor.mask_keys),
                 "redact_headers": sorted(self.redactor.headers),
             },
+            "session": session,
         }
+        if continues:
+            header["continues"] = continues
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self.writer = CaptureWriter(path, header, fsync=fsync, append=append)

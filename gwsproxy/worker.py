@@ -6,6 +6,8 @@ msgpack into a pipe; this worker process unpacks and records them, in order.
 
 - Start-up: the parent sends a config object; the worker opens the capture and answers one JSON
   line, {"path": ...} or {"error": ...} (an unwritable path fails before the proxy listens).
+  With "append", an existing capture is continued in a new session ("session", its number in
+  the file; "first_id", the first pair id, after those already in it; "continues", why).
 - The parent never blocks on the pipe: events of one event-loop turn go out in one write, and
   what the pipe cannot take yet waits in a buffer that the loop writes out when the pipe drains.
 - The worker runs niced and, once caught up, lets events gather for a moment before it reads:
@@ -223,7 +225,7 @@ def main() -> None:
     stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
     unpacker = msgpack.Unpacker(max_buffer_size=1 << 30)
     config = None
-    recording = Recording()
+    recording = Recording()  # until the config says where its pair ids start
     last: dict[str, int] = {}
 
     def report(final: bool = False) -> None:
@@ -245,9 +247,17 @@ def main() -> None:
         for item in unpacker:
             if config is None:
                 config = item
+                recording = Recording(first_id=config.get("first_id", 1))
                 recording.configure(config["settings"])
                 try:
-                    recording.open(config["path"], config["upstream"], config["fsync"])
+                    recording.open(
+                        config["path"],
+                        config["upstream"],
+                        config["fsync"],
+                        config.get("append", False),
+                        config.get("session", 1),
+                        config.get("continues"),
+                    )
                 except OSError as e:
                     print(json.dumps({"error": str(e)}), flush=True)
                     sys.exit(2)
