@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tui.set_defaults(run=cmd_tui)
 
-    info = sub.add_parser("info", help="a capture's counts, time span and damage")
+    info = sub.add_parser("info", help="a capture's counts, time span, sessions and damage")
     info.add_argument("file", help="capture file")
     info.set_defaults(run=cmd_info)
 

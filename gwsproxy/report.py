@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TextIO
 
 from rich.console import Group
@@ -16,23 +16,27 @@ from rich.markup import escape
 from rich.table import Table
 
 from gwsproxy.capture.format import Kind
-from gwsproxy.capture.reader import CaptureError, CaptureReader
+from gwsproxy.capture.reader import CaptureError, CaptureReader, Session
 from gwsproxy.capture.records import after_of
 
 EXPORT_SCHEMA = 1
 
 
 def info(path: str) -> Group:
-    """Counts by media, operation and status, the time span, and any damage."""
+    """Counts by media, operation and status, the time span, the sessions (one per recorder
+    that wrote to the file: a restarted recorder continues it) with the gaps between them, and
+    any damage."""
     with CaptureReader(path) as reader:
         entries = reader.index()
         header, damage, ended = reader.header, reader.damage, reader.ended
+        sessions = list(reader.sessions)
     pairs = [e.summary for e in entries if e.kind == Kind.PAIR]
     times = [e.summary["t"] for e in entries if isinstance(e.summary.get("t"), int | float)]
     overview = Table(title=escape(str(path)), show_header=False, title_justify="left")
     overview.add_row("created", _when(header.get("created")))
     overview.add_row("upstream", escape(str(header.get("upstream") or "-")))
     overview.add_row("format", f"{header.get('format', '?')} v{header.get('version', '?')}")
+    overview.add_row("sessions", str(len(sessions)))
     overview.add_row("pairs", str(len(pairs)))
     overview.add_row("unsolicited", str(sum(e.kind == Kind.NOTIFICATION for e in entries)))
     overview.add_row("raw (unreadable traffic)", str(sum(e.kind == Kind.RAW for e in entries)))
@@ -41,10 +45,17 @@ def info(path: str) -> Group:
             "time span",
             f"{_when(min(times))} .. {_when(max(times))} ({max(times) - min(times):.1f} s)",
         )
-    overview.add_row(
-        "closed cleanly", "yes" if ended else "[yellow]no: the recording was interrupted[/]"
-    )
+    cut = [str(i) for i, s in enumerate(sessions[:-1], 1) if not s.ended]
+    if not ended:
+        closed = "[yellow]no: the recording was interrupted[/]"
+    elif cut:
+        closed = f"[yellow]the last session yes; cut short: session {', '.join(cut)}[/]"
+    else:
+        closed = "yes"
+    overview.add_row("closed cleanly", closed)
     parts: list[Any] = [overview]
+    if len(sessions) > 1:
+        parts.append(_sessions_table(sessions))
     for field, title in (
         ("media", "by media"),
         ("operation", "by operation"),
@@ -66,6 +77,32 @@ def info(path: str) -> Group:
             table.add_row(str(d.offset), str(d.length), escape(d.reason))
         parts.append(table)
     return Group(*parts)
+
+
+def _sessions_table(sessions: list[Session]) -> Table:
+    """One row per session: when it started and wrote its last record, its pairs, whether it
+    closed cleanly, how long the recording was off before it, and why it continues the file.
+    Times on the day the file was started show only the clock, so that it fits 80 columns."""
+    table = Table(title="sessions", title_justify="left")
+    for name in ("#", "started", "last record", "pairs", "ended", "gap before", "after"):
+        table.add_column(name, justify="right" if name in ("#", "pairs", "gap before") else "left")
+    day = _day(sessions[0].start)
+    previous: Session | None = None
+    for i, s in enumerate(sessions, 1):
+        gap = "-"
+        if previous is not None and previous.end is not None and s.start is not None:
+            gap = _duration(s.start - previous.end)
+        table.add_row(
+            str(i),
+            _clock(s.start, day),
+            _clock(s.end, day),
+            str(s.pairs),
+            "cleanly" if s.ended else "[yellow]cut short[/]",
+            gap,
+            escape(str(s.header.get("continues") or "-")),
+        )
+        previous = s
+    return table
 
 
 def export_pairs(path: str) -> Iterator[dict[str, Any]]:
@@ -125,3 +162,32 @@ def _when(t: Any) -> str:
     if not isinstance(t, int | float):
         return "-"
     return datetime.fromtimestamp(t).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _day(t: Any) -> date | None:
+    return datetime.fromtimestamp(t).date() if isinstance(t, int | float) else None
+
+
+def _clock(t: Any, day: date | None) -> str:
+    """HH:MM:SS on `day`, else the date too."""
+    if not isinstance(t, int | float):
+        return "-"
+    when = datetime.fromtimestamp(t)
+    if when.date() == day:
+        return when.time().isoformat(timespec="seconds")
+    return when.isoformat(sep=" ", timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    """A gap between sessions, in the largest units that keep it readable."""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds:.1f} s"
+    minutes, s = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{sign}{minutes} min {s:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{sign}{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{sign}{days} d {hours:02d} h"
