@@ -380,7 +380,12 @@ class GwsRecorder:
     def _error(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
         if flow.error is None:
             return None
-        return (FAILED, flow.id, flow.error.msg, time.time())
+        # A connection to GWS that never opened (refused, TLS failed) carried no request.
+        server = flow.server_conn
+        reached = server.timestamp_tcp_setup is not None and (
+            not server.tls or server.timestamp_tls_setup is not None
+        )
+        return (FAILED, flow.id, flow.error.msg, time.time(), reached)
 
     def _body(self, message: http.Message, where: str, flow: http.HTTPFlow) -> bytes | None:
         """The decoded body, or None (sent on as raw) when it is too large to parse."""

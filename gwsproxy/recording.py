@@ -10,7 +10,8 @@ lists or None, so that it crosses a msgpack pipe unchanged (tuples arrive as lis
     (REQUEST,  flow_id, identity, method, path, headers, body, t)
     (RESPONSE, flow_id, identity, method, path, status, headers, body, t)
     (FRAME,    identity, path, content, t)           a server-to-client CometD WebSocket message
-    (FAILED,   flow_id, message, t)                  the flow broke off (mitmproxy's error hook)
+    (FAILED,   flow_id, message, t[, reached])       the flow broke off (mitmproxy's error hook);
+                                                     reached=False: the request never got to GWS
     (RAW,      t, reason, where, data, identity, path, size)   already judged unreadable
     (ADVANCE,  now)                                  close the overdue pairs as timed out
     (CONFIGURE, settings)                            timeout, mask_keys, redact_headers
@@ -200,8 +201,8 @@ class Recording:
                 cookies.append(value)
         if csrf:
             self._csrf_names.add(text(csrf).lower())
-        if cookies and identity[0]:
-            self._learn_session(identity[0], cookies)
+        if cookies and (identity[0] or identity[1]):
+            self._learn_session(identity, cookies)
         if bayeux.is_notifications_path(path):
             self._batch(identity, path, body, content_type, "long-polling", t)
             return
@@ -226,9 +227,9 @@ class Recording:
     def _frame(self, identity: Identity, path: str, content: bytes, t: float) -> None:
         self._batch(identity, path, content, None, "websocket", t)
 
-    def _failed(self, flow_id: Any, message: str, t: float) -> None:
+    def _failed(self, flow_id: Any, message: str, t: float, reached: bool = True) -> None:
         self._asked.discard(flow_id)
-        self._flush(self.correlator.failed(flow_id, message, t))
+        self._flush(self.correlator.failed(flow_id, message, t, reached))
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -321,9 +322,14 @@ class Recording:
     def _scope(self, identity: Identity) -> str:
         return self.correlator.scopes.scope(*identity)
 
-    def _learn_session(self, user: str, cookies: list[bytes]) -> None:
+    def _learn_session(self, identity: Identity, cookies: list[bytes]) -> None:
+        """A session cookie handed out stays with the agent who was handed it."""
+        user, old, _ = identity
         for value in cookies:
             found = JSESSIONID.match(value)
             if found:
-                self.correlator.scopes.learn(text(found[1]), user)
+                if user:
+                    self.correlator.scopes.learn(text(found[1]), user)
+                elif old:
+                    self.correlator.scopes.renew(old, text(found[1]))
                 return

@@ -39,6 +39,7 @@ MISSING: Final = _Missing()
 
 APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS = "applied", "coerced", "not applied", "side effects"
 REJECTED, ERROR, TIMEOUT, INCOMPLETE = "rejected", "error", "timeout", "incomplete"
+LOST, AMBIGUOUS, FAILED = "lost", "ambiguous", "failed"
 VERDICTS: Final = (
     APPLIED,
     COERCED,
@@ -47,6 +48,9 @@ VERDICTS: Final = (
     REJECTED,
     ERROR,
     TIMEOUT,
+    LOST,
+    AMBIGUOUS,
+    FAILED,
     INCOMPLETE,
 )
 
@@ -59,7 +63,7 @@ OK, SIDE_EFFECT = "ok", "side effect"
 OUTCOMES: Final = (OK, COERCED, NOT_APPLIED, SIDE_EFFECT, "")
 
 # Capture pair statuses (correlate.py) that end a pair without a judgeable change.
-_PASS_THROUGH = {"rejected": REJECTED, "error": ERROR, "timeout": TIMEOUT, "incomplete": INCOMPLETE}
+PASS_THROUGH: Final = frozenset({REJECTED, ERROR, TIMEOUT, LOST, AMBIGUOUS, FAILED, INCOMPLETE})
 MATCHED = "matched"
 
 
@@ -234,7 +238,7 @@ def judge(
         changes.append(KeyChange(key, b, a, b if before_known else MISSING, kind, False, outcome))
 
     if not is_matched:
-        name = _PASS_THROUGH.get(status, INCOMPLETE) if isinstance(status, str) else INCOMPLETE
+        name = status if status in PASS_THROUGH else INCOMPLETE
     elif not_applied:
         name = NOT_APPLIED
     elif coerced:

@@ -231,7 +231,9 @@ def test_unknown_before_claims_no_side_effects(seed_after):
     )
 
 
-@pytest.mark.parametrize("status", ["rejected", "error", "timeout", "incomplete"])
+@pytest.mark.parametrize(
+    "status", ["rejected", "error", "timeout", "lost", "ambiguous", "failed", "incomplete"]
+)
 def test_unmatched_statuses_pass_through(status, seed_before):
     v = judge(status, UPDATE, "sms", REQUESTED, seed_before, None)
     assert v.name == status
@@ -306,6 +308,9 @@ def test_sentinel_and_names():
         "rejected",
         "error",
         "timeout",
+        "lost",
+        "ambiguous",
+        "failed",
         "incomplete",
     )
     v = judge("matched", UPDATE, "chat", {"a": 1}, {}, {"a": 1})

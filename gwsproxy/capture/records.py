@@ -61,6 +61,8 @@ def unsolicited_record(item: Unsolicited) -> tuple[dict[str, Any], dict[str, Any
         "reference_id": note.reference_id,
         "note_type": _note_type(note),
     }
+    if item.reason:
+        summary["reason"] = item.reason
     return summary, {"notification": _note_body(note, item.raw)}
 
 

@@ -67,11 +67,13 @@ operation, referenceId, status and requested keys.
 | `media:voice` | media (`voice`, `chat`, `sms`, `facebook`, `email`, `workitem`, ...) |
 | `op:update` | operation (a part of it: `op:delete` is both deletes) |
 | `verdict:coerced` | verdict (a prefix will do): `applied` `coerced` `not-applied` \
-`side-effects` `rejected` `error` `timeout` `incomplete`; matches appear as bodies are read |
+`side-effects` `rejected` `error` `timeout` `lost` `ambiguous` `failed` `incomplete`; matches \
+appear as bodies are read |
 | `key:UserData1` | a requested key (`key:User*`) |
 | `agent:agent1` | the agent's scope (a part of it) |
 | `interaction:CH01` | the interaction id (a part of it) |
-| `status:timeout` | the capture status (`matched` `error` `rejected` `timeout` `incomplete`) |
+| `status:timeout` | the capture status (`matched` `error` `rejected` `timeout` `lost` \
+`ambiguous` `failed` `incomplete`) |
 | `kind:pair` | `pair`, `unsolicited`, `raw`, `note` |
 | `ref:85` | the referenceId |
 | `replay:fail` | pairs the last replay (`r`) failed; `replay:pass` those it passed |

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from gwsproxy.capture.format import Kind
-from gwsproxy.verdict import INCOMPLETE, VERDICTS
+from gwsproxy.verdict import INCOMPLETE, PASS_THROUGH, VERDICTS
 
 if TYPE_CHECKING:
     from gwsproxy.replay.compare import Comparison
@@ -27,8 +27,6 @@ KIND_NAMES = {
     Kind.RAW: "raw",
     Kind.NOTE: "note",
 }
-# Statuses whose verdict is the status itself (verdict.judge passes them through): no body needed.
-_PASS_THROUGH = {"rejected", "error", "timeout", "incomplete"}
 FIELDS = (
     "media",
     "op",
@@ -115,7 +113,7 @@ def quick_verdict(kind: int, summary: dict) -> str | None:
     status = summary.get("status")
     if status == "matched":
         return None
-    return status if status in _PASS_THROUGH else INCOMPLETE
+    return status if status in PASS_THROUGH else INCOMPLETE
 
 
 class Index:
