@@ -19,7 +19,7 @@ from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureError, CaptureReader, Session
 from gwsproxy.capture.records import after_of
 
-EXPORT_SCHEMA = 1
+EXPORT_SCHEMA = 2
 
 
 def info(path: str) -> Group:
@@ -136,6 +136,7 @@ def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
         "status": summary.get("status"),
         "http_status": summary.get("http_status"),
         "status_code": summary.get("status_code"),
+        "error": summary.get("error"),
         "notification_type": summary.get("note_type"),
         "before": body.get("before"),
         "after": after_of(summary, body),

@@ -61,6 +61,7 @@ EXPORT_FIELDS = {
     "status",
     "http_status",
     "status_code",
+    "error",
     "notification_type",
     "before",
     "after",
