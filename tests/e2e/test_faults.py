@@ -13,6 +13,7 @@ out is the ground truth, and three numbers are asserted after every run:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -107,9 +108,6 @@ class Load:
     def journal(self) -> list[tuple[str, Sent]]:
         return [(f"user:{a.name}", s) for a in self.agents for s in a.journal]
 
-    def last_sent(self) -> float:
-        return max((s.started for _, s in self.journal), default=time.time())
-
 
 @dataclass
 class Rig:
@@ -201,14 +199,19 @@ def finish(r: Rig, load: Load) -> Report:
     """Let the agents end, the recorder close every pair (timeouts included), stop it cleanly,
     and check the capture against the simulator's log and the agents' journals."""
     load.wait()
+    return settle(r, load.journal)
+
+
+def settle(r: Rig, journal: list[tuple[str, Sent]]) -> Report:
+    """`finish` once the requests in `journal` are all sent."""
     r.proxy.clear()
     if r.front is not None:
         r.front.clear()
     # Every request still open in the recorder closes by gws_timeout (its ticker runs 4 times
     # a second); a clean stop would write what is left as incomplete.
-    deadline = load.last_sent() + GWS_TIMEOUT + 1.0
-    sure = sum(1 for _, s in load.journal if s.http_status is not None)
-    maybe = sum(1 for _, s in load.journal if s.outcome != "unreached")
+    deadline = max((s.started for _, s in journal), default=time.time()) + GWS_TIMEOUT + 1.0
+    sure = sum(1 for _, s in journal if s.http_status is not None)
+    maybe = sum(1 for _, s in journal if s.outcome != "unreached")
 
     def closed() -> bool:
         n = count_pairs(r.captures)
@@ -217,9 +220,9 @@ def finish(r: Rig, load: Load) -> Report:
     wait_until(closed, f"{sure} to {maybe} pairs in the capture")
     assert r.mitm.signal(signal.SIGINT) == 0, r.mitm.describe()
     ops = r.all_ops()
-    outcomes = Counter((s.outcome, s.reason) for _, s in load.journal)
+    outcomes = Counter((s.outcome, s.reason) for _, s in journal)
     print("agents:", dict(outcomes), flush=True)
-    report = check(read_pairs(r.captures), ops, load.journal)
+    report = check(read_pairs(r.captures), ops, journal)
     print(report.table(), flush=True)
     return report
 
@@ -634,6 +637,76 @@ def test_a_recorder_restart_keeps_every_pair_once(
         report = finish(r, load)
     sessions = {p.session for p in report.pairs}
     assert len(sessions) >= 2, sessions
+    report.assert_clean()
+
+
+class RawBayeux:
+    """One agent by hand over long polling, so that the test decides when a connect is held:
+    between connects, GWS queues the agent's notifications."""
+
+    def __init__(self, base: str, user: str) -> None:
+        self.base = base
+        self.headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{user}:password".encode()).decode(),
+            "Content-Type": "application/json",
+        }
+        self.client_id: str | None = None
+
+    def call(self, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, headers=self.headers)
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, json.loads(response.read())
+
+    def bayeux(self, *messages: dict) -> list[dict]:
+        for m in messages:
+            if self.client_id is not None:
+                m.setdefault("clientId", self.client_id)
+        return self.call("/api/v2/notifications", list(messages))[1]
+
+    def handshake(self) -> None:
+        reply = self.bayeux({"channel": "/meta/handshake", "version": "1.0"})
+        self.client_id = reply[0]["clientId"]
+        self.bayeux({"channel": "/meta/subscribe", "subscription": "/v2/me/**"})
+
+    def poll(self) -> list[dict]:
+        """A connect answered at once, with whatever GWS has queued."""
+        reply = self.bayeux({"channel": "/meta/connect", "advice": {"timeout": 0}})
+        return [m for m in reply if not m["channel"].startswith("/meta/")]
+
+    def update(self, ix: str, user_data: dict) -> Sent:
+        sent = Sent(ix, "UpdateUserData", user_data, time.time())
+        body = {"operationName": "UpdateUserData", "userData": user_data}
+        sent.http_status, _ = self.call(f"/api/v2/me/chats/{ix}", body)
+        sent.outcome = "answered"
+        return sent
+
+
+def test_a_notification_held_over_a_recorder_restart_is_not_given_to_a_new_request(
+    procs: Procs, workdir: Path
+) -> None:
+    """(d) Deterministically: GWS queues the notification of A (sent through the first
+    recorder) until the client connects again, through the restarted recorder, where B on the
+    same chat is open. It is A's notification; B must not be paired with it."""
+    with rig(procs, workdir, seed=8, front=True) as r:
+        agent = RawBayeux(r.target, "agent1")
+        chat = agent.call("/api/v2/me/chats")[1]["chats"][0]["id"]
+        agent.handshake()
+        agent.poll()  # from now on no connect is held: GWS queues
+        journal = [("user:agent1", agent.update(chat, {"Held": "over the restart"}))]
+        wait_until(lambda: len(r.sim.log()) == 1, "GWS to carry out A")
+        r.restart_recorder()
+        journal.append(("user:agent1", agent.update(chat, {"Fresh": "after the restart"})))
+        seen: list[dict] = []
+
+        def both() -> bool:
+            seen.extend(agent.poll())
+            return len(seen) >= 2
+
+        wait_until(both, "both notifications")
+        agent.bayeux({"channel": "/meta/disconnect"})
+        assert [m["data"]["referenceId"] for m in seen] == [1, 2], seen
+        report = settle(r, journal)
     report.assert_clean()
 
 
