@@ -22,6 +22,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from gwsproxy import bayeux, gws, shutdown
+from gwsproxy.capture.writer import previous_sessions
 from gwsproxy.recording import (
     ADVANCE,
     CONFIGURE,
@@ -70,7 +71,11 @@ class GwsRecorder:
         self._drain_scheduled = False
         self._counts: dict[str, int] = {}
         self._fsync = False
-        self._requests = 0  # REQUEST events handed to the sink
+        self._requests = 0  # REQUEST events handed to the sink since open()
+        # The open capture's: upstream, number of this session in the file, its first pair id.
+        self._upstream: str | None = None
+        self._session = 1
+        self._first_id = 1
 
     # ---- options ----------------------------------------------------------------------------
 
@@ -134,17 +139,33 @@ class GwsRecorder:
             self._emit((CONFIGURE, changed))
 
     def open(self, pattern: str, upstream: str | None, fsync: bool = False) -> str:
-        """Start a capture file (strftime in the name); raises OSError with a readable message."""
+        """Start a capture file (strftime in the name), or continue an existing one in a new
+        session (a restarted recorder); raises OSError with a readable message."""
         self.close()
         path = time.strftime(pattern)
+        # Pair ids stay unique in the file: the new session numbers its pairs after the highest
+        # one already there (read once a recorder still finishing the file has let go of it).
+        try:
+            previous = previous_sessions(path)
+        except OSError as e:  # the message alone, as Recording.open gives its own
+            raise OSError(e.strerror or str(e)) from None
+        session = len(previous) + 1
+        first_id = max((s.last_id for s in previous), default=0) + 1
+        continues = "restart" if previous else None
         if self.use_worker:
-            config = {"path": path, "upstream": upstream, "fsync": fsync}
+            config = {"path": path, "upstream": upstream, "fsync": fsync, "append": True}
+            config |= {"session": session, "first_id": first_id, "continues": continues}
             self.sink = Worker({**config, "settings": self.settings})
         else:
-            self.sink = self._in_process(path, upstream, fsync)
+            self.sink = self._in_process(path, upstream, fsync, session, first_id, continues)
         self.path = path
         self._fsync = fsync
-        log.info("gwsproxy: recording to %s", path)
+        self._upstream, self._session, self._first_id = upstream, session, first_id
+        self._requests = 0
+        if previous:
+            log.info("gwsproxy: recording to %s (session %d of the file)", path, session)
+        else:
+            log.info("gwsproxy: recording to %s", path)
         return path
 
     def close(self, now: float | None = None) -> None:
@@ -261,13 +282,17 @@ class GwsRecorder:
         except WorkerGone as e:  # record on in this process, in a new session of the same file
             log.error("gwsproxy: %s; recording in the proxy's process from now on", e)
             # Pair ids stay unique in the file: the worker numbered at most one per request.
+            self._session += 1
+            self._first_id += self._requests
+            self._requests = 0
             try:
                 self.sink = self._in_process(
                     self.path or "",
-                    "(continued after the worker died)",
+                    self._upstream,
                     self._fsync,
-                    append=True,
-                    first_id=self._requests + 1,
+                    self._session,
+                    self._first_id,
+                    "worker died",
                 )
             except OSError as e:
                 log.error("gwsproxy: recording stopped: %s", e)
@@ -276,11 +301,18 @@ class GwsRecorder:
             self.sink.handle(event)
 
     def _in_process(
-        self, path: str, upstream: str | None, fsync: bool, append: bool = False, first_id: int = 1
+        self,
+        path: str,
+        upstream: str | None,
+        fsync: bool,
+        session: int = 1,
+        first_id: int = 1,
+        continues: str | None = None,
     ) -> Recording:
+        """A recording in this process, continuing `path` if it is already a capture."""
         recording = Recording(first_id=first_id)
         recording.configure(self.settings)
-        recording.open(path, upstream, fsync, append)
+        recording.open(path, upstream, fsync, True, session, continues)
         return recording
 
     # ---- flows -> events (cheap: the work is the sink's) ------------------------------------
@@ -349,7 +381,12 @@ class GwsRecorder:
     def _error(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
         if flow.error is None:
             return None
-        return (FAILED, flow.id, flow.error.msg, time.time())
+        # A connection to GWS that never opened (refused, TLS failed) carried no request.
+        server = flow.server_conn
+        reached = server.timestamp_tcp_setup is not None and (
+            not server.tls or server.timestamp_tls_setup is not None
+        )
+        return (FAILED, flow.id, flow.error.msg, time.time(), reached)
 
     def _body(self, message: http.Message, where: str, flow: http.HTTPFlow) -> bytes | None:
         """The decoded body, or None (sent on as raw) when it is too large to parse."""
