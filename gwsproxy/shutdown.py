@@ -1,4 +1,5 @@
-"""Stopping mitmproxy cleanly: its connections ended in order, no tracebacks, a second signal wins.
+"""Stopping mitmproxy cleanly: its connections ended in order, no tracebacks; a second signal
+ends the process at once.
 
 Left to itself, mitmproxy returns from `Master.run` with its client connections still open, and
 `asyncio.run` cancels their tasks; on Python 3.11 each cancelled connection task then prints a
@@ -139,11 +140,11 @@ def exit_now(signum: int) -> NoReturn:
     os._exit(128 + signum)
 
 
-def stop_on_signals(stop: Callable[[], None], second: SecondSignal | None = None) -> SecondSignal:
+def stop_on_signals(stop: Callable[[], None]) -> SecondSignal:
     """SIGINT/SIGTERM call `stop` (an orderly stop, on the event loop); from then on another one
-    ends the process at once (`second`)."""
+    ends the process at once (see SecondSignal)."""
     loop = asyncio.get_running_loop()
-    force = second or SecondSignal()
+    force = SecondSignal()
 
     def first(signum: int) -> None:
         if force.armed_at is not None:  # two signals came in one turn of the loop
