@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from faultproxy import DOWN, UP, FaultProxy
 
@@ -766,3 +767,77 @@ def test_connection_churn_keeps_scope_open_requests_and_snapshots(
         assert agent.journal[-1].outcome == "notified" or any(
             s.outcome == "notified" for s in agent.journal[-5:]
         ), [(s.operation, s.outcome) for s in agent.journal[-5:]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_third_party_cometd_client_rides_out_resets_and_a_gws_restart(
+    procs: Procs, workdir: Path, transport: str
+) -> None:
+    """(e) With aiocometd-ng (code nobody here wrote) as the CometD client: its connections
+    reset, then GWS restarted (402::Unknown client); every update it gets notified of is
+    paired with exactly that notification."""
+    with rig(procs, workdir, seed=9) as r:
+        journal, notified = asyncio.run(third_party_session(r, transport))
+        report = settle(r, journal)
+    report.assert_clean()
+    assert notified >= 9, notified  # three per phase at least
+    matched = {p.sim_ref for p in report.pairs if p.status == "matched"}
+    assert len(matched) >= notified, report.table()
+
+
+async def third_party_session(r: Rig, transport: str) -> tuple[list[tuple[str, Sent]], int]:
+    from aiocometd_auth import BasicAuth
+    from aiocometd_ng import Client, ConnectionType
+
+    user = "agent2"
+    kind = ConnectionType.WEBSOCKET if transport == "websocket" else ConnectionType.LONG_POLLING
+    auth = "Basic " + base64.b64encode(f"{user}:password".encode()).decode()
+    journal: list[tuple[str, Sent]] = []
+    notified = 0
+    async with aiohttp.ClientSession(headers={"Authorization": auth}) as http:
+        async with http.get(r.target + "/api/v2/me/chats") as response:
+            chat = (await response.json())["chats"][0]["id"]
+        # connection_timeout=0: aiocometd-ng 0.5 passes `loop=` to asyncio.wait_for when its
+        # transport reconnects, a TypeError on Python 3.10+ that receive() turns into
+        # TransportTimeoutError on the first reconnect. Without the timeout it rides it out.
+        client = Client(
+            r.target + "/api/v2/notifications",
+            [kind],
+            extensions=[BasicAuth(user)],
+            connection_timeout=0,
+        )
+        async with client:
+            await client.subscribe("/v2/me/**")
+            for phase, fault in enumerate((None, r.proxy.reset_all, r.restart_sim)):
+                if fault is not None:
+                    await asyncio.to_thread(fault)
+                done = 0
+                for n in range(40):  # after a fault, probes until the client hears again
+                    value = f"phase{phase}-{n}"
+                    sent = Sent(chat, "UpdateUserData", {"Probe": value}, time.time())
+                    journal.append((f"user:{user}", sent))
+                    body = {"operationName": "UpdateUserData", "userData": {"Probe": value}}
+                    async with http.post(f"{r.target}/api/v2/me/chats/{chat}", json=body) as a:
+                        sent.http_status = a.status
+                    sent.outcome = "timeout"
+                    if await _heard(client, value):
+                        sent.outcome = "notified"
+                        done += 1
+                        if done == 3:
+                            break
+                notified += done
+    return journal, notified
+
+
+async def _heard(client: Any, value: str) -> bool:
+    """Whether the notification showing `value` comes within the agents' patience."""
+    deadline = time.monotonic() + AGENT_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(client.receive(), left)
+        except TimeoutError:
+            return False
+        chat = (message.get("data") or {}).get("chat") or {}
+        if (chat.get("userData") or {}).get("Probe") == value:
+            return True
+    return False
