@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 HOST = "127.0.0.1"
 WAIT = 30.0  # seconds any single condition may take on a loaded machine
-# The requirement: the process is gone within 2 s of the signal. Measured on the 2-core dev
-# machine: 0.3-0.8 s from the signal to the exit status, interpreter start-up not included.
+# The requirement, without slack: the process is gone within 2 s of the signal. Measured on the
+# 2-core dev machine, signal to exit status: 0.06-0.17 s here; 0.4-0.9 s with 20 agents working
+# flat out through the proxy.
 STOP_WITHIN = 2.0
 FORCED_WITHIN = 1.0  # a second signal: no waiting for anything
 NOISE = ("Traceback", "CancelledError", "Exception in callback", "Task was destroyed")
