@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import sys
 import time
@@ -154,6 +155,9 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
         if not events:
             raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {e}") from None
     events.sort(key=lambda e: (e[0], e[1]))
+    if os.path.exists(time.strftime(output)):
+        # A recorder continues an existing capture; an import is a conversion of its own.
+        raise RecordError(f"{output} exists: import writes a new capture, choose another -o")
     path = recorder.open(output, upstream=f"import:{flows_path}")
     last = events[-1][0] if events else time.time()
     for t, kind, flow, message in events:

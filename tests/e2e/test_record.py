@@ -1307,3 +1307,7 @@ def test_import_of_a_mitmdump_flow_file_pairs_like_the_live_recording(
         return (p["interaction_id"], p["operation"], p["reference_id"], p["status"], p["scope"])
 
     assert sorted(map(key, capture.pairs)) == sorted(map(key, live_capture.pairs))
+    # An import writes a new capture: it neither appends to nor clobbers an existing one.
+    again = procs.run(procs.cli("import", str(flows), "-o", str(imported)))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert "exists" in again.stderr and read_capture(imported).pairs == capture.pairs
