@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gwsproxy import bayeux
 from gwsproxy.lenient import Unreadable
@@ -76,10 +76,21 @@ class BayeuxServer:
         self._authenticate = authenticate
         self.sessions: dict[str, Session] = {}
         self.delivered = 0
+        self._sockets: set[web.WebSocketResponse] = set()
 
     def add_routes(self, app: web.Application, path: str = bayeux.NOTIFICATIONS_PATH) -> None:
         app.router.add_route("*", path, self.handle)
         app.router.add_route("*", path + "/{tail:.*}", self.handle)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _shutdown(self, app: web.Application) -> None:
+        """The server stops: answer the held connects and close the WebSockets, so that it
+        need not wait out its shutdown timeout for them."""
+        for session in self.sessions.values():
+            session.release()
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY), 0.5)
 
     # ---- publishing --------------------------------------------------------------------------
 
@@ -122,6 +133,7 @@ class BayeuxServer:
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, compress=True)
         await ws.prepare(request)
+        self._sockets.add(ws)
         owner = self._owner(request)
         pushers: dict[str, asyncio.Task[None]] = {}
         replies_later: set[asyncio.Task[None]] = set()
@@ -147,6 +159,7 @@ class BayeuxServer:
                     replies_later.add(task)
                     task.add_done_callback(replies_later.discard)
         finally:
+            self._sockets.discard(ws)
             for task in (*pushers.values(), *replies_later):
                 task.cancel()
         return ws

@@ -205,3 +205,18 @@ def test_a_second_sigint_stops_at_once_and_the_capture_stays_readable(
     statuses, _, _, damage = pair_statuses(path)
     assert damage == []
     assert statuses == {"incomplete": 4}, statuses
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_simulator_stops_at_once_with_clients_connected(procs: Procs, sig: int) -> None:
+    """Held long polls and open WebSockets are answered and closed, not waited out."""
+    sim = procs.sim("--delay", "60")
+
+    async def scenario() -> float:
+        async with Connected(sim.url):
+            return await signal_and_time(sim, sig)
+
+    took = asyncio.run(scenario())
+    assert sim.popen.returncode == 0, sim.describe()
+    assert_quiet(sim)
+    assert took < 1.0, f"{took:.2f} s from {sig.name} to the exit"
