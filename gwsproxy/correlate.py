@@ -554,7 +554,7 @@ class Correlator:
             if not h.group or all(p.t_request + self.timeout > now for p in h.group):
                 continue
             self._held[lane].remove(h)
-            alike = f"shows the effect of pair {_ids([p.id for p in h.group])}"
+            alike = f"shows the effect of {_pairs([p.id for p in h.group])}"
             late = self._late_reason(h)
             alike += f" alike, or {late}" if late else " alike"
             ref = h.note.reference_id
@@ -570,7 +570,7 @@ class Correlator:
 
     def _late_reason(self, h: _Held) -> str | None:
         late = [pair_id for pair_id, r in h.unconfirmed if consistent(r, h.note)]
-        return f"may be the late notification of pair {_ids(late)}" if late else None
+        return f"may be the late notification of {_pairs(late)}" if late else None
 
     def _unsolicited(self, h: _Held, reason: str | None = None) -> list[Closed]:
         if h.note.reference_id is not None and h.note.reports_change:
@@ -624,9 +624,12 @@ class Correlator:
         return [pair]
 
 
-def _ids(pair_ids: Sequence[int]) -> str:
+def _pairs(pair_ids: Sequence[int]) -> str:
+    """'pair 3', 'pairs 3 and 4', 'pairs 3, 4 and 5'."""
     ids = [str(i) for i in pair_ids]
-    return ids[0] if len(ids) == 1 else ", ".join(ids[:-1]) + " and " + ids[-1]
+    if len(ids) == 1:
+        return f"pair {ids[0]}"
+    return "pairs " + ", ".join(ids[:-1]) + " and " + ids[-1]
 
 
 def _join(reason: str, earlier: str | None) -> str:

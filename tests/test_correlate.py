@@ -746,10 +746,10 @@ def test_the_same_values_twice_and_one_notification_is_ambiguous() -> None:
     ]
     assert (
         pairs[0].error
-        == "the notification with referenceId 8 shows the effect of pair 1 and 2 alike"
+        == "the notification with referenceId 8 shows the effect of pairs 1 and 2 alike"
     )
     u = only([x for x in closed if isinstance(x, Unsolicited)])
-    assert u.reason == "shows the effect of pair 1 and 2 alike"
+    assert u.reason == "shows the effect of pairs 1 and 2 alike"
 
 
 def test_a_second_copy_of_a_notification_pairs_with_nothing() -> None:
