@@ -608,8 +608,8 @@ class Correlator:
         if note_ref is not None and self._inferred_ref.get((pair.scope, note_ref)) is pair:
             del self._inferred_ref[(pair.scope, note_ref)]
         if status == LOST:
-            why = f"its effect showed in the notification of pair {pair.lost_in}"
-            pair.error = _join(f"{why}; its own notification never came", pair.error)
+            why = f"its effect showed in pair {pair.lost_in}'s notification; its own never came"
+            pair.error = _join(why, pair.error)
         elif status in (TIMEOUT, AMBIGUOUS) and pair.note is None:
             # It may have been carried out all the same: its effect may show in what comes next.
             lane = (pair.scope, pair.request.interaction_id)

@@ -691,8 +691,7 @@ def test_a_lost_notification_does_not_shift_the_next_pair() -> None:
     assert by_key["B"].status == MATCHED and by_key["B"].note.reference_id == 86
     assert by_key["A"].status == LOST and by_key["A"].note is None
     assert by_key["A"].error == (
-        f"its effect showed in the notification of pair {by_key['B'].id}; "
-        "its own notification never came"
+        f"its effect showed in pair {by_key['B'].id}'s notification; its own never came"
     )
 
 

@@ -251,7 +251,9 @@ def check(model: Model) -> list[Pair]:
             assert req.fate == "unreached" and p.error, what
         elif p.status == LOST:
             # Carried out, and its own notification had not come when it closed.
-            assert req.fate == "ok" and p.error and "notification of pair" in p.error, what
+            assert (
+                req.fate == "ok" and p.error and "'s notification; its own never came" in p.error
+            ), what
             assert req.delivered_at is None or req.delivered_at > model.closed_at[p.key], what
         elif p.status == TIMEOUT:
             assert req.delivered_at is None or req.delivered_at >= p.t_request + TIMEOUT_S, what

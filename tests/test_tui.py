@@ -601,3 +601,85 @@ async def test_screenshots(capture: Path, tmp_path: Path) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(main, SCREENSHOTS / "main.svg")
         shutil.copy(diff, SCREENSHOTS / "diff.svg")
+
+
+# ---- pairs the network broke: why they closed as they did ---------------------------------------
+
+
+def faulty_capture(path: Path) -> None:
+    """Through the recording core: a lost notification, an ambiguous one, a request that never
+    reached GWS and a second copy of a notification."""
+    from gwsproxy.recording import ADVANCE, FAILED, REQUEST, RESPONSE, Recording
+
+    rec = Recording(timeout=10.0)
+    rec.open(str(path), "http://gws.example:8090")
+    who, t0, json_type = (
+        ("agent1", None, "127.0.0.1"),
+        1_700_000_000.0,
+        [(b"content-type", b"application/json")],
+    )
+
+    def update(flow: str, iid: str, user_data: dict, t: float, answered: bool = True) -> None:
+        body = json.dumps({"operationName": "UpdateUserData", "userData": user_data}).encode()
+        path = f"/api/v2/me/chats/{iid}"
+        rec.handle((REQUEST, flow, who, "POST", path, [], body, t))
+        if answered:
+            rec.handle((RESPONSE, flow, who, "POST", path, 200, json_type, b'{"statusCode":0}', t))
+
+    def notify(iid: str, user_data: dict, ref: int, t: float) -> None:
+        data = {"messageType": "ChatStateChangeMessage", "notificationType": "PropertiesUpdated"}
+        batch = [
+            {
+                "channel": "/v2/me/chats",
+                "data": data | {"referenceId": ref, "chat": {"id": iid, "userData": user_data}},
+            }
+        ]
+        connect = "/api/v2/notifications/connect"
+        rec.handle(
+            (
+                RESPONSE,
+                f"lp{ref}{t}",
+                who,
+                "POST",
+                connect,
+                200,
+                json_type,
+                json.dumps(batch).encode(),
+                t,
+            )
+        )
+
+    rec.correlator.observe("CH1", {})
+    rec.correlator.observe("CH2", {})
+    update("a", "CH1", {"Disposition": "Sale"}, t0)  # its notification is lost
+    update("b", "CH1", {"Topic": "billing"}, t0 + 1)
+    notify("CH1", {"Disposition": "Sale", "Topic": "billing"}, 86, t0 + 1.1)
+    update("c", "CH2", {"Topic": "billing"}, t0 + 2)
+    update("d", "CH2", {"Topic": "billing"}, t0 + 2.1)
+    notify("CH2", {"Topic": "billing"}, 90, t0 + 2.2)  # one of the two is lost
+    update("e", "CH1", {"X": 1}, t0 + 3, answered=False)
+    rec.handle((FAILED, "e", "Connection refused", t0 + 3.1, False))
+    notify("CH1", {"Disposition": "Sale", "Topic": "billing"}, 86, t0 + 4)  # a second copy
+    rec.handle((ADVANCE, t0 + 30))
+    rec.close(t0 + 31)
+
+
+async def test_a_pair_that_is_not_matched_says_why_at_80_columns(tmp_path: Path) -> None:
+    path = tmp_path / "faults.gwscap"
+    faulty_capture(path)
+    app = InspectorApp([path])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        seen = {}
+        for _ in app.table.rows:
+            row = app.panel.detail.row
+            text = screen_text(app)
+            seen[row.summary.get("status") or row.summary.get("reason")] = text
+            await pilot.press("down")
+        assert "its effect showed in pair 2's notification; its own never came" in seen["lost"]
+        assert "shows the effect of pairs 3 and 4 alike" in seen["ambiguous"]
+        assert "Connection refused" in seen["failed"]
+        assert (
+            "a second copy of the notification of pair 2"
+            in seen["a second copy of the notification of pair 2"]
+        )

@@ -95,7 +95,7 @@ class DiffView(Vertical):
             return
         v = d.verdict
         if v is None:
-            summary.update(self._not_a_pair(d), layout=False)
+            summary.update(self._not_a_pair(d))
             return
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(v.name, style=verdict_style(self, v.name) + BOLD)
@@ -112,7 +112,10 @@ class DiffView(Vertical):
             else "all keys (d: changed only)",
             style="dim",
         )
-        summary.update(head, layout=False)
+        reason = d.row.summary.get("error")  # why it closed so: lost to whom, failed how
+        if reason:
+            head.append(f"\n{reason}", style="italic")
+        summary.update(head)
         width = max(40, self.size.width - 4)
         key_w = min(28, max([len(c.key) + 2 for c in rows] + [5]))
         change_w = min(26, max([len(change_text(c)) for c in rows] + [6]))
@@ -141,6 +144,8 @@ class DiffView(Vertical):
             data = d.note.user_data
             t = Text(f"unsolicited {d.note.notification_type or d.note.message_type or ''}: ")
             t.append(f"{len(data)} user-data keys" if data is not None else "no user data")
+            if s.get("reason"):  # a second copy, a late notification, undecided between pairs
+                t.append(f"\n{s['reason']}", style="italic")
             if data:
                 self._columns(("key", 28), ("value", max(20, self.size.width - 34)))
                 for k, value in data.items():
