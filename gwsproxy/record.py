@@ -107,6 +107,9 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
     try:
         master.options.update(
             termlog_verbosity="warn",
+            # mitmproxy reads a request before it connects to GWS, so a request made while GWS
+            # is down is recorded (failed, with why) instead of being dropped unread.
+            connection_strategy="lazy",
             gws_capture=config.output,
             gws_timeout=str(config.timeout),
             gws_fsync=config.fsync,

@@ -19,6 +19,8 @@ import signal
 import socket
 import stat
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -1227,6 +1229,39 @@ def test_gwsproxy_record_works_like_mitmdump(procs: Procs, workdir: Path) -> Non
     assert {line["reference_id"] for line in lines if line["media"] != "voice"} <= {
         op["reference_id"] for op in sim.log()
     }
+
+
+def test_gwsproxy_record_keeps_requests_made_while_gws_is_down(procs: Procs, workdir: Path) -> None:
+    """Nothing listens upstream: the client gets mitmproxy's 502, the capture a failed pair."""
+    down = procs.free_port()
+    path = workdir / "down.gwscap"
+    port = procs.free_port()
+    record = procs.spawn(
+        procs.cli(
+            "record", "--upstream", f"http://{HOST}:{down}", "-p", str(port), "-o", str(path)
+        ),
+        "record",
+    )
+    procs.wait_until(
+        lambda: procs.accepts(port) or not record.alive(), WAIT, "gwsproxy record to listen"
+    )
+    body = json.dumps(update({"Disposition": "Sale"})).encode()
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/api/v2/me/chats/CH1",
+        data=body,
+        headers={"Authorization": basic("agent1"), "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=WAIT)
+    assert answer.value.code == 502
+    assert record.signal(signal.SIGINT) == 0, record.describe()
+    (pair,) = read_capture(path).pairs
+    assert (pair["status"], pair["scope"], pair["interaction_id"]) == (
+        "failed",
+        "user:agent1",
+        "CH1",
+    )
+    assert pair["error"], pair
 
 
 def one_line_error(process: Any) -> str:
