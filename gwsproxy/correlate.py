@@ -328,6 +328,22 @@ class Correlator:
         self._remember(note)
         return closed
 
+    def carry_over(self, pair_id: int, scope: str, request: gws.UserDataRequest) -> None:
+        """A request that an earlier recorder saw go out and close without its notification
+        (it stopped first, or the request timed out near its end): its notification may still
+        come, and must then pair with nothing here."""
+        lane = (scope, request.interaction_id)
+        entry = (pair_id, request)
+        self._unconfirmed.setdefault(lane, []).append(entry)
+        self._unconfirmed_order.append((lane, entry))
+        if len(self._unconfirmed_order) > _UNCONFIRMED:
+            self._forget_oldest_unconfirmed()
+
+    def placed_before(self, scope: str, ref: Any, pair_id: int) -> None:
+        """An earlier recorder placed the notification with this referenceId (with pair
+        `pair_id`, 0: with none): a copy of it that comes now pairs with nothing."""
+        self._see(scope, ref, pair_id)
+
     def expire(self, now: float) -> list[Closed]:
         """Close the requests whose notification did not come within the timeout."""
         closed: list[Closed] = []
@@ -612,12 +628,7 @@ class Correlator:
             pair.error = _join(why, pair.error)
         elif status in (TIMEOUT, AMBIGUOUS) and pair.note is None:
             # It may have been carried out all the same: its effect may show in what comes next.
-            lane = (pair.scope, pair.request.interaction_id)
-            entry = (pair.id, pair.request)
-            self._unconfirmed.setdefault(lane, []).append(entry)
-            self._unconfirmed_order.append((lane, entry))
-            if len(self._unconfirmed_order) > _UNCONFIRMED:
-                self._forget_oldest_unconfirmed()
+            self.carry_over(pair.id, pair.scope, pair.request)
         pair.status = status
         self.counts.pairs += 1
         self.counts.by_status[status] = self.counts.by_status.get(status, 0) + 1

@@ -29,13 +29,24 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gwsproxy import __version__, bayeux, gws
 from gwsproxy.capture.format import Kind
+from gwsproxy.capture.reader import CaptureError, CaptureReader, Entry
 from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import Closed, Correlator, Pair
+from gwsproxy.correlate import (
+    AMBIGUOUS,
+    ERROR,
+    INCOMPLETE,
+    MATCHED,
+    TIMEOUT,
+    Closed,
+    Correlator,
+    Pair,
+)
 from gwsproxy.lenient import Unreadable, loads
 from gwsproxy.redact import DEFAULT_HEADERS, Redactor
 
@@ -43,6 +54,8 @@ log = logging.getLogger(__name__)
 
 REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
 _NAMES = ("request", "response", "frame", "failed", "raw", "advance", "configure", "close")
+# Closed without a notification that may still come.
+_UNFINISHED = (INCOMPLETE, TIMEOUT, AMBIGUOUS)
 JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
 
 Identity = tuple[str | None, str | None, str | None]
@@ -51,6 +64,61 @@ Identity = tuple[str | None, str | None, str | None]
 def text(value: bytes) -> str:
     """A raw header value as mitmproxy's Headers would give it."""
     return value.decode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class CarriedOver:
+    """What a session that continues a capture takes from the ones before it: the requests
+    that closed without their notification (open when a recorder stopped, timed out or
+    ambiguous) in the file's last two `timeout`s, whose notifications may still come, and the
+    referenceIds of the notifications placed, of which copies may still come."""
+
+    unfinished: list[tuple[int, str, gws.UserDataRequest]] = field(default_factory=list)
+    placed: list[tuple[str, Any, int]] = field(default_factory=list)  # scope, ref, pair id
+
+
+def carried_over(path: str, timeout: float) -> CarriedOver:
+    """What the capture at `path` leaves to a session that continues it."""
+    out = CarriedOver()
+    unfinished: list[Entry] = []
+    end = 0.0
+    try:
+        with CaptureReader(path) as reader:
+            for entry in reader.iter_entries():
+                s = entry.summary
+                if isinstance(s.get("t"), int | float):
+                    end = max(end, s["t"])
+                ref = s.get("reference_id")
+                if entry.kind == Kind.NOTIFICATION:
+                    if ref is not None and _changes(s):
+                        out.placed.append((str(s.get("scope")), ref, 0))
+                elif entry.kind != Kind.PAIR:
+                    continue
+                elif s.get("status") in (MATCHED, ERROR):
+                    if ref is not None:
+                        out.placed.append((str(s.get("scope")), ref, s.get("id") or 0))
+                elif s.get("status") in _UNFINISHED and isinstance(s.get("id"), int):
+                    unfinished.append(entry)
+            for entry in unfinished:
+                if entry.summary.get("t", 0) < end - 2 * timeout:
+                    continue
+                raw = (reader.body(entry) or {}).get("request") or {}
+                request = gws.classify_request(
+                    raw.get("method", "POST"), raw.get("path", ""), raw.get("body", b"")
+                )
+                if isinstance(request, gws.UserDataRequest):
+                    s = entry.summary
+                    out.unfinished.append((s["id"], str(s.get("scope")), request))
+    except (CaptureError, OSError) as e:  # what it cannot read, it cannot carry over
+        log.warning("gwsproxy: nothing carried over from %s: %s", path, e)
+    return out
+
+
+def _changes(summary: dict[str, Any]) -> bool:
+    """Whether an unsolicited notification's type may answer a request."""
+    return summary.get("note_type") in gws.CHANGE_TYPES or summary.get("note_type") == (
+        gws.VOICE_ERROR
+    )
 
 
 class Recording:
@@ -103,6 +171,12 @@ class Recording:
         }
         if continues:
             header["continues"] = continues
+        if append and os.path.exists(path):
+            carried = carried_over(path, self.correlator.timeout)
+            for pair_id, scope, request in carried.unfinished:
+                self.correlator.carry_over(pair_id, scope, request)
+            for scope, ref, pair_id in carried.placed:
+                self.correlator.placed_before(scope, ref, pair_id)
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self.writer = CaptureWriter(path, header, fsync=fsync, append=append)

@@ -122,6 +122,29 @@ class Model:
             if isinstance(item, Pair):
                 self.closed_at[item.key] = self.t
 
+    def restart(self) -> None:
+        """The recorder stops and a new one continues the capture: it knows nothing of the
+        interactions, and of the file what gwsproxy.recording.carried_over reads there: the
+        requests closed without their notification near its end, and the referenceIds of the
+        notifications placed."""
+        self.took(self.correlator.close(self.t))
+        end = max([x.t_request if isinstance(x, Pair) else x.t for x in self.closed], default=0)
+        first_id = max([p.id for p in self.closed if isinstance(p, Pair)], default=0) + 1
+        self.correlator = Correlator(timeout=TIMEOUT_S, first_id=first_id)
+        for x in self.closed:
+            if isinstance(x, Unsolicited):
+                if x.note.reference_id is not None and x.note.reports_change:
+                    self.correlator.placed_before(x.scope, x.note.reference_id, 0)
+            elif x.note is not None:
+                if x.note.reference_id is not None:
+                    self.correlator.placed_before(x.scope, x.note.reference_id, x.id)
+            elif (
+                x.status in (INCOMPLETE, TIMEOUT, AMBIGUOUS) and x.t_request >= end - 2 * TIMEOUT_S
+            ):
+                self.correlator.carry_over(x.id, x.scope, x.request)
+        # The old recorder's open requests are closed: their answers pass unrecorded.
+        self.answers = [r for r in self.answers if r.key not in self.closed_at]
+
     def advance(self, dt: float) -> None:
         self.t += dt
         self.took(self.correlator.expire(self.t))
@@ -187,7 +210,7 @@ def play(data: st.DataObject, faults: bool) -> Model:
             if faults:
                 choices += ["drop", "copy"]
         if faults:
-            choices.append("stall")
+            choices += ["stall", "restart"]
         action = data.draw(st.sampled_from(choices), label="action")
         if action == "send":
             scope, media, iid = data.draw(st.sampled_from(lanes), label="lane")
@@ -205,6 +228,8 @@ def play(data: st.DataObject, faults: bool) -> Model:
                 model.deliver(scope, copy=True)
             else:
                 model.deliver(scope)
+        elif action == "restart":
+            model.restart()
         else:
             model.advance(data.draw(st.sampled_from([1.0, 4.0, 11.0]), label="stall"))
         if faults:  # without them, time never runs out on anyone
