@@ -391,6 +391,12 @@ class Correlator:
         if not note.reports_change:
             return self._unsolicited(h)
         h.last_id = self._next_id - 1
+        if lane not in self._held:  # the usual case: decided at once
+            owner = self._decide(h)
+            if owner is not None:
+                return self._give(owner, h)
+            if not h.group:
+                return self._unsolicited(h, self._late_reason(h))
         self._hold(h)
         return self._resolve(lane)
 
@@ -453,7 +459,8 @@ class Correlator:
         ]
         if not candidates:
             return None
-        if note.is_error:  # no user data to tell by: the oldest open request's
+        if note.is_error or (len(candidates) == 1 and not h.unconfirmed):
+            # No user data to tell by (an error), or nobody else it could be: the oldest's.
             return candidates[0]
         shown = [p for p in candidates if consistent(p.request, note)]
         late = [u for u in h.unconfirmed if consistent(u[1], note)]
