@@ -206,10 +206,11 @@ class _Held:
     t: float
     raw: Any
     before: dict[str, Any] | None = None  # the interaction's user data just before it
-    unconfirmed: list[Unconfirmed] = field(default_factory=list)  # may show in it, late
+    # Tuples until there is something to hold: one of these is made per notification.
+    unconfirmed: Sequence[Unconfirmed] = ()  # closed without their own: may show in it, late
     last_id: int = 0  # only requests seen before it can have caused it
-    group: list[Pair] = field(default_factory=list)  # whose it may be, when undecided
-    lost: list[Pair] = field(default_factory=list)  # older requests it shows were lost
+    group: Sequence[Pair] = ()  # whose it may be, when undecided
+    lost: Sequence[Pair] = ()  # older requests it shows were lost
 
     @property
     def lane(self) -> Lane:
@@ -413,7 +414,7 @@ class Correlator:
         progress = True
         while queue and progress:
             progress = False
-            for i, h in enumerate(list(queue)):
+            for h in list(queue):
                 owner = self._decide(h)
                 if owner is None and h.group:
                     continue
@@ -422,10 +423,6 @@ class Correlator:
                 if owner is None:
                     closed += self._unsolicited(h, self._late_reason(h))
                     break
-                # Notifications of one interaction come in the order GWS carried the requests
-                # out: one that came earlier belongs to an older request than this one's owner.
-                for earlier in queue[:i]:
-                    earlier.last_id = min(earlier.last_id, owner.id - 1)
                 closed += self._give(owner, h)
                 break
             if queue and not progress:
@@ -440,7 +437,7 @@ class Correlator:
         with an empty group when it belongs to no open request."""
         scope, note = h.scope, h.note
         ref = note.reference_id
-        h.group, h.lost = [], []
+        h.group = h.lost = ()
         if ref is not None:
             awaited = self._awaiting_ref.get((scope, ref))
             if awaited is not None and awaited.note is None and self._open.get(awaited.key):
@@ -459,6 +456,13 @@ class Correlator:
         ]
         if not candidates:
             return None
+        media = gws.MEDIA_BY_NAME.get(note.media)
+        if ref is not None and media is not None and media.reference_in_answer:
+            # Its answers name the referenceId: while one may still come, wait for it.
+            pending = [p for p in candidates if p.answer is None and p.error is None]
+            if pending:
+                h.group = pending
+                return None
         if note.is_error or (len(candidates) == 1 and not h.unconfirmed):
             # No user data to tell by (an error), or nobody else it could be: the oldest's.
             return candidates[0]
@@ -557,7 +561,7 @@ class Correlator:
         for older in h.lost:  # what that guess concluded goes with it
             if older.lost_in == pair.id and self._open.get(older.key) is older:
                 older.lost_in = None
-        h.lost = []
+        h.lost = ()
         pair.note = pair.t_note = pair.raw_note = pair.correlation = pair.evidence = None
         return h
 
@@ -577,9 +581,13 @@ class Correlator:
             if not h.group or all(p.t_request + self.timeout > now for p in h.group):
                 continue
             self._held[lane].remove(h)
-            alike = f"shows the effect of {_pairs([p.id for p in h.group])}"
+            ids = _pairs([p.id for p in h.group])
+            if all(consistent(p.request, h.note) for p in h.group):
+                alike = f"shows the effect of {ids} alike"
+            else:
+                alike = f"could be the notification of {ids}: nothing told them apart"
             late = self._late_reason(h)
-            alike += f" alike, or {late}" if late else " alike"
+            alike += f", or {late}" if late else ""
             ref = h.note.reference_id
             what = "the notification" + (f" with referenceId {ref}" if ref is not None else "")
             for p in h.group:
