@@ -272,6 +272,34 @@ class Procs:
         pytest.fail(f"mitmdump did not start listening: {p.describe()}")
 
     # Helpers, reachable through the fixture: `from conftest import ...` is ambiguous here.
+    def record(self, upstream: str, path: Path, *args: str) -> tuple[Process, int]:
+        """`gwsproxy record --upstream UPSTREAM -o PATH` on a free port, once it listens."""
+        port = free_port()
+        command = self.cli("record", "--upstream", upstream, "-p", str(port), "-o", str(path))
+        record = self.spawn([*command, *args], "record")
+        wait_until(
+            lambda: accepts(port) or not record.alive(), START_TIMEOUT, "gwsproxy record to listen"
+        )
+        assert record.alive(), record.describe()
+        return record, port
+
+    @staticmethod
+    def children(pid: int) -> list[int]:
+        """The child processes of `pid` (Linux /proc)."""
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+        return found
+
+    @staticmethod
+    def running(pid: int) -> bool:
+        """Alive and not a zombie."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
     free_port = staticmethod(free_port)
     accepts = staticmethod(accepts)
     wait_until = staticmethod(wait_until)

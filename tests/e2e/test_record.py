@@ -604,23 +604,6 @@ def _ix_of(message: dict) -> str | None:
     return None
 
 
-def children(pid: int) -> list[int]:
-    """The child processes of `pid` (Linux /proc)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _has_pair(path: Path, ix: str) -> bool:
     with CaptureReader(path) as reader:
         return any(
@@ -653,7 +636,7 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
             await asyncio.wait_for(_until(lambda: sum(map(len, done.values())) >= 200), WAIT * 2)
             # The agents keep working: kill -9 lands in the middle of everything.
             await asyncio.sleep(1.0)
-            workers = children(mitm.popen.pid)
+            workers = procs.children(mitm.popen.pid)
             assert workers, "the recording worker process is missing"
             killed = time.time()
             mitm.kill()
@@ -668,7 +651,7 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
     assert mitm.popen.returncode == -signal.SIGKILL
     # The worker sees the pipe close, writes what was in flight as incomplete, and exits.
     deadline = time.monotonic() + WAIT
-    while any(running(pid) for pid in workers):
+    while any(procs.running(pid) for pid in workers):
         assert time.monotonic() < deadline, "the recording worker outlived the proxy"
         time.sleep(0.05)
     log = sim.log()
@@ -700,7 +683,7 @@ def test_a_dead_worker_hands_the_recording_back_to_the_proxy(procs: Procs, workd
     while len(read_capture(path).pairs) < 30:
         assert time.monotonic() < deadline, "the worker did not record the first 30 pairs"
         time.sleep(0.05)
-    (worker,) = children(mitm.pid)
+    (worker,) = procs.children(mitm.pid)
     os.kill(worker, signal.SIGKILL)
     report = run_agents(mitm.url, agents=3, ops=10)
     assert report.failed == 0 and report.timeouts == 0, "the traffic itself must not notice"
@@ -1202,14 +1185,7 @@ def test_trimmed_websocket_keeps_one_message_and_records_all(tmp_path: Path) -> 
 def test_gwsproxy_record_works_like_mitmdump(procs: Procs, workdir: Path) -> None:
     sim = procs.sim("--agents", "3")
     path = workdir / "cli.gwscap"
-    port = procs.free_port()
-    record = procs.spawn(
-        procs.cli("record", "--upstream", sim.url, "-p", str(port), "-o", str(path)), "record"
-    )
-    procs.wait_until(
-        lambda: procs.accepts(port) or not record.alive(), WAIT, "gwsproxy record to listen"
-    )
-    assert record.alive(), record.describe()
+    record, port = procs.record(sim.url, path)
     report = run_agents(f"http://{HOST}:{port}", agents=3, ops=10, transport="websocket")
     assert report.notified == 30, report.as_dict()
     assert record.signal(signal.SIGINT) == 0, record.describe()
@@ -1235,16 +1211,7 @@ def test_gwsproxy_record_keeps_requests_made_while_gws_is_down(procs: Procs, wor
     """Nothing listens upstream: the client gets mitmproxy's 502, the capture a failed pair."""
     down = procs.free_port()
     path = workdir / "down.gwscap"
-    port = procs.free_port()
-    record = procs.spawn(
-        procs.cli(
-            "record", "--upstream", f"http://{HOST}:{down}", "-p", str(port), "-o", str(path)
-        ),
-        "record",
-    )
-    procs.wait_until(
-        lambda: procs.accepts(port) or not record.alive(), WAIT, "gwsproxy record to listen"
-    )
+    record, port = procs.record(f"http://{HOST}:{down}", path)
     body = json.dumps(update({"Disposition": "Sale"})).encode()
     request = urllib.request.Request(
         f"http://{HOST}:{port}/api/v2/me/chats/CH1",

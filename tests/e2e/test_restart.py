@@ -72,14 +72,7 @@ def test_restarts_after_a_stop_and_a_crash_continue_one_capture(
 
     # 3. `gwsproxy record -o` the same file, at once: it waits for the killed proxy's worker to
     # let go of the file before it reads where pair ids go on.
-    port = procs.free_port()
-    record = procs.spawn(
-        procs.cli("record", "--upstream", sim.url, "-p", str(port), "-o", str(path)), "record"
-    )
-    procs.wait_until(
-        lambda: procs.accepts(port) or not record.alive(), WAIT, "gwsproxy record to listen"
-    )
-    assert record.alive(), record.describe()
+    record, port = procs.record(sim.url, path)
     run_agents(f"http://{HOST}:{port}")
     assert record.signal(signal.SIGINT) == 0, record.describe()
     assert "Traceback" not in record.stderr() + first.stderr() + second.stderr()

@@ -48,33 +48,9 @@ def start_proxy(procs: Procs, kind: str, upstream: str, path: Path) -> tuple[Pro
     if kind == "mitmdump":
         mitm = procs.mitmdump(upstream, path)
         return mitm, mitm.port
-    port = procs.free_port()
-    record = procs.spawn(
-        procs.cli("record", "--upstream", upstream, "-p", str(port), "-o", str(path)), "record"
-    )
-    procs.wait_until(
-        lambda: procs.accepts(port) or not record.alive(), WAIT, "gwsproxy record to listen"
-    )
-    assert record.alive(), record.describe()
+    record, port = procs.record(upstream, path)
     procs.wait_until(path.exists, WAIT, f"{path} to be created")
     return record, port
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of `pid` (Linux /proc)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def assert_quiet(proxy: Process) -> None:
@@ -169,7 +145,7 @@ def test_a_second_sigint_stops_at_once_and_the_capture_stays_readable(
     sim = procs.sim("--delay", "60")
     path = workdir / "forced.gwscap"
     proxy, port = start_proxy(procs, kind, sim.url, path)
-    (worker,) = children(proxy.pid)
+    (worker,) = procs.children(proxy.pid)
 
     async def scenario() -> float:
         async with Connected(f"http://{HOST}:{port}"):
@@ -201,7 +177,7 @@ def test_a_second_sigint_stops_at_once_and_the_capture_stays_readable(
     assert "SIGINT again: stopped at once" in proxy.stderr(), proxy.describe()
     # Its pipe closed, the worker writes what was open and exits; the file reads as a recording
     # that was cut short (no END record unless the worker already had its stop), undamaged.
-    procs.wait_until(lambda: not running(worker), WAIT, "the recording worker to finish")
+    procs.wait_until(lambda: not procs.running(worker), WAIT, "the recording worker to finish")
     statuses, _, _, damage = pair_statuses(path)
     assert damage == []
     assert statuses == {"incomplete": 4}, statuses
