@@ -330,9 +330,9 @@ class Correlator:
         return closed
 
     def carry_over(self, pair_id: int, scope: str, request: gws.UserDataRequest) -> None:
-        """A request that an earlier recorder saw go out and close without its notification
-        (it stopped first, or the request timed out near its end): its notification may still
-        come, and must then pair with nothing here."""
+        """A request closed without its notification (timed out, ambiguous, or left open by an
+        earlier recorder of the capture): its notification may still come, and must then pair
+        with nothing, until a newer request of its interaction is matched."""
         lane = (scope, request.interaction_id)
         entry = (pair_id, request)
         self._unconfirmed.setdefault(lane, []).append(entry)
@@ -375,7 +375,7 @@ class Correlator:
         scope, note = h.scope, h.note
         ref = note.reference_id
         lane = h.lane
-        if ref is not None:
+        if ref is not None and note.reports_change:  # (another type may share its referenceId)
             if (scope, ref) in self._seen:
                 owner = self._seen[(scope, ref)]
                 of = f"of pair {owner}" if owner else "that answered no request"

@@ -764,6 +764,14 @@ def test_a_second_copy_of_a_notification_pairs_with_nothing() -> None:
     assert c.is_open("B")
 
 
+def test_a_status_change_with_a_placed_reference_id_is_no_copy() -> None:
+    c = Correlator()
+    _sent(c, "A", update("chat", "CH1", X=1), 0.0)
+    pair_of(c.notification(A1, note("chat", "CH1", {"X": 1}, ref=7), 0.1))
+    u = only(c.notification(A1, note("chat", "CH1", {"X": 1}, ref=7, kind="StatusChange"), 0.2))
+    assert isinstance(u, Unsolicited) and u.reason is None
+
+
 def test_a_notification_held_back_past_the_timeout_is_not_matched_late_to_another() -> None:
     c = Correlator(timeout=10.0)
     _seen(c, "CH1", {})
