@@ -116,9 +116,7 @@ def carried_over(path: str, timeout: float) -> CarriedOver:
 
 def _changes(summary: dict[str, Any]) -> bool:
     """Whether an unsolicited notification's type may answer a request."""
-    return summary.get("note_type") in gws.CHANGE_TYPES or summary.get("note_type") == (
-        gws.VOICE_ERROR
-    )
+    return summary.get("note_type") in (*gws.CHANGE_TYPES, gws.VOICE_ERROR)
 
 
 class Recording:
