@@ -29,7 +29,7 @@ bench-smoke: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b --smoke || exit 1; done
 
 examples: $(STAMP)
-	$(BIN)/python -m gwsproxy.examples captures/examples
+	$(BIN)/python -m gwsproxy.testing.examples captures/examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

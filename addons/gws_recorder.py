@@ -3,6 +3,6 @@
 Usage: mitmdump -s addons/gws_recorder.py --mode reverse:http://GWS --set gws_capture=FILE
 """
 
-from gwsproxy.addon import GwsRecorder
+from gwsproxy.record.addon import GwsRecorder
 
 addons = [GwsRecorder()]

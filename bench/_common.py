@@ -30,7 +30,7 @@ from typing import Any
 
 from gwsproxy import bayeux, gws, lenient
 from gwsproxy.processes import stop
-from gwsproxy.recording import ADVANCE, REQUEST, RESPONSE, Recording
+from gwsproxy.record.core import ADVANCE, REQUEST, RESPONSE, Recording
 
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 
@@ -431,7 +431,7 @@ def iter_traffic(
 class AddonPath:
     """What the recorder does for one pair, minus mitmproxy: the events the addon hands over
     (request, its answer, the long-poll answer carrying the notification), through the real
-    recording core (gwsproxy.recording.Recording: classify_request, Correlator, parse_batch,
+    recording core (gwsproxy.record.core.Recording: classify_request, Correlator, parse_batch,
     redaction, records.pair_record, CaptureWriter.write), in this process."""
 
     def __init__(self, writer: Any) -> None:

@@ -4,7 +4,7 @@ Target (issue): >= 10,000 pairs/s on seed-size payloads, printed with its ratio 
 
 Per pair, what the recorder does, without mitmproxy: the addon's three events (request, its
 answer, the long-poll answer) through the recording core the worker process runs
-(gwsproxy.recording.Recording, via bench/_common.py AddonPath): classify_request(POST body)
+(gwsproxy.record.core.Recording, via bench/_common.py AddonPath): classify_request(POST body)
 -> Correlator.request -> parse_answer -> Correlator.answer ->
 bayeux.parse_batch(long-poll batch) + parse_notification -> Correlator.notification ->
 records.pair_record -> CaptureWriter.write (a real capture file in a temp dir). Header

@@ -4,7 +4,8 @@ Target: with the addon and gws_trim_websocket=true (A), RSS at 100k / RSS at 10k
 plain mitmdump (B), which keeps every message of a flow, grows. (C), the addon with the trim
 off, is shown too.
 
-An in-script Bayeux server (gwsproxy.cometd.BayeuxServer on aiohttp, no auth, 127.0.0.1) publishes
+An in-script Bayeux server (gwsproxy.bayeux.server.BayeuxServer on aiohttp, no auth,
+127.0.0.1) publishes
 GWS-shaped notifications (chat PropertiesUpdated, ~1.5 KB of userData, referenceId n) in bursts
 of 100, only as fast as the slowest client drains them; within a burst it yields to the event
 loop after every `--batch` notifications (default 10), so the server sends about that many per
@@ -40,7 +41,7 @@ from _common import ROOT, header, mitmdump_path, print_results, verdict
 from aiohttp import web
 
 from gwsproxy import bayeux
-from gwsproxy.cometd import BayeuxServer
+from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.processes import free_port, stop
 
 ADDON = ROOT / "addons" / "gws_recorder.py"

@@ -4,7 +4,7 @@ Target: ops/s with the addon / ops/s without it >= 0.9, for both CometD transpor
 
 One simulator (delay 0, jitter 0). Each round starts a fresh pair of mitmdump processes in reverse
 mode in front of it: one plain, one with `-s addons/gws_recorder.py` and `gws_trim_websocket=true`
-(each round its own capture). The same agent workload (`gwsproxy.agents.run_load`, in a separate
+(each round its own capture). The same agent workload (`gwsproxy.sim.agents.run_load`, in a separate
 process so that its CPU is not counted in ours) runs against each proxy in turn, order alternating
 by round, after a short warm-up; the ratio is the median of the per-round ratios. Fresh processes
 per round matter: two identical mitmdumps started side by side differ by up to 10 % for their
@@ -69,7 +69,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # run): one JSON job per stdin line, LoadReport.as_dict() (or an error) as one JSON stdout line.
 LOAD_WORKER = """
 import asyncio, json, sys
-from gwsproxy.agents import LoadConfig, run_load
+from gwsproxy.sim.agents import LoadConfig, run_load
 for line in sys.stdin:
     job = json.loads(line)
     config = LoadConfig(job["target"], job["agents"], job["ops"], job["transport"], timeout=30.0)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from _common import header, parse_args, print_results, verdict
 
-from gwsproxy.agents import LoadConfig, run_load
-from gwsproxy.examples import sim_capture
 from gwsproxy.replay.regress import ReplayConfig, replay
-from gwsproxy.sim import SimConfig, start_simulator
+from gwsproxy.sim.agents import LoadConfig, run_load
+from gwsproxy.sim.server import SimConfig, start_simulator
+from gwsproxy.testing.examples import sim_capture
 
 AGENTS = 10
 TARGET = 300.0  # pairs/s

@@ -169,7 +169,7 @@ async def client_run(url: str, capture: str, transport: str, timeout: float = 10
     import aiohttp
 
     from gwsproxy import gws
-    from gwsproxy.cometd_client import CometdClient
+    from gwsproxy.bayeux.client import CometdClient
 
     plan = client_plan(capture)
     totals = Counter()

@@ -28,8 +28,8 @@ import aiohttp
 from _common import header, parse_args, print_results, verdict
 from aiohttp import web
 
-from gwsproxy.agents import LoadConfig, LoadReport, run_load
-from gwsproxy.sim import SimConfig, start_simulator
+from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
+from gwsproxy.sim.server import SimConfig, start_simulator
 
 AGENTS = 10
 # The issue sets no number for the simulator, only "report its ops/s with 10 agents". This bar

@@ -204,7 +204,7 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
 
 
 def _sim_config(args: argparse.Namespace):
-    from gwsproxy.sim import SimConfig
+    from gwsproxy.sim.server import SimConfig
 
     return SimConfig(
         host=args.host,
@@ -224,7 +224,7 @@ def _sim_config(args: argparse.Namespace):
 
 async def _start_sim(config) -> object:
     from gwsproxy.capture.reader import CaptureError
-    from gwsproxy.sim import start_simulator
+    from gwsproxy.sim.server import start_simulator
 
     unknown = [m for m in config.coerce if m not in _media_names()]
     if unknown:
@@ -266,7 +266,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace, target: str):
-    from gwsproxy.agents import LoadConfig
+    from gwsproxy.sim.agents import LoadConfig
 
     return LoadConfig(
         target=target,
@@ -280,7 +280,7 @@ def _load_config(args: argparse.Namespace, target: str):
 
 
 async def _run_load(config, console: Console):
-    from gwsproxy.agents import LoadError, run_load
+    from gwsproxy.sim.agents import LoadError, run_load
 
     try:
         return await run_load(config)
@@ -296,7 +296,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gwsproxy.demo import DemoConfig, DemoError, run_demo
+    from gwsproxy.sim.demo import DemoConfig, DemoError, run_demo
 
     interactive = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
     config = DemoConfig(
@@ -315,7 +315,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from gwsproxy.record import RecordConfig, RecordError, run_record
+    from gwsproxy.record.command import RecordConfig, RecordError, run_record
 
     config = RecordConfig(
         upstream=args.upstream,
@@ -336,7 +336,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gwsproxy.record import RecordError, import_flows
+    from gwsproxy.record.command import RecordError, import_flows
 
     try:
         path, recorder = import_flows(args.flows, args.output, args.timeout)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureError, CaptureReader, Session
-from gwsproxy.capture.records import after_of
+from gwsproxy.record.records import after_of
 
 EXPORT_SCHEMA = 2
 

@@ -6,9 +6,9 @@ import time
 
 from mitmproxy.test import taddons, tflow
 
-from gwsproxy.addon import GwsRecorder
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.record.addon import GwsRecorder
 
 
 def test_an_answer_after_the_timeout_is_recorded_not_dropped(tmp_path):

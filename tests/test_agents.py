@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 
 from gwsproxy import bayeux
-from gwsproxy.agents import LoadConfig, LoadError, run_load
-from gwsproxy.cometd import BayeuxServer
-from gwsproxy.cometd_client import CometdClient
+from gwsproxy.bayeux.client import CometdClient
+from gwsproxy.bayeux.server import BayeuxServer
+from gwsproxy.sim.agents import LoadConfig, LoadError, run_load
 
 TRANSPORTS = ["long-polling", "websocket"]
 CSRF = "X-CSRF-TOKEN"

@@ -124,7 +124,7 @@ class Model:
 
     def restart(self) -> None:
         """The recorder stops and a new one continues the capture: it knows nothing of the
-        interactions, and of the file what gwsproxy.recording.carried_over reads there: the
+        interactions, and of the file what gwsproxy.record.core.carried_over reads there: the
         requests closed without their notification near its end, and the referenceIds of the
         notifications placed."""
         self.took(self.correlator.close(self.t))

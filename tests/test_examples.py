@@ -1,5 +1,6 @@
-"""`python -m gwsproxy.examples OUTDIR`: the documentation samples as one applied pair each, and
-a real recording (simulator, mitmdump with the addon, simulated agents) of at least 50 pairs."""
+"""`python -m gwsproxy.testing.examples OUTDIR`: the documentation samples as one applied
+pair each, and a real recording (simulator, mitmdump with the addon, simulated agents) of at
+least 50 pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.capture.records import after_of
+from gwsproxy.record.records import after_of
 from gwsproxy.verdict import APPLIED, VERDICTS, judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ SEEDS = {
 def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("examples")
     done = subprocess.run(
-        [sys.executable, "-m", "gwsproxy.examples", str(out)],
+        [sys.executable, "-m", "gwsproxy.testing.examples", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -103,7 +104,7 @@ def test_unwritable_outdir_is_one_line_and_non_zero(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     done = subprocess.run(
-        [sys.executable, "-m", "gwsproxy.examples", str(blocker)],
+        [sys.executable, "-m", "gwsproxy.testing.examples", str(blocker)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -111,5 +112,5 @@ def test_unwritable_outdir_is_one_line_and_non_zero(tmp_path: Path):
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith("gwsproxy.examples: cannot write into "), done.stderr
+    assert done.stderr.startswith("gwsproxy.testing.examples: cannot write into "), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

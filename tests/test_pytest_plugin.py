@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.sim import SimConfig, start_simulator
+from gwsproxy.sim.server import SimConfig, start_simulator
 
 pytest_plugins = ["pytester"]
 

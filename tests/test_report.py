@@ -12,8 +12,8 @@ from rich.console import Console
 
 from gwsproxy import cli, gws, report
 from gwsproxy.capture import CaptureWriter, Kind
-from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.correlate import Correlator, Pair, Unsolicited
+from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.redact import Redactor
 
 T0 = 1_700_000_000.0

@@ -15,7 +15,6 @@ from mitmproxy.test import taddons, tflow
 from rich.console import Console
 
 from gwsproxy import cli, report
-from gwsproxy.addon import GwsRecorder
 from gwsproxy.capture import (
     CaptureFileError,
     CaptureReader,
@@ -25,7 +24,8 @@ from gwsproxy.capture import (
     encode_frame,
 )
 from gwsproxy.capture.writer import previous_sessions
-from gwsproxy.worker import Worker
+from gwsproxy.record.addon import GwsRecorder
+from gwsproxy.record.worker import Worker
 
 T0 = 1_700_000_000.0
 

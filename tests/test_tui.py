@@ -1,6 +1,6 @@
 """The capture inspector driven through Textual's Pilot: what a user sees and can do.
 
-Captures are written by the real Correlator and record schema (gwsproxy.tui.synthetic).
+Captures are written by the real Correlator and record schema (gwsproxy.testing.synthetic).
 Set GWSPROXY_SCREENSHOTS=1 to refresh docs/screenshots/main.svg and diff.svg.
 """
 
@@ -24,12 +24,12 @@ from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import export_pairs, pair_object
+from gwsproxy.testing.synthetic import Traffic, write_capture
 from gwsproxy.tui.app import InspectorApp, run_tui
 from gwsproxy.tui.help_screen import HelpScreen
 from gwsproxy.tui.model import parse_filter
 from gwsproxy.tui.playback_screen import PlaybackScreen
 from gwsproxy.tui.snippet_screen import SnippetScreen
-from gwsproxy.tui.synthetic import Traffic, write_capture
 from gwsproxy.tui.value_screen import ValueScreen
 from gwsproxy.tui.widgets.body_view import BodyView
 from gwsproxy.tui.widgets.diff_view import DiffView
@@ -609,7 +609,7 @@ async def test_screenshots(capture: Path, tmp_path: Path) -> None:
 def faulty_capture(path: Path) -> None:
     """Through the recording core: a lost notification, an ambiguous one, a request that never
     reached GWS and a second copy of a notification."""
-    from gwsproxy.recording import ADVANCE, FAILED, REQUEST, RESPONSE, Recording
+    from gwsproxy.record.core import ADVANCE, FAILED, REQUEST, RESPONSE, Recording
 
     rec = Recording(timeout=10.0)
     rec.open(str(path), "http://gws.example:8090")

@@ -24,12 +24,12 @@ import pytest_asyncio
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from gwsproxy.agents import LoadConfig, run_load
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import export_pairs
-from gwsproxy.sim import RunningSim, SimConfig, start_simulator
+from gwsproxy.sim.agents import LoadConfig, run_load
+from gwsproxy.sim.server import RunningSim, SimConfig, start_simulator
 from gwsproxy.tui.app import InspectorApp
 from gwsproxy.tui.model import Row
 from gwsproxy.tui.replay_screen import ReplayScreen, StopReplayScreen

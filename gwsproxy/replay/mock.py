@@ -29,10 +29,10 @@ from aiohttp import web
 from yarl import URL
 
 from gwsproxy import gws
+from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.capture.format import CaptureError
-from gwsproxy.cometd import BayeuxServer
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
-from gwsproxy.sim import logged_in
+from gwsproxy.sim.server import logged_in
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 from gwsproxy import gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.capture.records import after_of, pair_record
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Closed, Correlator, Pair
-from gwsproxy.gws_client import GwsError, GwsSession
+from gwsproxy.gws.session import GwsError, GwsSession
+from gwsproxy.record.records import after_of, pair_record
 from gwsproxy.redact import Redactor
 from gwsproxy.replay.compare import Comparison, Outcome, compare
 

@@ -14,7 +14,7 @@ from typing import Any
 from gwsproxy import gws
 from gwsproxy.capture.format import MAGIC, CaptureError, Kind
 from gwsproxy.capture.reader import INTERRUPTED, CaptureReader, Follower
-from gwsproxy.capture.records import after_of, notification_of
+from gwsproxy.record.records import after_of, notification_of
 from gwsproxy.tui.model import Row
 from gwsproxy.verdict import Verdict, judge
 

@@ -153,7 +153,7 @@ async def _replay_files(
     run: ReplayRun, files: list[tuple[int, Path]], on_result: Callable[[Row | None], None]
 ) -> None:
     from gwsproxy.capture.format import CaptureError
-    from gwsproxy.gws_client import GwsError, one_line
+    from gwsproxy.gws.session import GwsError, one_line
     from gwsproxy.replay.regress import ReplayConfig, replay
 
     request = run.request

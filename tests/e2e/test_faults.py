@@ -33,10 +33,10 @@ import aiohttp
 import pytest
 from faultproxy import DOWN, UP, FaultProxy
 
-from gwsproxy.agents import Agent, LoadConfig, Sent
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.capture.records import notification_of
+from gwsproxy.record.records import notification_of
+from gwsproxy.sim.agents import Agent, LoadConfig, Sent
 
 if TYPE_CHECKING:
     from conftest import Mitm, Procs, Sim

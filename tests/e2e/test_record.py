@@ -35,13 +35,13 @@ from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from gwsproxy import bayeux
-from gwsproxy.addon import GwsRecorder
-from gwsproxy.agents import Agent, LoadConfig, LoadReport, run_load
+from gwsproxy.bayeux.client import CometdClient
+from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.capture.format import Damage, Kind
 from gwsproxy.capture.reader import CaptureReader, Entry
-from gwsproxy.cometd import BayeuxServer
-from gwsproxy.cometd_client import CometdClient
+from gwsproxy.record.addon import GwsRecorder
 from gwsproxy.report import export_pairs
+from gwsproxy.sim.agents import Agent, LoadConfig, LoadReport, run_load
 
 if TYPE_CHECKING:
     from conftest import Mitm, Procs
@@ -262,7 +262,8 @@ Handler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
 
 class StandIn:
-    """A GWS stand-in on 127.0.0.1: CometD from gwsproxy.cometd, user-data answers by hand."""
+    """A GWS stand-in on 127.0.0.1: CometD from gwsproxy.bayeux.server, user-data answers by
+    hand."""
 
     def __init__(self) -> None:
         self.bayeux = RecordingBayeux(timeout=30.0)

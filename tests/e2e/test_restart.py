@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gwsproxy.agents import LoadConfig, LoadReport, run_load
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
 
 if TYPE_CHECKING:
     from conftest import Procs

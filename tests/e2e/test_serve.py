@@ -34,12 +34,12 @@ from aiocometd_ng import Client, ConnectionType
 from aiohttp import web
 
 from gwsproxy import gws
-from gwsproxy.agents import LoadConfig, run_load
+from gwsproxy.bayeux.client import CometdClient
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.cometd_client import CometdClient
 from gwsproxy.replay.mock import MockConfig, RunningMock, start_mock
-from gwsproxy.sim import SimConfig, start_simulator
+from gwsproxy.sim.agents import LoadConfig, run_load
+from gwsproxy.sim.server import SimConfig, start_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "gws_recorder.py"

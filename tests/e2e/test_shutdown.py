@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gwsproxy import shutdown
-from gwsproxy.agents import Agent, LoadConfig
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.record import shutdown
+from gwsproxy.sim.agents import Agent, LoadConfig
 
 if TYPE_CHECKING:
     from conftest import Process, Procs

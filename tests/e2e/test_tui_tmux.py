@@ -18,7 +18,7 @@ import pytest
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.tui.synthetic import write_capture
+from gwsproxy.testing.synthetic import write_capture
 
 TMUX = shutil.which("tmux")
 ROOT = Path(__file__).resolve().parents[2]

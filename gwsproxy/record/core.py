@@ -1,8 +1,8 @@
 """The recording core: plain events in, Correlator in the middle, capture records out.
 
-The mitmproxy addon (`gwsproxy.addon`) turns flows into events; this module knows nothing of
+The mitmproxy addon (`gwsproxy.record.addon`) turns flows into events; this module knows nothing of
 mitmproxy, so the same core runs inside mitmdump, in a separate worker process fed through a pipe
-(`gwsproxy.worker`), or over an imported flow dump.
+(`gwsproxy.record.worker`), or over an imported flow dump.
 
 An event is a tuple whose first item is its kind; everything else in it is str, bytes, numbers,
 lists or None, so that it crosses a msgpack pipe unchanged (tuples arrive as lists):
@@ -35,7 +35,6 @@ from typing import Any
 from gwsproxy import __version__, bayeux, gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureError, CaptureReader, Entry
-from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import (
     AMBIGUOUS,
@@ -48,6 +47,7 @@ from gwsproxy.correlate import (
     Pair,
 )
 from gwsproxy.lenient import Unreadable, loads
+from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.redact import DEFAULT_HEADERS, Redactor
 
 log = logging.getLogger(__name__)

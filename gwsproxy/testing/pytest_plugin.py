@@ -84,7 +84,7 @@ class RunningGws:
 @pytest.fixture
 def gws_simulator(gws_loop: _LoopThread) -> Iterator[RunningGws]:
     """The built-in GWS simulator on a free 127.0.0.1 port (agents agent1..agent10)."""
-    from gwsproxy.sim import SimConfig, start_simulator
+    from gwsproxy.sim.server import SimConfig, start_simulator
 
     running = gws_loop.run(start_simulator(SimConfig(port=0, delay=0.005, jitter=0.005)))
     yield RunningGws(running.url, running.simulator)

@@ -1,7 +1,7 @@
 """The recording core in its own process, so that the proxy spends its CPU on traffic.
 
 mitmproxy runs its hooks and its traffic on one thread; parsing, correlating and writing there
-costs the proxy throughput. The addon instead packs each event (`gwsproxy.recording`) with
+costs the proxy throughput. The addon instead packs each event (`gwsproxy.record.core`) with
 msgpack into a pipe; this worker process unpacks and records them, in order.
 
 - Start-up: the parent sends a config object; the worker opens the capture and answers one JSON
@@ -35,7 +35,7 @@ from typing import Any
 
 import msgpack
 
-from gwsproxy.recording import ADVANCE, CLOSE, Recording
+from gwsproxy.record.core import ADVANCE, CLOSE, Recording
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ COALESCE = 0.05  # seconds the worker lets events gather once it has caught up
 # Recording is background work: when the CPU is contended, the proxy's traffic goes first and the
 # worker catches up in idle time (the pipe and the parent's buffer hold the events meanwhile).
 NICE = 5
-_ROOT = str(Path(__file__).resolve().parents[1])
-_COMMAND = f"import sys; sys.path.insert(0, {_ROOT!r}); from gwsproxy.worker import main; main()"
+_ROOT = str(Path(__file__).resolve().parents[2])
+_COMMAND = (
+    f"import sys; sys.path.insert(0, {_ROOT!r}); from gwsproxy.record.worker import main; main()"
+)
 
 
 class WorkerGone(OSError):

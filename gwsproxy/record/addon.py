@@ -2,7 +2,8 @@
 
 It only reads flows: traffic passes unchanged and undelayed, and nothing raises into mitmproxy.
 The hooks queue flows; right after mitmproxy has forwarded them they become plain events
-(`gwsproxy.recording`), which a worker process correlates and writes (`gwsproxy.worker`), so
+(`gwsproxy.record.core`), which a worker process correlates and writes
+(`gwsproxy.record.worker`), so
 that the proxy's own thread spends next to nothing on recording. What cannot be read is
 recorded raw with the reason.
 """
@@ -21,9 +22,10 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from gwsproxy import bayeux, gws, shutdown
+from gwsproxy import bayeux, gws
 from gwsproxy.capture.writer import previous_sessions
-from gwsproxy.recording import (
+from gwsproxy.record import shutdown
+from gwsproxy.record.core import (
     ADVANCE,
     CONFIGURE,
     FAILED,
@@ -36,8 +38,8 @@ from gwsproxy.recording import (
     Recording,
     text,
 )
+from gwsproxy.record.worker import Worker, WorkerGone
 from gwsproxy.redact import DEFAULT_HEADERS
-from gwsproxy.worker import Worker, WorkerGone
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ IDENTITY = "gwsproxy.identity"
 
 
 class GwsRecorder:
-    """The mitmproxy edge: flows become plain events (`gwsproxy.recording`), recorded by a worker
-    process (`gwsproxy.worker`, the default) or, with gws_worker=false, in this process."""
+    """The mitmproxy edge: flows become plain events (`gwsproxy.record.core`), recorded by a worker
+    process (`gwsproxy.record.worker`, the default) or, with gws_worker=false, in this process."""
 
     def __init__(self) -> None:
         self.sink: Recording | Worker | None = None
@@ -224,7 +226,7 @@ class GwsRecorder:
         the signal came in the middle of its writing (the session then ends torn)."""
         sink = self.sink
         if isinstance(sink, Recording) and not shutdown.interrupted_in(
-            frame, "gwsproxy.recording", "gwsproxy.correlate", "gwsproxy.capture"
+            frame, "gwsproxy.record.core", "gwsproxy.correlate", "gwsproxy.capture"
         ):
             sink.close(clean=False)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from gwsproxy import shutdown
-from gwsproxy.addon import GwsRecorder
+from gwsproxy.record import shutdown
+from gwsproxy.record.addon import GwsRecorder
 
 
 class RecordError(Exception):

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gwsproxy import gws
-from gwsproxy.cometd import BayeuxServer
+from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.lenient import Parsed, loads
 
 PASSWORD = "password"

@@ -20,8 +20,8 @@ import aiohttp
 from rich.table import Table
 
 from gwsproxy import gws
-from gwsproxy.cometd_client import TRANSPORTS
-from gwsproxy.gws_client import GwsError, GwsSession, one_line
+from gwsproxy.bayeux.client import TRANSPORTS
+from gwsproxy.gws.session import GwsError, GwsSession, one_line
 from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from gwsproxy import gws
-from gwsproxy.cometd_client import CometdClient, CometdError
+from gwsproxy.bayeux.client import CometdClient, CometdError
 from gwsproxy.lenient import Unreadable
 
 SUBSCRIPTION = "/v2/me/**"

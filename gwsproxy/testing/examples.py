@@ -1,5 +1,5 @@
 """Small example captures for captures/examples/: the two GWS documentation samples, and a real
-recording of simulated agents through mitmdump. Run: python -m gwsproxy.examples OUTDIR
+recording of simulated agents through mitmdump. Run: python -m gwsproxy.testing.examples OUTDIR
 
   seed-sms-update.gwscap       the documented UpdateUserData on SMS session 0000Wa9CAM6W00J
   seed-facebook-update.gwscap  the same on Facebook session 0002DaAVKJ0V0095
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from gwsproxy import __version__, gws
-from gwsproxy.agents import LoadConfig, LoadError, LoadReport, run_load
 from gwsproxy.capture.format import Kind
-from gwsproxy.capture.records import pair_record, unsolicited_record
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Correlator, Pair
 from gwsproxy.lenient import Parsed, loads
+from gwsproxy.record.records import pair_record, unsolicited_record
 from gwsproxy.redact import Redactor
-from gwsproxy.sim import SEED_UPDATE_KEYS, SimConfig, start_simulator
+from gwsproxy.sim.agents import LoadConfig, LoadError, LoadReport, run_load
+from gwsproxy.sim.server import SEED_UPDATE_KEYS, SimConfig, start_simulator
 
 AGENT, PASSWORD = "agent1", "password"
 # The request both seed documents show (seed 000 prints it; seed 003 documents the same body).
@@ -218,7 +218,7 @@ def _mitmdump() -> str:
 
 
 def _addon_script() -> Path:
-    script = Path(__file__).resolve().parents[1] / "addons" / "gws_recorder.py"
+    script = Path(__file__).resolve().parents[2] / "addons" / "gws_recorder.py"
     if not script.exists():
         raise ExampleError(f"{script} not found: run from a gwsproxy source checkout")
     return script
@@ -288,7 +288,7 @@ def make_all(outdir: Path) -> list[tuple[Path, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gwsproxy.examples",
+        prog="python -m gwsproxy.testing.examples",
         description="Write the example captures (seed-*.gwscap, sim-mixed.gwscap) into OUTDIR.",
     )
     parser.add_argument("outdir", type=Path, metavar="OUTDIR", help="e.g. captures/examples")
@@ -296,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         made = make_all(args.outdir)
     except (ExampleError, LoadError) as e:
-        print(f"gwsproxy.examples: {e}", file=sys.stderr)
+        print(f"gwsproxy.testing.examples: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"gwsproxy.examples: cannot write into {args.outdir}: {e}", file=sys.stderr)
+        print(f"gwsproxy.testing.examples: cannot write into {args.outdir}: {e}", file=sys.stderr)
         return 1
     for path, what in made:
         print(f"{path} ({path.stat().st_size:,} bytes): {what}")

@@ -16,9 +16,9 @@ from typing import Any
 
 from gwsproxy import gws
 from gwsproxy.capture.format import Kind
-from gwsproxy.capture.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Correlator, Pair
+from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.redact import Redactor
 
 START = 1_700_000_000.0

@@ -1,0 +1,1 @@
+"""Tooling for tests and benchmarks: the pytest plugin, synthetic traffic, the example captures."""
