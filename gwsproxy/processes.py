@@ -13,8 +13,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+from gwsproxy.errors import GwsProxyError
 
-class ProcessError(Exception):
+
+class ProcessError(GwsProxyError):
     """A child command did not start; the message says which and why, in one line."""
 
 

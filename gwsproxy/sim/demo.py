@@ -18,8 +18,6 @@ from rich.console import Console
 
 from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, stop
 
-DemoError = ProcessError  # a part of the demo did not start; the message says which and why
-
 
 @dataclass(frozen=True, slots=True)
 class DemoConfig:
@@ -45,7 +43,7 @@ def _start_sim(seed: int) -> tuple[subprocess.Popen, str]:
     found = re.search(r"http://127\.0\.0\.1:\d+", line)
     if not found:
         proc.kill()
-        raise DemoError(f"the simulator did not start: {line.strip() or 'no output'}")
+        raise ProcessError(f"the simulator did not start: {line.strip() or 'no output'}")
     return proc, found[0]
 
 
@@ -101,7 +99,8 @@ def run_demo(config: DemoConfig, console: Console) -> int:
             agents.kill()
             out, err = agents.communicate()
         if agents.returncode not in (0, 1):
-            raise DemoError(f"the agents failed: {(err or out).strip().splitlines()[-1:]}")
+            why = (err or out).strip().splitlines() or ["no output"]
+            raise ProcessError(f"the agents failed: {why[-1]}")
     console.print(out.rstrip())
     console.print(info(path))
     console.print(f"The capture is in [bold]{path}[/]: `gwsproxy tui {path}` inspects it.")
@@ -112,5 +111,5 @@ def _wait_for_file(path: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
-            raise DemoError(f"the recording proxy did not create {path}")
+            raise ProcessError(f"the recording proxy did not create {path}")
         time.sleep(0.05)

@@ -32,10 +32,11 @@ from gwsproxy import __version__, gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Correlator, Pair
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Parsed, loads
 from gwsproxy.record.records import pair_record, unsolicited_record
 from gwsproxy.redact import Redactor
-from gwsproxy.sim.agents import LoadConfig, LoadError, LoadReport, run_load
+from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
 from gwsproxy.sim.server import SEED_UPDATE_KEYS, SimConfig, start_simulator
 
 AGENT, PASSWORD = "agent1", "password"
@@ -46,7 +47,7 @@ START_TIMEOUT = 30.0  # mitmdump's first start generates its CA: allow for a slo
 STOP_TIMEOUT = 15.0
 
 
-class ExampleError(Exception):
+class ExampleError(GwsProxyError):
     """Why an example could not be made, in one line."""
 
 
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         made = make_all(args.outdir)
-    except (ExampleError, LoadError) as e:
+    except GwsProxyError as e:
         print(f"gwsproxy.testing.examples: {e}", file=sys.stderr)
         return 1
     except OSError as e:
