@@ -34,8 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gws-record-mode",
         choices=RECORD_MODES,
         default="once",
-        help="gws_recording: none (replay only), once (record if missing), new (replay, record "
-        "what is missing), rewrite (record again)",
+        help="gws_recording: none (replay only), once (record when the capture is missing; the "
+        "default), new (record beside it as NAME.new.gwscap for review), rewrite (record again)",
     )
 
 
