@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
-from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, stop
+from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, start_sim, stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,31 +31,16 @@ class DemoConfig:
     interactive: bool = True
 
 
-def _start_sim(seed: int) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        gwsproxy_command(
-            "sim", "-p", "0", "--seed", str(seed), "--faults", "0.03", "--shared", "1"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    found = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if not found:
-        proc.kill()
-        raise ProcessError(f"the simulator did not start: {line.strip() or 'no output'}")
-    return proc, found[0]
-
-
 @contextlib.contextmanager
 def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess.Popen]]:
     """Simulator, recording proxy and agents running; yields the capture path and the agents."""
     path = time.strftime(config.output)
     with contextlib.ExitStack() as stack:
-        sim, sim_url = _start_sim(config.seed)
-        stack.callback(stop, sim)  # stopped last: agents, then the proxy (its END record), then GWS
-        proxy = stack.enter_context(recording_proxy(sim_url, path))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gwsproxy-demo-")))
+        options = ("--seed", str(config.seed), "--faults", "0.03", "--shared", "1")
+        sim = start_sim(*options, output=scratch / "sim.log")
+        stack.callback(stop, sim.process)  # last: agents, then the proxy (its END record), then GWS
+        proxy = stack.enter_context(recording_proxy(sim.url, path))
         agents = subprocess.Popen(
             gwsproxy_command(
                 "load",
