@@ -15,10 +15,7 @@ import json
 import os
 import platform
 import random
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from gwsproxy import bayeux, gws, lenient
-from gwsproxy.processes import stop
 from gwsproxy.record.core import ADVANCE, REQUEST, RESPONSE, Recording
 
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
@@ -60,47 +56,11 @@ def header(title: str, smoke: bool) -> None:
     print()
 
 
-def mitmdump_path() -> str:
-    beside = Path(sys.executable).parent / "mitmdump"
-    found = str(beside) if beside.exists() else shutil.which("mitmdump")
-    if not found:
-        raise SystemExit("mitmdump not found: install the project (`make test` creates .venv)")
-    return found
-
-
-SIM_BANNER = re.compile(r"GWS simulator on (http://127\.0\.0\.1:\d+)")
-
-
 def tail(path: Path, n: int = 2000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
-
-
-def spawn(command: list[str], log: Path) -> subprocess.Popen:
-    """A child process with its output in `log`, run from the repository root."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
-        )
-
-
-def start_with_banner(
-    command: list[str], banner: re.Pattern[str], log: Path, timeout: float = 30.0
-) -> tuple[subprocess.Popen, str]:
-    """Start a server whose output announces its URL; (process, the banner's first group)."""
-    process = spawn(command, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = banner.search(tail(log, 100_000))
-        if found:
-            return process, found[1]
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    stop(process)
-    raise RuntimeError(f"`{' '.join(command)}` did not start: {tail(log)!r}")
 
 
 # ---- machine ------------------------------------------------------------------------------------

@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from _common import ROOT, header, mitmdump_path, print_results, verdict
+from _common import ROOT, header, print_results, verdict
 from aiohttp import web
 
 from gwsproxy import bayeux
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.processes import free_port, stop
+from gwsproxy.processes import free_port, mitmdump_path, stop
 
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET_GROWTH = 1.15

@@ -45,18 +45,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (
-    ROOT,
-    SIM_BANNER,
-    header,
-    mitmdump_path,
-    print_results,
-    start_with_banner,
-    tail,
-    verdict,
-)
+from _common import ROOT, header, print_results, tail, verdict
 
-from gwsproxy.processes import free_port, stop
+from gwsproxy.processes import SimProcess, free_port, mitmdump_path, start_sim, stop
 
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET_RATIO = 0.9
@@ -82,12 +73,6 @@ for line in sys.stdin:
 
 
 # ---- processes -----------------------------------------------------------------------------------
-
-
-def start_sim(tmp: Path, agents: int) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "gwsproxy.cli", "sim", "-p", "0", "--host", "127.0.0.1"]
-    command += ["--delay", "0", "--jitter", "0", "--agents", str(agents)]
-    return start_with_banner(command, SIM_BANNER, tmp / "sim.out", START_TIMEOUT)
 
 
 def start_mitmdump(tmp: Path, name: str, upstream: str, extra: list[str]) -> tuple:
@@ -316,14 +301,15 @@ def main() -> int:
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} (shared machine)")
     worker: LoadWorker | None = None
-    sim: subprocess.Popen | None = None
+    sim: SimProcess | None = None
     results = {t: {n: Series() for n in ("direct", "plain", "addon")} for t in TRANSPORTS}
     ratios: dict[str, list[float]] = {t: [] for t in TRANSPORTS}
     checks: list[tuple[bool, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench_proxy-") as tmpdir:
         tmp = Path(tmpdir)
         try:
-            sim, sim_url = start_sim(tmp, args.agents)
+            options = ("--delay", "0", "--jitter", "0", "--agents", str(args.agents))
+            sim = start_sim(*options, output=tmp / "sim.out", timeout=START_TIMEOUT)
             worker = LoadWorker(tmp)
             for r in range(rounds):
                 capture = tmp / f"cap{r}.gwscap"
@@ -332,7 +318,7 @@ def main() -> int:
                     addon_args += ["--set", f"gws_capture={capture}"]
                     addon_args += ["--set", "gws_trim_websocket=true"]
                 before = sum(results[t]["addon"].sent for t in TRANSPORTS)
-                lp, ws, warm_sent = run_round(worker, tmp, sim_url, addon_args, results, r, args)
+                lp, ws, warm_sent = run_round(worker, tmp, sim.url, addon_args, results, r, args)
                 ratios["long-polling"].append(lp)
                 ratios["websocket"].append(ws)
                 if not args.aa:
@@ -347,7 +333,7 @@ def main() -> int:
             if worker is not None:
                 worker.stop()
             if sim is not None:
-                stop(sim)
+                stop(sim.process)
 
     print()
     if checks:

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,19 +36,18 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from _common import (
-    ROOT,
-    SIM_BANNER,
-    header,
-    markdown_table,
-    print_results,
-    spawn,
-    start_with_banner,
-    tail,
-    verdict,
-)
+from _common import ROOT, header, markdown_table, print_results, verdict
 
-from gwsproxy.processes import free_port, stop
+from gwsproxy.processes import (
+    free_port,
+    gwsproxy_command,
+    mitmdump_path,
+    spawn,
+    start_announcing,
+    start_sim,
+    stop,
+    wait_for_port,
+)
 
 ADDON = ROOT / "addons" / "gws_recorder.py"
 TARGET = 1000.0  # pairs per second from the mock
@@ -58,7 +56,7 @@ SEED = 7
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 300.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_MOCK_BANNER = re.compile(r"mock GWS on (http://127\.0\.0\.1:\d+) from")
+_MOCK_BANNER = re.compile(r"mock GWS on (?P<url>http://127\.0\.0\.1:\d+) from")
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -68,11 +66,8 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def sim_command(agents: int) -> list[str]:
-    return python(
-        "-m", "gwsproxy.cli", "sim", "-p", "0", "--delay", "0", "--jitter", "0",
-        "--agents", str(agents), "--seed", str(SEED),
-    )  # fmt: skip
+def sim_options(agents: int) -> tuple[str, ...]:
+    return ("--delay", "0", "--jitter", "0", "--agents", str(agents), "--seed", str(SEED))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -84,30 +79,18 @@ def cpu_seconds(pid: int) -> float:
 def record(tmp: Path, agents: int, ops: int) -> tuple[Path, int]:
     """A capture of `agents` x `ops` pairs through the real recording proxy."""
     capture = tmp / "bench.gwscap"
-    sim, sim_url = start_with_banner(
-        sim_command(agents), SIM_BANNER, tmp / "record-sim.log", START_TIMEOUT
-    )
+    sim = start_sim(*sim_options(agents), output=tmp / "record-sim.log", timeout=START_TIMEOUT)
     port = free_port()
-    mitmdump = Path(sys.executable).with_name("mitmdump")
+    log = tmp / "record-mitmdump.log"
     proxy = spawn(
         [
-            str(mitmdump), "-q", "--listen-host", "127.0.0.1", "-p", str(port),
-            "--mode", f"reverse:{sim_url}", "-s", str(ADDON), "--set", f"gws_capture={capture}",
+            mitmdump_path(), "-q", "--listen-host", "127.0.0.1", "-p", str(port),
+            "--mode", f"reverse:{sim.url}", "-s", str(ADDON), "--set", f"gws_capture={capture}",
         ],
-        tmp / "record-mitmdump.log",
+        log,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proxy.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mitmdump did not start: {tail(tmp / 'record-mitmdump.log')!r}"
-                    ) from None
-                time.sleep(0.05)
+        wait_for_port(port, proxy, "mitmdump", log, START_TIMEOUT)
         load = subprocess.run(
             python(
                 "-m", "gwsproxy.cli", "load", "--target", f"http://127.0.0.1:{port}",
@@ -119,7 +102,7 @@ def record(tmp: Path, agents: int, ops: int) -> tuple[Path, int]:
             raise RuntimeError(f"recording load failed: {load.stderr.strip()[-1500:]}")
     finally:
         stop(proxy)
-        stop(sim)
+        stop(sim.process)
     from gwsproxy.capture.format import Kind
     from gwsproxy.capture.reader import CaptureReader
 
@@ -259,12 +242,16 @@ async def client_run(url: str, capture: str, transport: str, timeout: float = 10
 
 def measure(kind: str, capture: Path, agents: int, transport: str, tmp: Path) -> dict:
     """Start a fresh server, run the client workload against it, stop it."""
+    log = tmp / f"{kind}.log"
     if kind == "mock":
-        command = python("-m", "gwsproxy.replay.mock", str(capture), "-p", "0", "--speed", "max")
-        banner = _MOCK_BANNER
+        command = gwsproxy_command("serve", str(capture), "-p", "0", "--speed", "max")
+        server, found = start_announcing(
+            command, _MOCK_BANNER, "the mock", output=log, timeout=START_TIMEOUT
+        )
+        url = found["url"]
     else:
-        command, banner = sim_command(agents), SIM_BANNER
-    server, url = start_with_banner(command, banner, tmp / f"{kind}.log", START_TIMEOUT)
+        sim = start_sim(*sim_options(agents), output=log, timeout=START_TIMEOUT)
+        server, url = sim.process, sim.url
     try:
         cpu0 = cpu_seconds(server.pid)
         done = subprocess.run(

@@ -1,13 +1,13 @@
 """The `gwsproxy` command line: one console script, a subcommand per job.
 
-Bad input ends in one line on stderr saying what is wrong and what to do, and exit status 2.
+Bad input ends in one line on stderr saying what is wrong and what to do, and exit status 2:
+every stage raises a GwsProxyError for it, and `main` alone prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import os
 import signal
 import sys
@@ -15,11 +15,9 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
+from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
+
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """Something the user can fix; printed as one line, exit 2."""
 
 
 def _positive(kind: type) -> Callable[[str], int | float]:
@@ -47,6 +45,32 @@ def _rate(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text} is a rate between 0 and 1")
     return value
+
+
+def _speed(text: str) -> float:
+    """`--speed`: a factor that divides recorded delays; 0 or `max` means no delay at all."""
+    if text.strip().lower() in ("max", "inf", "0"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'max'") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number, 0 or 'max'")
+    return value
+
+
+def _unmatched(text: str) -> str:
+    """`--unmatched`: `404`, `closest` or `forward:URL` (an http or https base URL)."""
+    if text in ("404", "closest"):
+        return text
+    if text.startswith("forward:"):
+        url = text.removeprefix("forward:")
+        problem = url_problem(url)
+        if problem:
+            raise argparse.ArgumentTypeError(f"forward: {problem}")
+        return "forward:" + url.strip().rstrip("/")
+    raise argparse.ArgumentTypeError(f"{text!r}: choose 404, closest or forward:URL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,10 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     export.set_defaults(run=cmd_export)
 
-    from gwsproxy.replay import add_serve_arguments
-
     serve = sub.add_parser("serve", help="a mock GWS from a capture (REST and CometD)")
-    add_serve_arguments(serve)
+    serve.add_argument("file", help="capture file to answer from")
+    serve.add_argument(
+        "-p", "--port", type=_port, default=8090, help="port to listen on (default 8090; 0: any)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="X",
+        help="divide recorded delays by X (default 1; 0 or 'max': no delay)",
+    )
+    serve.add_argument(
+        "--unmatched",
+        type=_unmatched,
+        default="404",
+        metavar="404|closest|forward:URL",
+        help="answer to a request no recorded pair matches (default 404)",
+    )
+    serve.add_argument(
+        "--match",
+        choices=("first", "last"),
+        default="first",
+        help="among equal recorded requests, use the first or the last unused one (first)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     rep = sub.add_parser("replay", help="re-send a capture to a GWS and compare the changes")
@@ -228,15 +274,13 @@ async def _start_sim(config) -> object:
 
     unknown = [m for m in config.coerce if m not in _media_names()]
     if unknown:
-        raise UserError(f"--coerce {unknown[0]}: not a media ({', '.join(_media_names())})")
+        raise GwsProxyError(f"--coerce {unknown[0]}: not a media ({', '.join(_media_names())})")
     try:
         return await start_simulator(config)
     except CaptureError as e:
-        raise UserError(f"--seed-from: {e}") from None
+        raise GwsProxyError(f"--seed-from: {e}") from None
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            raise UserError(f"port {config.port} is in use: pick another with -p") from None
-        raise UserError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+        raise GwsProxyError(listen_problem(e, config.host, config.port)) from None
 
 
 def _media_names() -> list[str]:
@@ -248,7 +292,7 @@ def _media_names() -> list[str]:
 def cmd_sim(args: argparse.Namespace) -> int:
     async def main() -> None:
         running = await _start_sim(_sim_config(args))
-        print(
+        print(  # the banner that gwsproxy.processes.SIM_BANNER reads
             f"GWS simulator on {running.url}  agents agent1..agent{args.agents}, "
             f"password 'password'  (Ctrl-C stops it)",
             flush=True,
@@ -279,24 +323,16 @@ def _load_config(args: argparse.Namespace, target: str):
     )
 
 
-async def _run_load(config, console: Console):
-    from gwsproxy.sim.agents import LoadError, run_load
-
-    try:
-        return await run_load(config)
-    except LoadError as e:
-        raise UserError(str(e)) from None
-
-
 def cmd_load(args: argparse.Namespace) -> int:
-    console = Console()
-    report = asyncio.run(_run_load(_load_config(args, args.target.rstrip("/")), console))
-    console.print(report.table())
+    from gwsproxy.sim.agents import run_load
+
+    report = asyncio.run(run_load(_load_config(args, args.target.rstrip("/"))))
+    Console().print(report.table())
     return 0 if report.timeouts == 0 else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gwsproxy.sim.demo import DemoConfig, DemoError, run_demo
+    from gwsproxy.sim.demo import DemoConfig, run_demo
 
     interactive = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
     config = DemoConfig(
@@ -308,14 +344,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         interactive=interactive,
     )
-    try:
-        return run_demo(config, Console())
-    except DemoError as e:
-        raise UserError(str(e)) from None
+    return run_demo(config, Console())
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from gwsproxy.record.command import RecordConfig, RecordError, run_record
+    from gwsproxy.record.command import RecordConfig, run_record
 
     config = RecordConfig(
         upstream=args.upstream,
@@ -327,30 +360,21 @@ def cmd_record(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         mask_keys=tuple(args.mask_key),
     )
-    try:
-        path = asyncio.run(run_record(config))
-    except RecordError as e:
-        raise UserError(str(e)) from None
+    path = asyncio.run(run_record(config))
     print(f"capture: {path}", file=sys.stderr)
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gwsproxy.record.command import RecordError, import_flows
+    from gwsproxy.record.command import import_flows
 
     try:
         path, recorder = import_flows(args.flows, args.output, args.timeout)
-    except (RecordError, OSError) as e:
-        raise UserError(str(e)) from None
+    except OSError as e:
+        raise GwsProxyError(str(e)) from None
     counts = recorder.counts()
     print(f"{path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications")
     return 0
-
-
-def _capture_errors():
-    from gwsproxy.capture.reader import CaptureError
-
-    return CaptureError
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -362,10 +386,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from gwsproxy.report import info
 
-    try:
-        Console().print(info(args.file))
-    except _capture_errors() as e:
-        raise UserError(str(e)) from None
+    Console().print(info(args.file))
     return 0
 
 
@@ -378,19 +399,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             with open(args.output, "w", encoding="utf-8") as out:
                 write_jsonl(args.file, out)
-    except _capture_errors() as e:
-        raise UserError(str(e)) from None
+    except GwsProxyError:  # the capture cannot be read: said by main
+        raise
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as e:
-        raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+        raise GwsProxyError(f"cannot write {args.output}: {e.strerror}") from None
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gwsproxy.replay.mock import MockConfig, serve_main
 
-    return serve_main(MockConfig.from_args(args))  # prints its own one-line errors
+    config = MockConfig(
+        capture=args.file,
+        host=args.host,
+        port=args.port,
+        speed=args.speed,
+        unmatched=args.unmatched,
+        match=args.match,
+    )
+    return serve_main(config)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -398,20 +427,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from rich.progress import Progress
 
-    from gwsproxy.capture.reader import CaptureError
-    from gwsproxy.replay.regress import ReplayConfig, ReplayError, load_pairs, replay, write_report
+    from gwsproxy.replay.regress import ReplayConfig, load_pairs, replay, write_report
 
     maps = []
     for item in args.map:
         old, sep, new = item.partition("=")
         if not sep or not old:
-            raise UserError(f"--map {item!r}: expected OLD=NEW")
+            raise GwsProxyError(f"--map {item!r}: expected OLD=NEW")
         maps.append((old, new))
     for pattern in args.ignore:
         try:
             re.compile(pattern)
         except re.error as e:
-            raise UserError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
+            raise GwsProxyError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
     config = ReplayConfig(
         capture=args.file,
         target=args.target.rstrip("/"),
@@ -425,15 +453,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     console = Console(stderr=True)
-    try:
-        total = len(load_pairs(args.file))
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("replaying", total=total)
-            result = asyncio.run(replay(config, lambda c: progress.advance(task)))
-    except CaptureError as e:
-        raise UserError(str(e)) from None
-    except ReplayError as e:
-        raise UserError(str(e)) from None
+    total = len(load_pairs(args.file))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=total)
+        result = asyncio.run(replay(config, lambda c: progress.advance(task)))
     out = Console()
     for c in result.failed[:20]:
         out.print(f"[red]FAIL[/] {c.describe()}", highlight=False)
@@ -454,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except UserError as e:
+    except GwsProxyError as e:
         print(f"gwsproxy {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

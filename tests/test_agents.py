@@ -23,7 +23,8 @@ from aiohttp import web
 from gwsproxy import bayeux
 from gwsproxy.bayeux.client import CometdClient
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.sim.agents import LoadConfig, LoadError, run_load
+from gwsproxy.gws.session import GwsError
+from gwsproxy.sim.agents import LoadConfig, run_load
 
 TRANSPORTS = ["long-polling", "websocket"]
 CSRF = "X-CSRF-TOKEN"
@@ -349,7 +350,7 @@ async def test_silence_counts_timeouts_and_strays_count_unsolicited() -> None:
 @pytest.mark.asyncio
 async def test_bad_password_is_one_clear_line() -> None:
     async with serving(MiniGws().app()) as url:
-        with pytest.raises(LoadError) as caught:
+        with pytest.raises(GwsError) as caught:
             await run_load(LoadConfig(url, agents=2, ops=1, password="wrong"))
     assert str(caught.value) == f"agent1: 401 Not authenticated at {url}/api/v2/me"
 
@@ -360,7 +361,7 @@ async def test_unreachable_target_is_one_clear_line() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    with pytest.raises(LoadError, match=f"^cannot reach {url}: connection refused$"):
+    with pytest.raises(GwsError, match=f"^cannot reach {url}: connection refused$"):
         await run_load(LoadConfig(url, agents=1, ops=1))
 
 
@@ -376,5 +377,5 @@ async def test_unreachable_target_is_one_clear_line() -> None:
 async def test_bad_config_is_refused_before_anything_starts(
     change: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(LoadError, match=message):
+    with pytest.raises(GwsError, match=message):
         await run_load(LoadConfig(**{"target": "http://127.0.0.1:9", **change}))

@@ -12,6 +12,8 @@ from typing import Any
 import msgpack
 import zstandard
 
+from gwsproxy.errors import GwsProxyError
+
 MAGIC = b"GWSPXCAP"
 SYNC = b"\xc7\x5a\x3b\xe1"
 FORMAT_VERSION = 1
@@ -46,7 +48,7 @@ class Kind(IntEnum):
     END = 6
 
 
-class CaptureError(Exception):
+class CaptureError(GwsProxyError):
     """A capture file cannot be used at all; the message says what is wrong and what to do."""
 
 

@@ -12,12 +12,13 @@ import aiohttp
 
 from gwsproxy import gws
 from gwsproxy.bayeux.client import CometdClient, CometdError
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Unreadable
 
 SUBSCRIPTION = "/v2/me/**"
 
 
-class GwsError(Exception):
+class GwsError(GwsProxyError):
     """Why talking to a GWS failed, in one line."""
 
 

@@ -6,20 +6,19 @@ Both feed the same GwsRecorder, so a live recording and an imported flow dump pa
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
+from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 from gwsproxy.record import shutdown
 from gwsproxy.record.addon import GwsRecorder
 
 
-class RecordError(Exception):
+class RecordError(GwsProxyError):
     """Something the user can fix before anything listens."""
 
 
@@ -36,10 +35,10 @@ class RecordConfig:
 
 
 def check_upstream(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RecordError(f"--upstream {url!r} is not an http(s) URL such as http://gws:8090")
-    return url.rstrip("/")
+    problem = url_problem(url)
+    if problem:
+        raise RecordError(f"--upstream: {problem}")
+    return url.strip().rstrip("/")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -48,9 +47,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise RecordError(f"port {port} is in use: pick another with -p") from None
-            raise RecordError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+            raise RecordError(listen_problem(e, host, port)) from None
 
 
 class Counter:

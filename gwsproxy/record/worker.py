@@ -80,7 +80,7 @@ class Worker:
         with contextlib.suppress(OSError, AttributeError):
             import fcntl
 
-            fcntl.fcntl(self._fd, 1031, PIPE_SIZE)  # F_SETPIPE_SZ
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         try:
             self._write_blocking(self._packer.pack(config))
             answer = self._first_report(START_TIMEOUT)

@@ -8,15 +8,13 @@ Unsolicited notifications are replayed on their timeline. A request no pair matc
 GWS-shaped 404 naming the closest recorded request, the closest pair's recording, or the answer
 of a GWS it is forwarded to.
 
-    python -m gwsproxy.replay.mock CAPTURE [-p PORT] [--speed X] [--unmatched ...] [--match ...]
+`python -m gwsproxy.replay.mock CAPTURE ...` is `gwsproxy serve CAPTURE ...`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import sys
@@ -30,13 +28,12 @@ from yarl import URL
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.capture.format import CaptureError
+from gwsproxy.errors import GwsProxyError, listen_problem
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
 from gwsproxy.sim.server import logged_in
 
 log = logging.getLogger(__name__)
 
-EXIT_USAGE = 2
 # Headers that describe one hop, not the request: never forwarded as they came.
 _HOP_HEADERS = frozenset(
     {
@@ -64,18 +61,6 @@ class MockConfig:
     unmatched: str = "404"  # "404", "closest" or "forward:URL"
     match: str = "first"  # among equal unused recorded requests: "first" or "last"
     cometd_timeout: float = 30.0
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> MockConfig:
-        """From the options `gwsproxy.replay.add_serve_arguments` defines."""
-        return cls(
-            capture=args.file,
-            host=args.host,
-            port=args.port,
-            speed=args.speed,
-            unmatched=args.unmatched,
-            match=args.match,
-        )
 
 
 @dataclass(slots=True)
@@ -419,15 +404,12 @@ async def start_mock(config: MockConfig, capture: Capture | None = None) -> Runn
 
 
 def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`gwsproxy serve`: run until Ctrl-C (or SIGTERM). Bad input: one line on err, exit 2."""
+    """`gwsproxy serve`: run until Ctrl-C (or SIGTERM). A GwsProxyError when it cannot start
+    (a CaptureError for the capture, or the address is taken)."""
     out = out or sys.stdout
     err = err or sys.stderr
     _log_to(err)
-    try:
-        capture = load_capture(config.capture)
-    except CaptureError as e:
-        print(f"gwsproxy serve: {e}", file=err)
-        return EXIT_USAGE
+    capture = load_capture(config.capture)
     for notice in capture.notices:
         print(f"gwsproxy serve: note: {notice}", file=err)
 
@@ -435,19 +417,7 @@ def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None
         try:
             running = await start_mock(config, capture)
         except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                print(
-                    f"gwsproxy serve: port {config.port} is in use on {config.host}: "
-                    "pick another with -p",
-                    file=err,
-                )
-            else:
-                print(
-                    f"gwsproxy serve: cannot listen on {config.host}:{config.port}: "
-                    f"{e.strerror or e}",
-                    file=err,
-                )
-            return EXIT_USAGE
+            raise GwsProxyError(listen_problem(e, config.host, config.port)) from None
         stop = asyncio.Event()
         # Both signals take the same orderly path: a KeyboardInterrupt would instead cancel this
         # task mid-await and leave the shutdown to race the loop's own teardown.
@@ -491,15 +461,7 @@ def _log_to(stream: TextIO) -> None:
         handler.setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gwsproxy.replay import add_serve_arguments
+if __name__ == "__main__":  # the command line's `serve`, as the benchmarks and tests run it
+    from gwsproxy.cli import main
 
-    parser = argparse.ArgumentParser(
-        prog="gwsproxy serve", description="A mock GWS answering from a capture."
-    )
-    add_serve_arguments(parser)
-    return serve_main(MockConfig.from_args(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["serve", *sys.argv[1:]]))

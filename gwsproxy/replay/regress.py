@@ -23,8 +23,6 @@ from gwsproxy.record.records import after_of, pair_record
 from gwsproxy.redact import Redactor
 from gwsproxy.replay.compare import Comparison, Outcome, compare
 
-ReplayError = GwsError  # one line: the capture, the target or the credentials are wrong
-
 
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
@@ -137,7 +135,7 @@ class Replayer:
             return self.config.user
         if scope.startswith("user:"):
             return scope.removeprefix("user:")
-        raise ReplayError(f"the capture's scope {scope} names no user: give --user")
+        raise GwsError(f"the capture's scope {scope} names no user: give --user")
 
     def _mapped(self, data: bytes | str) -> Any:
         for old, new in self.config.maps:

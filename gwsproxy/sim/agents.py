@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 from rich.table import Table
 
 from gwsproxy import gws
 from gwsproxy.bayeux.client import TRANSPORTS
+from gwsproxy.errors import url_problem
 from gwsproxy.gws.session import GwsError, GwsSession, one_line
 from gwsproxy.lenient import Unreadable
 
@@ -43,9 +44,6 @@ WORDS = ("gold", "silver", "billing", "sales", "support", "urgent", "en-US", "fr
 DEFAULT_MEDIA_TYPE = "promotion"  # open media objects without mediaType: the docs' example
 WAIT = object()  # a match that an outstanding HTTP answer will decide
 MAX_PAUSE = 1.0  # seconds an agent waits at most after ops that failed in a row
-
-
-LoadError = GwsError  # why a load run could not start, in one line
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +244,7 @@ class Agent:
     # ---- setting up ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Log in, list the interactions, open CometD and subscribe; LoadError if impossible."""
+        """Log in, list the interactions, open CometD and subscribe; GwsError if impossible."""
         config = self.config
         self._session = GwsSession(
             self._base,
@@ -275,7 +273,7 @@ class Agent:
             url = f"{self._base}/api/v2/me/{collection}"
             status, reason, doc, _ = await self._session.get(url)
             if status in (401, 403):
-                raise LoadError(f"{self.name}: {status} {reason} at {url}")
+                raise GwsError(f"{self.name}: {status} {reason} at {url}")
             if status >= 400 or not isinstance(doc, dict):
                 # A GWS without this media (or one that is down) leaves the others to work on.
                 log.info("%s: no %s interactions: %s %s", self.name, media.name, status, reason)
@@ -293,7 +291,7 @@ class Agent:
                     media_type = media_type if isinstance(media_type, str) else DEFAULT_MEDIA_TYPE
                 self.interactions.append(Interaction(str(item["id"]), media, user_data, media_type))
         if not self.interactions:
-            raise LoadError(f"{self.name}: no interactions to work on at {self._base}")
+            raise GwsError(f"{self.name}: no interactions to work on at {self._base}")
 
     async def close(self) -> None:
         cometd = self._session.cometd if self._session is not None else None
@@ -533,7 +531,7 @@ async def run_load(
     """Start `config.agents` agents, let each send `config.ops` ops, and report.
 
     `progress` is called with the number of ops finished so far (of agents x ops).
-    Raises LoadError (one line) when the configuration is wrong or the agents cannot start.
+    Raises GwsError (one line) when the configuration is wrong or the agents cannot start.
     """
     _check(config)
     finished = 0
@@ -562,16 +560,16 @@ async def run_load(
 
 
 def _check(config: LoadConfig) -> None:
-    parts = urlsplit(config.target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LoadError(f"bad target {config.target!r}: expected a URL like http://127.0.0.1:8090")
+    problem = url_problem(config.target)
+    if problem:
+        raise GwsError(f"bad target: {problem}")
     if config.transport not in TRANSPORTS:
-        raise LoadError(f"unknown transport {config.transport!r}: choose {' or '.join(TRANSPORTS)}")
+        raise GwsError(f"unknown transport {config.transport!r}: choose {' or '.join(TRANSPORTS)}")
     if config.agents < 1 or config.ops < 0 or config.in_flight < 1:
-        raise LoadError("agents and in_flight must be at least 1, ops at least 0")
+        raise GwsError("agents and in_flight must be at least 1, ops at least 0")
     if config.timeout <= 0 or config.think < 0:
-        raise LoadError("timeout must be positive and think not negative")
+        raise GwsError("timeout must be positive and think not negative")
     unknown = [m for m in config.media or () if m not in gws.MEDIA_BY_NAME]
     if unknown:
         choices = ", ".join(gws.MEDIA_BY_NAME)
-        raise LoadError(f"unknown media {', '.join(unknown)}: choose from {choices}")
+        raise GwsError(f"unknown media {', '.join(unknown)}: choose from {choices}")

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
-from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, stop
-
-DemoError = ProcessError  # a part of the demo did not start; the message says which and why
+from gwsproxy.processes import ProcessError, gwsproxy_command, recording_proxy, start_sim, stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,31 +31,16 @@ class DemoConfig:
     interactive: bool = True
 
 
-def _start_sim(seed: int) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        gwsproxy_command(
-            "sim", "-p", "0", "--seed", str(seed), "--faults", "0.03", "--shared", "1"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    found = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if not found:
-        proc.kill()
-        raise DemoError(f"the simulator did not start: {line.strip() or 'no output'}")
-    return proc, found[0]
-
-
 @contextlib.contextmanager
 def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess.Popen]]:
     """Simulator, recording proxy and agents running; yields the capture path and the agents."""
     path = time.strftime(config.output)
     with contextlib.ExitStack() as stack:
-        sim, sim_url = _start_sim(config.seed)
-        stack.callback(stop, sim)  # stopped last: agents, then the proxy (its END record), then GWS
-        proxy = stack.enter_context(recording_proxy(sim_url, path))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gwsproxy-demo-")))
+        options = ("--seed", str(config.seed), "--faults", "0.03", "--shared", "1")
+        sim = start_sim(*options, output=scratch / "sim.log")
+        stack.callback(stop, sim.process)  # last: agents, then the proxy (its END record), then GWS
+        proxy = stack.enter_context(recording_proxy(sim.url, path))
         agents = subprocess.Popen(
             gwsproxy_command(
                 "load",
@@ -101,7 +85,8 @@ def run_demo(config: DemoConfig, console: Console) -> int:
             agents.kill()
             out, err = agents.communicate()
         if agents.returncode not in (0, 1):
-            raise DemoError(f"the agents failed: {(err or out).strip().splitlines()[-1:]}")
+            why = (err or out).strip().splitlines() or ["no output"]
+            raise ProcessError(f"the agents failed: {why[-1]}")
     console.print(out.rstrip())
     console.print(info(path))
     console.print(f"The capture is in [bold]{path}[/]: `gwsproxy tui {path}` inspects it.")
@@ -112,5 +97,5 @@ def _wait_for_file(path: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
-            raise DemoError(f"the recording proxy did not create {path}")
+            raise ProcessError(f"the recording proxy did not create {path}")
         time.sleep(0.05)

@@ -15,9 +15,7 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,21 +30,29 @@ from gwsproxy import __version__, gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Correlator, Pair
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Parsed, loads
+from gwsproxy.processes import (
+    STOP_TIMEOUT,
+    free_port,
+    last_line,
+    mitmdump_path,
+    spawn,
+    stop,
+    wait_for_port,
+)
 from gwsproxy.record.records import pair_record, unsolicited_record
 from gwsproxy.redact import Redactor
-from gwsproxy.sim.agents import LoadConfig, LoadError, LoadReport, run_load
+from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
 from gwsproxy.sim.server import SEED_UPDATE_KEYS, SimConfig, start_simulator
 
 AGENT, PASSWORD = "agent1", "password"
 # The request both seed documents show (seed 000 prints it; seed 003 documents the same body).
 DOCUMENTED_USER_DATA = {"UserData1": 987654321, "UserData2": "DATAUPDATE-@123"}
 ANSWER = b'{"statusCode": 0}'
-START_TIMEOUT = 30.0  # mitmdump's first start generates its CA: allow for a slow machine
-STOP_TIMEOUT = 15.0
 
 
-class ExampleError(Exception):
+class ExampleError(GwsProxyError):
     """Why an example could not be made, in one line."""
 
 
@@ -157,14 +163,14 @@ async def sim_capture(
     path: Path, *, agents: int = 4, ops: int = 15, seed: int = 1, faults: float = 0.05
 ) -> LoadReport:
     """Record `agents` x `ops` long-polling operations through a real mitmdump into `path`."""
-    mitmdump = _mitmdump()
+    mitmdump = mitmdump_path()
     addon = _addon_script()
     running = await start_simulator(SimConfig(port=0, faults=faults, seed=seed))
     with (
         _replacing(path) as tmp,
         tempfile.TemporaryDirectory(prefix="gwsproxy-examples-") as scratch,
     ):
-        port = _free_port()
+        port = free_port()
         log_path = Path(scratch) / "mitmdump.log"
         command = [
             mitmdump,
@@ -182,39 +188,29 @@ async def sim_capture(
             "--set",
             f"gws_capture={tmp}",
         ]
-        with open(log_path, "w+b") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                await _wait_listening(process, port, log_path)
-                config = LoadConfig(
-                    target=f"http://127.0.0.1:{port}",
-                    agents=agents,
-                    ops=ops,
-                    transport="long-polling",
-                    seed=seed,
-                )
-                report = await run_load(config)
-                # SIGINT: mitmdump shuts down its addons, which close the capture cleanly.
-                process.send_signal(signal.SIGINT)
-                code = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
-                if code != 0:
-                    raise ExampleError(f"mitmdump exited with {code}: {_tail(log_path)}")
-            except subprocess.TimeoutExpired:
-                raise ExampleError(f"mitmdump did not stop within {STOP_TIMEOUT:g} s") from None
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-                await running.stop()
+        process = spawn(command, log_path)
+        try:
+            # In a thread: the wait blocks, and this loop runs the simulator.
+            await asyncio.to_thread(wait_for_port, port, process, "mitmdump", log_path)
+            config = LoadConfig(
+                target=f"http://127.0.0.1:{port}",
+                agents=agents,
+                ops=ops,
+                transport="long-polling",
+                seed=seed,
+            )
+            report = await run_load(config)
+            # SIGINT: mitmdump shuts down its addons, which close the capture cleanly.
+            process.send_signal(signal.SIGINT)
+            code = await asyncio.to_thread(process.wait, STOP_TIMEOUT)
+            if code != 0:
+                raise ExampleError(f"mitmdump exited with {code}: {last_line(log_path)}")
+        except subprocess.TimeoutExpired:
+            raise ExampleError(f"mitmdump did not stop within {STOP_TIMEOUT:g} s") from None
+        finally:
+            stop(process)
+            await running.stop()
     return report
-
-
-def _mitmdump() -> str:
-    beside = Path(sys.executable).with_name("mitmdump")
-    found = str(beside) if beside.exists() else shutil.which("mitmdump")
-    if found is None:
-        raise ExampleError("mitmdump not found: install gwsproxy's dependencies (make test)")
-    return found
 
 
 def _addon_script() -> Path:
@@ -222,36 +218,6 @@ def _addon_script() -> Path:
     if not script.exists():
         raise ExampleError(f"{script} not found: run from a gwsproxy source checkout")
     return script
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ExampleError(f"mitmdump exited with {process.returncode}: {_tail(log)}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-    raise ExampleError(f"mitmdump did not listen on 127.0.0.1:{port} within {START_TIMEOUT:g} s")
-
-
-def _tail(log: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = log.read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
-    return "no output"
 
 
 @contextlib.contextmanager
@@ -295,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         made = make_all(args.outdir)
-    except (ExampleError, LoadError) as e:
+    except GwsProxyError as e:
         print(f"gwsproxy.testing.examples: {e}", file=sys.stderr)
         return 1
     except OSError as e:

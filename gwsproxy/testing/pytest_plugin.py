@@ -34,8 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gws-record-mode",
         choices=RECORD_MODES,
         default="once",
-        help="gws_recording: none (replay only), once (record if missing), new (replay, record "
-        "what is missing), rewrite (record again)",
+        help="gws_recording: none (replay only), once (record when the capture is missing; the "
+        "default), new (record beside it as NAME.new.gwscap for review), rewrite (record again)",
     )
 
 
@@ -133,8 +133,8 @@ def gws_capture(gws_capture_path: Path) -> LoadedCapture:
 # ---- each recorded pair a test item -------------------------------------------------------------
 
 
-class ReplayFailure(Exception):
-    pass
+class PairMismatch(AssertionError):
+    """A replayed pair changed the user data otherwise than its recording: a test failure."""
 
 
 class ReplayCollector(pytest.Collector):
@@ -188,10 +188,10 @@ class ReplayItem(pytest.Item):
         assert isinstance(self.parent, ReplayCollector)
         comparison = self.parent.comparison(self.pair_id)
         if not comparison.passed:
-            raise ReplayFailure(comparison.describe())
+            raise PairMismatch(comparison.describe())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, ReplayFailure):
+        if isinstance(excinfo.value, PairMismatch):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 

@@ -10,7 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from gwsproxy.tui.replays import ReplayRequest, ignore_text, parse_ignore, target_problem
+from gwsproxy.errors import url_problem
+from gwsproxy.tui.replays import ReplayRequest, ignore_text, parse_ignore
 
 HINT = "Enter: replay · Tab: next field · Esc: cancel"
 
@@ -70,7 +71,7 @@ class ReplayScreen(ModalScreen[ReplayRequest | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         target = self.query_one("#replay-target", Input).value.strip()
-        problem = target_problem(target)
+        problem = url_problem(target)
         if problem:
             self._problem(problem, "#replay-target")
             return

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.tui.model import Row
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ DEFAULT_TARGET = "http://127.0.0.1:8090"
 RUNNING, DONE, STOPPED, FAILED = "running", "done", "stopped", "failed"
 
 
-class ReplayFailure(Exception):
+class ReplayFailure(GwsProxyError):
     """Why a replay could not go on (target unreachable, credentials refused...), in one line."""
 
 
@@ -35,21 +35,6 @@ class ReplayRequest:
     user: str | None = None  # None: each agent of the capture as itself
     password: str = "password"
     ignore: tuple[str, ...] = ()  # regexes of user-data keys not to compare
-
-
-def target_problem(text: str) -> str | None:
-    """Why text is not a GWS base URL, or None."""
-    text = text.strip()
-    if not text:
-        return "the target is empty: give a GWS base URL such as http://127.0.0.1:8090"
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as e:
-        return f"{text!r} is not a URL: {e}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{text!r} is not an http or https URL such as http://127.0.0.1:8090"
-    return None
 
 
 def parse_ignore(text: str) -> tuple[tuple[str, ...], str | None]:

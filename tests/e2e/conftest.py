@@ -1,8 +1,8 @@
 """Process fixtures for the end-to-end tests: real subprocesses on 127.0.0.1 only.
 
-`procs` starts the GWS simulator (`python -m gwsproxy.cli sim`), `mitmdump` with or without
-our addon, and any other command, each on a free loopback port; whatever a test started is
-killed at teardown, whether the test passed or not.
+`procs` starts the GWS simulator (`gwsproxy sim`, through gwsproxy.processes), `mitmdump` with
+or without our addon, and any other command, each on a free loopback port; whatever a test
+started is killed at teardown, whether the test passed or not.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -25,29 +22,20 @@ from typing import Any
 
 import pytest
 
+from gwsproxy.processes import (
+    START_TIMEOUT,
+    ProcessError,
+    accepts,
+    free_port,
+    gwsproxy_command,
+    mitmdump_path,
+    start_sim,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "gws_recorder.py"
-MITMDUMP = Path(sys.executable).with_name("mitmdump")
 HOST = "127.0.0.1"
-START_TIMEOUT = 30.0  # generous: a loaded 2-core machine starts mitmproxy slowly
 STOP_TIMEOUT = 30.0
-_BANNER = re.compile(r"GWS simulator on (?P<url>http://(?P<host>[^:/\s]+):(?P<port>\d+))")
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def accepts(port: int, host: str = HOST) -> bool:
-    """Whether something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def wait_until(
@@ -157,10 +145,12 @@ class Procs:
     workdir: Path
     started: list[Process] = field(default_factory=list)
 
-    def spawn(self, command: Sequence[str], name: str) -> Process:
+    def _logs(self, name: str) -> tuple[Path, Path]:
         n = len(self.started)
-        out = self.workdir / f"{n:02d}-{name}.stdout"
-        err = self.workdir / f"{n:02d}-{name}.stderr"
+        return self.workdir / f"{n:02d}-{name}.stdout", self.workdir / f"{n:02d}-{name}.stderr"
+
+    def spawn(self, command: Sequence[str], name: str) -> Process:
+        out, err = self._logs(name)
         with open(out, "wb") as o, open(err, "wb") as e:
             popen = subprocess.Popen(
                 list(command), stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=ROOT
@@ -184,34 +174,17 @@ class Procs:
         )
 
     def sim(self, *options: str) -> Sim:
-        """`python -m gwsproxy.cli sim -p 0` with fast notifications; waits for its URL."""
-        command = [
-            sys.executable,
-            "-m",
-            "gwsproxy.cli",
-            "sim",
-            "-p",
-            "0",
-            "--host",
-            HOST,
-            "--delay",
-            "0.01",
-            "--jitter",
-            "0.01",
-            *options,
-        ]
-        p = self.spawn(command, "sim")
-
-        def banner() -> re.Match[str] | None:
-            if not p.alive():
-                pytest.fail(f"the simulator exited: {p.describe()}")
-            return _BANNER.search(p.stdout())
-
-        match = wait_until(banner, START_TIMEOUT, "the simulator's banner")
-        sim = Sim(
-            p.command, p.popen, p.stdout_path, p.stderr_path, match["url"], int(match["port"])
-        )
-        self.started[self.started.index(p)] = sim
+        """`gwsproxy sim` on a free port with fast notifications, once it announced its URL."""
+        out, err = self._logs("sim")
+        try:
+            running = start_sim(
+                "--delay", "0.01", "--jitter", "0.01", *options, output=out, errors=err
+            )
+        except ProcessError as e:
+            pytest.fail(f"{e}\nstdout: {out.read_text()!r}\nstderr: {err.read_text()!r}")
+        process = running.process
+        sim = Sim(list(process.args), process, out, err, running.url, running.port)
+        self.started.append(sim)
         return sim
 
     def mitmdump(
@@ -231,7 +204,7 @@ class Procs:
         for _attempt in range(3):
             port = free_port()
             command = [
-                str(MITMDUMP),
+                mitmdump_path(),
                 "-q",
                 "--listen-host",
                 HOST,
@@ -305,10 +278,7 @@ class Procs:
     wait_until = staticmethod(wait_until)
     await_until = staticmethod(await_until)
 
-    @staticmethod
-    def cli(*args: str) -> list[str]:
-        """The `gwsproxy` console script, run with this interpreter."""
-        return [sys.executable, "-m", "gwsproxy.cli", *args]
+    cli = staticmethod(gwsproxy_command)
 
     def stop_all(self) -> None:
         for p in reversed(self.started):
