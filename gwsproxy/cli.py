@@ -332,7 +332,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gwsproxy.sim.demo import DemoConfig, run_demo
+    from gwsproxy.demo import DemoConfig, run_demo
 
     interactive = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
     config = DemoConfig(

@@ -24,7 +24,7 @@ STAGES = (
     ("sim",),
     ("testing",),
     ("tui",),
-    ("cli", "__main__"),
+    ("demo", "cli"),  # the edges: the demo composes every stage, the command line runs them
 )
 RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
 

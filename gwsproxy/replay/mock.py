@@ -7,8 +7,6 @@ after the recorded delay divided by `--speed`, on the requesting agent's CometD 
 Unsolicited notifications are replayed on their timeline. A request no pair matches gets a
 GWS-shaped 404 naming the closest recorded request, the closest pair's recording, or the answer
 of a GWS it is forwarded to.
-
-`python -m gwsproxy.replay.mock CAPTURE ...` is `gwsproxy serve CAPTURE ...`.
 """
 
 from __future__ import annotations
@@ -459,9 +457,3 @@ def _log_to(stream: TextIO) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO if logger.level == logging.NOTSET else logger.level)
         handler.setLevel(logging.WARNING)
-
-
-if __name__ == "__main__":  # the command line's `serve`, as the benchmarks and tests run it
-    from gwsproxy.cli import main
-
-    sys.exit(main(["serve", *sys.argv[1:]]))

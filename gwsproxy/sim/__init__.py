@@ -1,1 +1,1 @@
-"""The built-in GWS simulator, the simulated agents that drive it, and the demo."""
+"""The built-in GWS simulator and the simulated agents that drive it."""

@@ -37,6 +37,7 @@ from gwsproxy import gws
 from gwsproxy.bayeux.client import CometdClient
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.processes import gwsproxy_command
 from gwsproxy.replay.mock import MockConfig, RunningMock, start_mock
 from gwsproxy.sim.agents import LoadConfig, run_load
 from gwsproxy.sim.server import SimConfig, start_simulator
@@ -627,7 +628,7 @@ async def test_unmatched_forward_to_a_url(recording: Recording) -> None:
 
 
 def _mock_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gwsproxy.replay.mock", *args]
+    return gwsproxy_command("serve", *args)
 
 
 @pytest.mark.asyncio
