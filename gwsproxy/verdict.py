@@ -315,7 +315,7 @@ def _outcome(want: Any, got: Any) -> str:
         return NOT_APPLIED
     if same(want, got):
         return OK
-    return COERCED if _looks_equal(want, got) else NOT_APPLIED
+    return COERCED if _equal_but_for_type(want, got) else NOT_APPLIED
 
 
 def same(x: Any, y: Any) -> bool:
@@ -353,9 +353,13 @@ _NUMERIC = frozenset({"int", "float", "bool"})
 _CONTAINERS = frozenset({"map", "list"})
 
 
-def _looks_equal(x: Any, y: Any) -> bool:
-    """Equal once types are set aside: 987654321 ~ "987654321", 1 ~ 1.0 ~ "1", True ~ "true",
-    None ~ "null", {"a": 1} ~ {"a": "1"} ~ '{"a": 1}'. Only asked after _same said no."""
+def _equal_but_for_type(x: Any, y: Any) -> bool:
+    """What *coerced* means: equal once types are set aside, at every level: 987654321 ~
+    "987654321", 1 ~ 1.0 ~ "1", True ~ "true", None ~ "null", {"a": 1} ~ {"a": "1"} ~ '{"a": 1}'.
+
+    Only asked after `same` said no, once per requested key of a judged pair, so it may parse
+    numbers and JSON text. (The Correlator's `_written_alike` is the cheap test of whether a
+    notification shows a request at all.)"""
     stack = [(x, y)]
     while stack:
         a, b = stack.pop()
