@@ -382,7 +382,7 @@ def _equal_but_for_type(x: Any, y: Any) -> bool:
             if decoded is MISSING:
                 return False
             stack.append((decoded, other))
-        elif not _scalar_looks_equal(a, ka, b, kb):
+        elif not _scalars_equal_but_for_type(a, ka, b, kb):
             return False
     return True
 
@@ -397,7 +397,7 @@ def _json_or_missing(text: str) -> Any:
         return MISSING
 
 
-def _scalar_looks_equal(a: Any, ka: str, b: Any, kb: str) -> bool:
+def _scalars_equal_but_for_type(a: Any, ka: str, b: Any, kb: str) -> bool:
     try:
         if ka in _NUMERIC and kb in _NUMERIC:
             return bool(a == b)
