@@ -176,7 +176,7 @@ def evidenced(
 def _shows(state: dict[str, Any], key: str, value: Any) -> bool:
     if value is _ABSENT:
         return key not in state
-    return key in state and _looks_equal(state[key], value)
+    return key in state and _written_alike(state[key], value)
 
 
 def _asks(other: Effect, key: str, value: Any) -> bool:
@@ -187,7 +187,7 @@ def _asks(other: Effect, key: str, value: Any) -> bool:
     theirs = other[key]
     if value is _ABSENT or theirs is _ABSENT:
         return value is theirs
-    return _looks_equal(theirs, value)
+    return _written_alike(theirs, value)
 
 
 # ---- the Correlator -----------------------------------------------------------------------------
@@ -662,8 +662,12 @@ def _join(reason: str, earlier: str | None) -> str:
     return reason if not earlier else f"{reason} (before that: {earlier})"
 
 
-def _looks_equal(a: Any, b: Any) -> bool:
-    """Equal, or equal once written out: 987654321 looks like "987654321", true like "true"."""
+def _written_alike(a: Any, b: Any) -> bool:
+    """Equal, or written alike as JSON: 987654321 and "987654321", true and "true".
+
+    Matching's test of whether a state shows a requested value: cheap (it runs per notification
+    and open request) and loose enough that a value GWS stored as text still shows. Whether the
+    type changed is for the verdict to say (`verdict._equal_but_for_type`)."""
     return a == b or _text(a) == _text(b)
 
 

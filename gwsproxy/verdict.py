@@ -115,67 +115,22 @@ class Verdict:
 # ---- the request's effect ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Effect:
-    writes: dict[Any, Any]
-    deletes: tuple[Any, ...] = ()
-    everything: bool = False  # voice DeleteUserData without keys
-
-
-_NOTHING = _Effect({})
-
-
-def _effect(operation: Any, requested: Any, media: Any) -> _Effect:
-    op = operation.strip() if isinstance(operation, str) else ""
-    if op in (gws.UPDATE, gws.ATTACH):
-        return _Effect(dict(requested)) if isinstance(requested, dict) else _NOTHING
-    if op in (gws.DELETE, gws.DELETE_PAIR):
-        if requested is None:
-            return _Effect({}, everything=op == gws.DELETE and media == "voice")
-        if isinstance(requested, dict | list | tuple):
-            return _Effect({}, _key_list(requested))
-        return _Effect({}, _key_list([requested]))
-    # An operation we do not know: read what it names by its shape.
-    if isinstance(requested, dict):
-        return _Effect(dict(requested))
-    if isinstance(requested, list | tuple):
-        return _Effect({}, _key_list(requested))
-    return _NOTHING
-
-
-def _key_list(keys: Any) -> tuple[Any, ...]:
-    out: dict[Any, None] = {}
-    for k in keys:
-        try:
-            hash(k)
-        except TypeError:
-            k = repr(k)
-        out[k] = None
-    return tuple(out)
-
-
 def expected(
     before: dict[str, Any] | None,
     operation: str,
     requested: dict[str, Any] | list[str] | None,
     media: str,
 ) -> dict[str, Any] | None:
-    """The user data the request should leave: `requested` applied to `before`.
+    """The user data the request should leave: `requested` applied to `before` by the GWS model
+    (`gws.apply_user_data`), as a notification reads it. None when before is unknown.
 
     Update and Attach overwrite the given keys (in place, new ones last); DeleteUserData removes
     the listed keys, or everything on voice when `requested` is None; DeleteUserDataPair removes
-    its key (`requested` is the one-element list stored in captures). None when before is unknown.
+    its key (`requested` is the one-element list stored in captures).
     """
     if not isinstance(before, dict):
         return None
-    eff = _effect(operation, requested, media)
-    if eff.everything:
-        return {}
-    out = dict(before)
-    for key in eff.deletes:
-        out.pop(key, None)
-    out.update(eff.writes)
-    return out
+    return dict(gws.apply_user_data(before.items(), operation, requested, media))
 
 
 # ---- judging -----------------------------------------------------------------------------------
@@ -196,22 +151,17 @@ def judge(
     reads as incomplete), with the per-key diff still computed when user data came back. A
     matched pair without `after` means empty user data (a voice delete-everything notification).
     """
-    eff = _effect(operation, requested, media)
+    eff = gws.effect_of(operation, requested, media)
     before_known = isinstance(before, dict)
     old: dict[Any, Any] = before if before_known else {}  # type: ignore[assignment]
     is_matched = status == MATCHED
     after_known = isinstance(after, dict) or is_matched
     new: dict[Any, Any] = after if isinstance(after, dict) else ({} if is_matched else old)
+    # What each key should hold (absent: MISSING); with before unknown, only the named keys know.
+    wants = dict(eff.apply(old.items()))
 
-    if eff.everything:
-        named = sorted(old.keys() | new.keys(), key=_sort_key)
-        doomed = set(named)
-        named_set = doomed
-    else:
-        named = list(dict.fromkeys((*eff.writes, *eff.deletes)))
-        doomed = set(eff.deletes) - eff.writes.keys()
-        named_set = set(named)
-    rest = sorted((old.keys() | new.keys()) - named_set, key=_sort_key)
+    named = sorted(old.keys() | new.keys(), key=_sort_key) if eff.everything else eff.named
+    rest = sorted((old.keys() | new.keys()).difference(named), key=_sort_key)
 
     changes: list[KeyChange] = []
     not_applied: list[Any] = []
@@ -220,7 +170,7 @@ def judge(
     for key in named:
         b = old.get(key, MISSING)
         a = new.get(key, MISSING)
-        want = MISSING if key in doomed else eff.writes[key]
+        want = wants.get(key, MISSING)
         outcome = _outcome(want, a) if after_known else ""
         if outcome == NOT_APPLIED:
             not_applied.append(key)
@@ -235,7 +185,7 @@ def judge(
         if kind != UNCHANGED and before_known and after_known:
             outcome = SIDE_EFFECT
             side_effects.append(key)
-        changes.append(KeyChange(key, b, a, b if before_known else MISSING, kind, False, outcome))
+        changes.append(KeyChange(key, b, a, wants.get(key, MISSING), kind, False, outcome))
 
     if not is_matched:
         name = status if status in PASS_THROUGH else INCOMPLETE
@@ -325,7 +275,7 @@ def _type_kind(value: Any) -> str:
     if kind is not None:
         return kind
     if isinstance(value, dict):
-        return "map"  # e.g. the simulator's duplicate-keeping voice KVList
+        return "map"  # e.g. gws.KVList, voice user data with a repeated key
     if isinstance(value, list | tuple):
         return "list"
     if isinstance(value, bool):
@@ -365,7 +315,7 @@ def _outcome(want: Any, got: Any) -> str:
         return NOT_APPLIED
     if same(want, got):
         return OK
-    return COERCED if _looks_equal(want, got) else NOT_APPLIED
+    return COERCED if _equal_but_for_type(want, got) else NOT_APPLIED
 
 
 def same(x: Any, y: Any) -> bool:
@@ -403,9 +353,13 @@ _NUMERIC = frozenset({"int", "float", "bool"})
 _CONTAINERS = frozenset({"map", "list"})
 
 
-def _looks_equal(x: Any, y: Any) -> bool:
-    """Equal once types are set aside: 987654321 ~ "987654321", 1 ~ 1.0 ~ "1", True ~ "true",
-    None ~ "null", {"a": 1} ~ {"a": "1"} ~ '{"a": 1}'. Only asked after _same said no."""
+def _equal_but_for_type(x: Any, y: Any) -> bool:
+    """What *coerced* means: equal once types are set aside, at every level: 987654321 ~
+    "987654321", 1 ~ 1.0 ~ "1", True ~ "true", None ~ "null", {"a": 1} ~ {"a": "1"} ~ '{"a": 1}'.
+
+    Only asked after `same` said no, once per requested key of a judged pair, so it may parse
+    numbers and JSON text. (The Correlator's `_written_alike` is the cheap test of whether a
+    notification shows a request at all.)"""
     stack = [(x, y)]
     while stack:
         a, b = stack.pop()
@@ -428,7 +382,7 @@ def _looks_equal(x: Any, y: Any) -> bool:
             if decoded is MISSING:
                 return False
             stack.append((decoded, other))
-        elif not _scalar_looks_equal(a, ka, b, kb):
+        elif not _scalars_equal_but_for_type(a, ka, b, kb):
             return False
     return True
 
@@ -443,7 +397,7 @@ def _json_or_missing(text: str) -> Any:
         return MISSING
 
 
-def _scalar_looks_equal(a: Any, ka: str, b: Any, kb: str) -> bool:
+def _scalars_equal_but_for_type(a: Any, ka: str, b: Any, kb: str) -> bool:
     try:
         if ka in _NUMERIC and kb in _NUMERIC:
             return bool(a == b)

@@ -344,6 +344,76 @@ def test_singular_and_plural_collections_name_the_same_media(
     assert (a.target.collection, b.target.collection) == (singular, plural)
 
 
+# ---- applying user data (§1) -------------------------------------------------------------------
+
+BEFORE = [("Subject", "Billing"), ("Priority", 3), ("Subject", "Sales")]  # voice: Subject twice
+
+
+@pytest.mark.parametrize(
+    ("media", "operation", "requested", "after"),
+    [
+        # Update (and multimedia Attach) overwrite in place, a repeated key keeping its first
+        # place only, and add new keys last, types as sent.
+        (
+            "chat",
+            UPDATE,
+            {"Priority": "3", "New": None},
+            [("Subject", "Billing"), ("Priority", "3"), ("Subject", "Sales"), ("New", None)],
+        ),
+        ("voice", UPDATE, {"Subject": "Order"}, [("Subject", "Order"), ("Priority", 3)]),
+        ("chat", ATTACH, {"Subject": "Order"}, [("Subject", "Order"), ("Priority", 3)]),
+        # Voice Attach adds a key that exists again.
+        (
+            "voice",
+            ATTACH,
+            {"Subject": "Order", "New": 1},
+            [*BEFORE, ("Subject", "Order"), ("New", 1)],
+        ),
+        # DeleteUserData removes every pair of the listed keys; without keys, all of them on voice
+        # and none elsewhere.
+        ("chat", DELETE, ["Subject", "Absent"], [("Priority", 3)]),
+        ("voice", DELETE, None, []),
+        ("chat", DELETE, None, BEFORE),
+        ("im", DELETE, ["Priority"], [("Subject", "Billing"), ("Subject", "Sales")]),
+        ("voice", DELETE_PAIR, ["Subject"], [("Priority", 3)]),
+        ("voice", DELETE_PAIR, "Priority", [("Subject", "Billing"), ("Subject", "Sales")]),
+        ("voice", DELETE_PAIR, None, BEFORE),
+        # What no operation reads changes nothing; an unknown operation is read by its shape.
+        ("chat", UPDATE, ["Subject"], BEFORE),
+        (
+            "chat",
+            "SomethingNew",
+            {"Priority": 4},
+            [("Subject", "Billing"), ("Priority", 4), ("Subject", "Sales")],
+        ),
+        ("chat", "SomethingNew", "Priority", BEFORE),
+    ],
+)
+def test_apply_user_data(media: str, operation: str, requested: Any, after: list) -> None:
+    assert gws.apply_user_data(BEFORE, operation, requested, media) == after
+
+
+def test_apply_user_data_takes_what_a_request_names() -> None:
+    """The `requested` of a classified request is what apply_user_data reads."""
+    path = "/api/v2/me/im-sessions/IM1"
+    req = classify_ok("POST", path, body({"operationName": "DeleteUserData", "key": "Priority"}))
+    got = gws.apply_user_data(BEFORE, req.operation, req.requested, req.media)
+    assert got == [("Subject", "Billing"), ("Subject", "Sales")]
+    req = classify_ok("POST", "/api/v2/me/calls/C1", body({"operationName": "DeleteUserData"}))
+    assert gws.apply_user_data(BEFORE, req.operation, req.requested, req.media) == []
+
+
+def test_a_repeated_key_reads_as_its_last_value_and_goes_out_twice() -> None:
+    user_data = gws.json_object(BEFORE)
+    assert isinstance(user_data, gws.KVList)
+    assert user_data == {"Subject": "Sales", "Priority": 3}  # as any JSON reader takes it
+    text = json.dumps({"userData": user_data})
+    assert text == '{"userData": {"Subject": "Billing", "Priority": 3, "Subject": "Sales"}}'
+    assert json.loads(text, object_pairs_hook=gws.json_object)["userData"].items() == BEFORE
+    plain = gws.json_object([("a", 1), ("b", 2)])
+    assert type(plain) is dict and plain == {"a": 1, "b": 2}
+
+
 # ---- parse_answer ----------------------------------------------------------------------------
 
 

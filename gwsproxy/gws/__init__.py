@@ -1,4 +1,4 @@
-"""The GWS API v2 vocabulary: user-data operations, their HTTP answers and CometD notifications.
+"""The GWS API v2 vocabulary: user-data operations, their effect, HTTP answers and notifications.
 
 Pure functions over bytes and dicts that accept every spelling and quirk of gws-protocol.md and
 never raise: what cannot be read comes back as a value that says why.
@@ -10,6 +10,7 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +232,123 @@ def classify_request(
         key=str(key) if isinstance(key, str | int) and not isinstance(key, bool) else None,
         repairs=parsed.repairs,
     )
+
+
+# ---- user data ----------------------------------------------------------------------------------
+
+
+class KVList(dict[Any, Any]):
+    """User data in which a key repeats, as voice AttachUserData leaves it: reads as a dict (the
+    last value wins) and serialises every pair, in order.
+
+    The json encoder takes a dict subclass's items(), so the repeated keys reach the wire as GWS
+    sends them.
+    """
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
+        return list(self.pairs)
+
+
+def json_object(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A JSON object from its (key, value) pairs: a dict, or a KVList where a key repeats.
+
+    As `json.loads(..., object_pairs_hook=json_object)` it keeps repeated keys for the wire.
+    """
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else KVList(pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What a user-data operation does: the keys it writes, the keys it deletes, or every key."""
+
+    writes: dict[Any, Any]
+    deletes: tuple[Any, ...] = ()
+    everything: bool = False  # voice DeleteUserData without keys
+    repeats: bool = False  # voice AttachUserData: a key that exists is added again
+
+    @property
+    def named(self) -> tuple[Any, ...]:
+        """The keys the operation names, in its order (deleting everything names none)."""
+        return tuple(dict.fromkeys((*self.writes, *self.deletes)))
+
+    def apply(self, pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """The (key, value) pairs after the operation; see `apply_user_data`."""
+        if self.everything:
+            return []
+        doomed = set(self.deletes)
+        out = [p for p in pairs if p[0] not in doomed]
+        writes = self.writes
+        if not writes:
+            return out
+        if self.repeats:
+            return out + list(writes.items())
+        written: set[Any] = set()
+        merged: list[tuple[Any, Any]] = []
+        for key, value in out:
+            if key not in writes:
+                merged.append((key, value))
+            elif key not in written:  # overwritten in place; its repeats go
+                written.add(key)
+                merged.append((key, writes[key]))
+        merged.extend(item for item in writes.items() if item[0] not in written)
+        return merged
+
+
+_NOTHING = Effect({})
+
+
+def effect_of(operation: Any, requested: Any, media: Any) -> Effect:
+    """What an operation does, from its name, what it names (`UserDataRequest.requested`: the
+    user data to write, the keys to delete, None for no keys) and its media.
+
+    Never raises on what a capture may hold: a `requested` of the wrong shape does nothing, a
+    single key reads as a list of one, an operation we do not know is read by its shape.
+    """
+    op = operation.strip() if isinstance(operation, str) else ""
+    if op in (UPDATE, ATTACH):
+        if not isinstance(requested, dict):
+            return _NOTHING
+        return Effect(dict(requested), repeats=op == ATTACH and media == "voice")
+    if op in (DELETE, DELETE_PAIR):
+        if requested is None:
+            return Effect({}, everything=op == DELETE and media == "voice")
+        keys = requested if isinstance(requested, dict | list | tuple) else [requested]
+        return Effect({}, _key_list(keys))
+    if isinstance(requested, dict):
+        return Effect(dict(requested))
+    if isinstance(requested, list | tuple):
+        return Effect({}, _key_list(requested))
+    return _NOTHING
+
+
+def _key_list(keys: Iterable[Any]) -> tuple[Any, ...]:
+    out: dict[Any, None] = {}
+    for k in keys:
+        try:
+            hash(k)
+        except TypeError:
+            k = repr(k)
+        out[k] = None
+    return tuple(out)
+
+
+def apply_user_data(
+    pairs: Iterable[tuple[Any, Any]], operation: Any, requested: Any, media: Any
+) -> list[tuple[Any, Any]]:
+    """The user data after an operation, as (key, value) pairs, the way GWS applies it.
+
+    Update, and Attach on multimedia, overwrite the given keys in place (a repeated key keeps its
+    first place only) and add new ones last; voice Attach adds a key that exists again (GWS keeps
+    a key-value list). DeleteUserData removes the listed keys, or every key on voice when it
+    lists none; DeleteUserDataPair removes its key. `dict()` of the result is the user data as
+    a notification reads. Whether GWS accepts the request at all is not asked here.
+    """
+    return effect_of(operation, requested, media).apply(pairs)
 
 
 # ---- HTTP answers -------------------------------------------------------------------------------

@@ -70,23 +70,6 @@ def describe_request(method: str, path: str, body: bytes) -> Asked:
     return Asked(method.upper(), path, media, interaction, operation, value, key)
 
 
-class _DuplicateKeys(dict):
-    """A JSON object with a repeated key (voice AttachUserData): reads as a dict (last value
-    wins) and serialises every pair again, so the notification goes out as it was recorded."""
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.pairs = pairs
-
-    def items(self):  # type: ignore[override]
-        return list(self.pairs)
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    return obj if len(obj) == len(pairs) else _DuplicateKeys(pairs)
-
-
 @dataclass(slots=True, eq=False)
 class RecordedPair:
     id: int
@@ -260,7 +243,8 @@ def _message(recorded: Any, media: Any) -> tuple[str | None, Any, gws.Notificati
         return None, None, None
     raw = recorded["raw"]
     try:
-        message = json.loads(raw, object_pairs_hook=_object)
+        # A repeated key (voice AttachUserData) goes out again as it was recorded.
+        message = json.loads(raw, object_pairs_hook=gws.json_object)
     except (ValueError, TypeError, RecursionError):
         parsed = loads(raw)
         if not isinstance(parsed, Parsed):

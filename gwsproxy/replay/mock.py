@@ -27,8 +27,8 @@ from yarl import URL
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.errors import GwsProxyError, listen_problem
+from gwsproxy.gws.server import error_answer, logged_in
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
-from gwsproxy.sim.server import logged_in
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,6 @@ class MockStats:
 def _basic_user(authorization: str) -> str | None:
     found = gws.basic_credentials(authorization)
     return found[0] if found else None
-
-
-def _gws_error(http: int, code: int, message: str) -> web.Response:
-    return web.json_response({"statusCode": code, "statusMessage": message}, status=http)
 
 
 class Mock:
@@ -168,7 +164,7 @@ class Mock:
         has_user = _basic_user(request.headers.get("Authorization", "")) is not None
         cookie = request.cookies.get("JSESSIONID", "")
         if not has_user and cookie not in self.sessions:
-            return _gws_error(401, 20, "Not authenticated: log in with Basic auth (any password)")
+            return error_answer(401, 20, "Not authenticated: log in with Basic auth (any password)")
         scope = self.owner_of(request)
         name = self.names.get(scope) or scope.partition(":")[2] or scope
         return logged_in(request, name, scope, self.sessions, self.csrf)
@@ -213,7 +209,7 @@ class Mock:
     async def _not_recorded(self, request: web.Request, method: str) -> web.StreamResponse:
         if self._forward is not None:
             return await self._forward_request(request, await request.read())
-        return _gws_error(404, 6, f"not in the capture: {method} {request.path}")
+        return error_answer(404, 6, f"not in the capture: {method} {request.path}")
 
     # ---- answering -----------------------------------------------------------------------------
 
@@ -226,7 +222,7 @@ class Mock:
             else:
                 self._later(delay, self._push, pair.channel, pair.data, owner, pair.state, False)
         if pair.status is None:
-            return _gws_error(
+            return error_answer(
                 502, 4, f"pair {pair.id} has no recorded answer (it was {pair.record_status})"
             )
         headers = {"Content-Type": pair.content_type} if pair.content_type else None
@@ -261,7 +257,7 @@ class Mock:
             return self._replay(pair, owner)
         if self._forward is not None:
             return await self._forward_request(request, body)
-        return _gws_error(404, 6, f"no recorded pair for {where} ({hint})")
+        return error_answer(404, 6, f"no recorded pair for {where} ({hint})")
 
     async def _forward_request(self, request: web.Request, body: bytes) -> web.Response:
         assert self._forward is not None
@@ -284,7 +280,7 @@ class Mock:
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             log.warning("forwarding %s %s failed: %s", request.method, request.path, reason)
-            return _gws_error(502, 4, f"forwarding to {self._forward} failed: {reason}")
+            return error_answer(502, 4, f"forwarding to {self._forward} failed: {reason}")
         self.stats.forwarded += 1
         headers_out = {"Content-Type": content_type} if content_type else None
         return web.Response(status=status, body=content, headers=headers_out)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
 import string
 import time
 from collections import deque
@@ -20,29 +19,14 @@ from aiohttp import web
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
+from gwsproxy.gws.server import error_answer, logged_in
 from gwsproxy.lenient import Parsed, loads
 
 PASSWORD = "password"
-CSRF_HEADER = "X-CSRF-TOKEN"
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 # The keys the seed documents' UpdateUserData added: absent before it, so replaying the
 # documented request against the simulator yields the documented notification.
 SEED_UPDATE_KEYS = ("UserData1", "UserData2")
-
-
-class KVList(dict):
-    """Voice user data: reads as a dict (last value wins), serialises every pair, duplicates too.
-
-    The json encoder takes a dict subclass's items(), so AttachUserData's duplicate keys reach
-    the wire as GWS sends them.
-    """
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.pairs = pairs
-
-    def items(self):  # type: ignore[override]
-        return list(self.pairs)
 
 
 @dataclass(slots=True)
@@ -60,8 +44,7 @@ class Interaction:
         obj: dict[str, Any] = {"id": self.id, **self.fields}
         obj.setdefault("uri", f"{base_url}/api/v2/{self.media.collections[0]}/{self.id}")
         if self.pairs or self.media.name != "voice":  # voice omits emptied user data
-            has_dupes = len(dict(self.pairs)) != len(self.pairs)
-            obj["userData"] = KVList(list(self.pairs)) if has_dupes else dict(self.pairs)
+            obj["userData"] = gws.json_object(list(self.pairs))
         return obj
 
 
@@ -82,7 +65,7 @@ class SimConfig:
 
 
 class Fail(Exception):
-    """A GWS error answer: HTTP status, statusCode, statusMessage."""
+    """Answer with a GWS error: HTTP status, statusCode, statusMessage."""
 
     def __init__(self, http: int, code: int, message: str) -> None:
         super().__init__(message)
@@ -190,13 +173,13 @@ class Simulator:
     async def me(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
         if agent is None:
-            return _fail(Fail(401, 20, "Not authenticated"))
+            return error_answer(401, 20, "Not authenticated")
         return logged_in(request, agent, agent, self.sessions, self.csrf)
 
     async def get(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
         if agent is None:
-            return _fail(Fail(401, 20, "Not authenticated"))
+            return error_answer(401, 20, "Not authenticated")
         path = request.match_info["collection"]
         head, _, tail = path.rpartition("/")
         ix = self.interactions.get(tail)
@@ -207,7 +190,7 @@ class Simulator:
         media = gws.media_of(path.split("/", 1)[0])
         listing = not head or (media == "openmedia" and head == "openmedia")
         if media == gws.UNKNOWN or not listing:
-            return _fail(Fail(404, 6, f"no such resource: {path}"))
+            return error_answer(404, 6, f"no such resource: {path}")
         found = [
             i.snapshot(self.base_url)
             for i in self.interactions.values()
@@ -238,7 +221,7 @@ class Simulator:
     async def post(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
         if agent is None:
-            return _fail(Fail(401, 20, "Not authenticated"))
+            return error_answer(401, 20, "Not authenticated")
         body = await request.read()
         classified = gws.classify_request("POST", request.path, body)
         try:
@@ -248,14 +231,15 @@ class Simulator:
                 raise Fail(400, 2, "not a user-data operation the simulator knows")
             return self._operate(agent, classified)
         except Fail as fail:
-            return _fail(fail)
+            return error_answer(fail.http, fail.code, fail.message)
 
     def _operate(self, agent: str, req: gws.UserDataRequest) -> web.Response:
         ix = self.interactions.get(req.interaction_id)
         if ix is None or agent not in ix.agents or req.media not in (ix.media.name, gws.UNKNOWN):
             raise Fail(404, 6, f"interaction {req.interaction_id} not found")
+        _check(req, ix.media.name)  # raises Fail before anything changes
         before = ix.user_data()
-        after = apply(ix.pairs, req, ix.media.name)  # raises Fail before anything changes
+        after = gws.apply_user_data(ix.pairs, req.operation, req.requested, ix.media.name)
         self.reference += 1
         self.ops += 1
         reference = self.reference
@@ -311,55 +295,20 @@ class Simulator:
         return data
 
 
-def apply(
-    pairs: list[tuple[str, Any]], req: gws.UserDataRequest, media: str
-) -> list[tuple[str, Any]]:
-    """The user data after a request, with GWS semantics (voice Attach duplicates a key)."""
+def _check(req: gws.UserDataRequest, media: str) -> None:
+    """Refuse, as GWS does, a request that lacks what its operation needs."""
     op = req.operation
-    if op in (gws.UPDATE, gws.ATTACH):
-        if req.user_data is None:
-            raise Fail(400, 1, "userData is missing")
-        if op == gws.ATTACH and media == "voice":
-            return pairs + list(req.user_data.items())
-        out = list(pairs)
-        for key, value in req.user_data.items():
-            where = [i for i, (k, _) in enumerate(out) if k == key]
-            if where:
-                out[where[0]] = (key, value)
-                out = [p for i, p in enumerate(out) if i not in where[1:]]
-            else:
-                out.append((key, value))
-        return out
-    if op == gws.DELETE:
-        if media == "voice" and req.keys is None and req.key is None:
-            return []
-        doomed = set(req.keys or ()) | ({req.key} if req.key is not None else set())
-        if not doomed:
-            raise Fail(400, 1, "keys are missing")
-        return [p for p in pairs if p[0] not in doomed]
+    if op in (gws.UPDATE, gws.ATTACH) and req.user_data is None:
+        raise Fail(400, 1, "userData is missing")
+    names_keys = bool(req.keys) or req.key is not None
+    deletes_all = media == "voice" and req.keys is None and req.key is None
+    if op == gws.DELETE and not (names_keys or deletes_all):
+        raise Fail(400, 1, "keys are missing")
     if op == gws.DELETE_PAIR:
         if media != "voice":
             raise Fail(400, 2, "DeleteUserDataPair is a voice operation")
         if req.key is None:
             raise Fail(400, 1, "key is missing")
-        return [p for p in pairs if p[0] != req.key]
-    raise Fail(400, 2, f"unsupported operation {op}")
-
-
-def logged_in(
-    request: web.Request, name: str, key: str, sessions: dict[str, str], csrf: dict[str, str]
-) -> web.Response:
-    """The answer to `GET /api/v2/me`: the user, a JSESSIONID (unless the request has a known
-    one) and the CSRF header pair GWS announces. `key` is what the session cookie stands for."""
-    response = web.json_response({"statusCode": 0, "user": {"userName": name, "id": name}})
-    if request.cookies.get("JSESSIONID") not in sessions:
-        token = secrets.token_hex(16)
-        sessions[token] = key
-        response.set_cookie("JSESSIONID", token, httponly=True)
-        response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
-    response.headers["X-CSRF-HEADER"] = CSRF_HEADER
-    response.headers[CSRF_HEADER] = csrf.setdefault(key, secrets.token_hex(12))
-    return response
 
 
 def _coerced(pairs: list[tuple[str, Any]], req: gws.UserDataRequest) -> list[tuple[str, Any]]:
@@ -404,12 +353,6 @@ def seed_from_capture(path: str) -> tuple[list[Interaction], int]:
                 ix.agents = (*ix.agents, agent)
                 ix.fields["participants"].append({"nickname": agent, "type": "Agent"})
     return list(found.values()), first_reference or 1
-
-
-def _fail(fail: Fail) -> web.Response:
-    return web.json_response(
-        {"statusCode": fail.code, "statusMessage": fail.message}, status=fail.http
-    )
 
 
 @dataclass(slots=True)

@@ -1,0 +1,33 @@
+"""The answers a GWS stand-in gives besides user data: the GWS error answer and the login.
+
+Shared by the simulator and the mock GWS (aiohttp responses); which to give stays with them.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+CSRF_HEADER = "X-CSRF-TOKEN"
+
+
+def error_answer(http: int, code: int, message: str) -> web.Response:
+    """A GWS error: HTTP status, and a body of `statusCode` and `statusMessage` only."""
+    return web.json_response({"statusCode": code, "statusMessage": message}, status=http)
+
+
+def logged_in(
+    request: web.Request, name: str, key: str, sessions: dict[str, str], csrf: dict[str, str]
+) -> web.Response:
+    """The answer to `GET /api/v2/me`: the user, a JSESSIONID (unless the request has a known
+    one) and the CSRF header pair GWS announces. `key` is what the session cookie stands for."""
+    response = web.json_response({"statusCode": 0, "user": {"userName": name, "id": name}})
+    if request.cookies.get("JSESSIONID") not in sessions:
+        token = secrets.token_hex(16)
+        sessions[token] = key
+        response.set_cookie("JSESSIONID", token, httponly=True)
+        response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
+    response.headers["X-CSRF-HEADER"] = CSRF_HEADER
+    response.headers[CSRF_HEADER] = csrf.setdefault(key, secrets.token_hex(12))
+    return response
