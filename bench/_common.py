@@ -30,7 +30,8 @@ from typing import Any
 
 from gwsproxy import bayeux, gws, lenient
 from gwsproxy.processes import stop
-from gwsproxy.record.core import ADVANCE, REQUEST, RESPONSE, Recording
+from gwsproxy.record.core import Recording
+from gwsproxy.record.events import ADVANCE, REQUEST, RESPONSE, Advance, Request, Response
 
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 
@@ -445,13 +446,17 @@ class AddonPath:
 
     def tick(self, now: float) -> None:
         """The addon's 0.25 s ticker: overdue pairs close as timed out."""
-        self.recording.handle((ADVANCE, now))
+        self.recording.handle(Advance(ADVANCE, now))
 
     def feed(self, ex: Exchange, key: int) -> None:
         handle, identity = self.recording.handle, self.identity
-        handle((REQUEST, key, identity, "POST", ex.path, ex.request_fields, ex.request_body, ex.t))
         handle(
-            (
+            Request(
+                REQUEST, key, identity, "POST", ex.path, ex.request_fields, ex.request_body, ex.t
+            )
+        )
+        handle(
+            Response(
                 RESPONSE,
                 key,
                 identity,
@@ -464,7 +469,7 @@ class AddonPath:
             )
         )
         handle(
-            (
+            Response(
                 RESPONSE,
                 -key,
                 identity,
