@@ -104,11 +104,12 @@ def test_an_event_crosses_the_pipe_as_a_plain_array_and_records_alike(tmp_path: 
 
 def test_a_raw_event_without_identity_path_and_size_is_recorded_all_the_same(tmp_path: Path):
     # The addon's own internal error: the 5 leading fields of a RAW event.
-    short = [events.RAW, T0, "internal error in request: boom", "request", b""]
-    assert events.decode(short) == events.Raw(*short, None, None, None)
+    reason = "internal error in request: boom"
+    short = [events.RAW, T0, reason, "request", b""]
+    assert events.decode(short) == (events.RAW, T0, reason, "request", b"", None, None, None)
     ((kind, summary),) = _recorded(tmp_path / "raw.gwscap", [short])
     assert kind == Kind.RAW
-    assert (summary["reason"], summary["scope"], summary["size"]) == (short[2], None, 0)
+    assert (summary["reason"], summary["scope"], summary["size"]) == (reason, None, 0)
 
 
 def test_what_is_no_event_is_recorded_raw_as_an_internal_error(tmp_path: Path):

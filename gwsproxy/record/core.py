@@ -36,6 +36,7 @@ from gwsproxy.record.events import (
     Event,
     Failed,
     Frame,
+    Headers,
     Identity,
     Raw,
     Request,
@@ -375,7 +376,7 @@ class Recording:
             return body
         return json.dumps(self.redactor.mask_document(parsed.value)).encode()
 
-    def _headers(self, fields: list[tuple[bytes, bytes]]) -> list[list[str]]:
+    def _headers(self, fields: Headers) -> list[list[str]]:
         return self.redactor.header_fields(
             ((text(name), text(value)) for name, value in fields), self._csrf_names
         )

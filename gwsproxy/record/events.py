@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
 
 Identity = tuple[str | None, str | None, str | None]
-Headers = list[tuple[bytes, bytes]]
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 class Request(NamedTuple):
