@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gwsproxy import bayeux, gws, lenient
-from gwsproxy.record.core import ADVANCE, REQUEST, RESPONSE, Recording
+from gwsproxy.record.core import Recording
+from gwsproxy.record.events import ADVANCE, REQUEST, RESPONSE, Advance, Request, Response
 
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 
@@ -405,13 +406,17 @@ class AddonPath:
 
     def tick(self, now: float) -> None:
         """The addon's 0.25 s ticker: overdue pairs close as timed out."""
-        self.recording.handle((ADVANCE, now))
+        self.recording.handle(Advance(ADVANCE, now))
 
     def feed(self, ex: Exchange, key: int) -> None:
         handle, identity = self.recording.handle, self.identity
-        handle((REQUEST, key, identity, "POST", ex.path, ex.request_fields, ex.request_body, ex.t))
         handle(
-            (
+            Request(
+                REQUEST, key, identity, "POST", ex.path, ex.request_fields, ex.request_body, ex.t
+            )
+        )
+        handle(
+            Response(
                 RESPONSE,
                 key,
                 identity,
@@ -424,7 +429,7 @@ class AddonPath:
             )
         )
         handle(
-            (
+            Response(
                 RESPONSE,
                 -key,
                 identity,

@@ -609,7 +609,8 @@ async def test_screenshots(capture: Path, tmp_path: Path) -> None:
 def faulty_capture(path: Path) -> None:
     """Through the recording core: a lost notification, an ambiguous one, a request that never
     reached GWS and a second copy of a notification."""
-    from gwsproxy.record.core import ADVANCE, FAILED, REQUEST, RESPONSE, Recording
+    from gwsproxy.record.core import Recording
+    from gwsproxy.record.events import ADVANCE, FAILED, REQUEST, RESPONSE
 
     rec = Recording(timeout=10.0)
     rec.open(str(path), "http://gws.example:8090")

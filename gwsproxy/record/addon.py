@@ -2,10 +2,9 @@
 
 It only reads flows: traffic passes unchanged and undelayed, and nothing raises into mitmproxy.
 The hooks queue flows; right after mitmproxy has forwarded them they become plain events
-(`gwsproxy.record.core`), which a worker process correlates and writes
-(`gwsproxy.record.worker`), so
-that the proxy's own thread spends next to nothing on recording. What cannot be read is
-recorded raw with the reason.
+(`gwsproxy.record.events`), which a worker process correlates and writes
+(`gwsproxy.record.worker`, running `gwsproxy.record.core`), so that the proxy's own thread
+spends next to nothing on recording. What cannot be read is recorded raw with the reason.
 """
 
 from __future__ import annotations
@@ -25,18 +24,24 @@ from mitmproxy import ctx, exceptions, http
 from gwsproxy import bayeux, gws
 from gwsproxy.capture.writer import previous_sessions
 from gwsproxy.record import shutdown
-from gwsproxy.record.core import (
+from gwsproxy.record.core import JSESSIONID, Recording, text
+from gwsproxy.record.events import (
     ADVANCE,
     CONFIGURE,
     FAILED,
     FRAME,
-    JSESSIONID,
     RAW,
     REQUEST,
     RESPONSE,
+    Advance,
+    Configure,
+    Event,
+    Failed,
+    Frame,
     Identity,
-    Recording,
-    text,
+    Raw,
+    Request,
+    Response,
 )
 from gwsproxy.record.worker import Worker, WorkerGone
 from gwsproxy.redact import DEFAULT_HEADERS
@@ -50,8 +55,9 @@ IDENTITY = "gwsproxy.identity"
 
 
 class GwsRecorder:
-    """The mitmproxy edge: flows become plain events (`gwsproxy.record.core`), recorded by a worker
-    process (`gwsproxy.record.worker`, the default) or, with gws_worker=false, in this process."""
+    """The mitmproxy edge: flows become plain events (`gwsproxy.record.events`), recorded by a
+    worker process (`gwsproxy.record.worker`, the default) or, with gws_worker=false, in this
+    process."""
 
     def __init__(self) -> None:
         self.sink: Recording | Worker | None = None
@@ -67,7 +73,7 @@ class GwsRecorder:
         self._ticker: asyncio.Task[None] | None = None
         # Hooks only queue their flow; it becomes an event right after mitmproxy has forwarded
         # the message (mitmproxy holds a message until its hooks return), in arrival order.
-        self._pending: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+        self._pending: collections.deque[tuple[Callable[..., Event | None], tuple[Any, ...]]] = (
             collections.deque()
         )
         self._drain_scheduled = False
@@ -138,7 +144,7 @@ class GwsRecorder:
             except OSError as e:
                 raise exceptions.OptionsError(str(e)) from None
         elif changed:
-            self._emit((CONFIGURE, changed))
+            self._emit(Configure(CONFIGURE, changed))
 
     def open(self, pattern: str, upstream: str | None, fsync: bool = False) -> str:
         """Start a capture file (strftime in the name), or continue an existing one in a new
@@ -194,7 +200,7 @@ class GwsRecorder:
     def advance(self, now: float) -> None:
         """Close, as timed out, the pairs whose notification is overdue at `now`."""
         self._drain()
-        self._emit((ADVANCE, now))
+        self._emit(Advance(ADVANCE, now))
 
     def done(self) -> Awaitable[None] | None:
         """The addon is unloaded: what is still open is written as incomplete, the capture closed.
@@ -272,11 +278,11 @@ class GwsRecorder:
             except Exception as e:  # noqa: BLE001 - the proxy must keep going, whatever we meet
                 log.exception("gwsproxy: %s failed", work.__name__)
                 reason = f"internal error in {work.__name__}: {e!r}"
-                event = (RAW, time.time(), reason, work.__name__.strip("_"), b"")
+                event = Raw(RAW, time.time(), reason, work.__name__.strip("_"), b"")
             if event is not None:
                 self._emit(event)
 
-    def _emit(self, event: tuple[Any, ...]) -> None:
+    def _emit(self, event: Event) -> None:
         if self.sink is None:
             return
         try:
@@ -319,7 +325,7 @@ class GwsRecorder:
 
     # ---- flows -> events (cheap: the work is the sink's) ------------------------------------
 
-    def _request(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
+    def _request(self, flow: http.HTTPFlow) -> Request | None:
         req = flow.request
         path = req.path
         # A cheap superset of user-data requests; the recording core classifies them exactly.
@@ -332,7 +338,7 @@ class GwsRecorder:
             return None
         identity = self._identity(flow)
         self._requests += 1
-        return (
+        return Request(
             REQUEST,
             flow.id,
             identity,
@@ -343,7 +349,7 @@ class GwsRecorder:
             req.timestamp_start,
         )
 
-    def _response(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
+    def _response(self, flow: http.HTTPFlow) -> Response | None:
         req, resp = flow.request, flow.response
         path = req.path
         if resp is None or "/api/v2/" not in path:
@@ -358,7 +364,7 @@ class GwsRecorder:
             body = b""  # the pair still closes with the answer's status
         t = resp.timestamp_end or time.time()
         identity = self._identity(flow)
-        return (
+        return Response(
             RESPONSE,
             flow.id,
             identity,
@@ -374,13 +380,13 @@ class GwsRecorder:
         """One WebSocket message of a CometD socket: the server's carry notifications."""
         self._defer(self._frame, flow, message)
 
-    def _frame(self, flow: http.HTTPFlow, message: Any) -> tuple[Any, ...] | None:
+    def _frame(self, flow: http.HTTPFlow, message: Any) -> Frame | None:
         if message.from_client or not bayeux.is_notifications_path(flow.request.path):
             return None
         t = message.timestamp or time.time()
-        return (FRAME, self._identity(flow), flow.request.path, message.content, t)
+        return Frame(FRAME, self._identity(flow), flow.request.path, message.content, t)
 
-    def _error(self, flow: http.HTTPFlow) -> tuple[Any, ...] | None:
+    def _error(self, flow: http.HTTPFlow) -> Failed | None:
         if flow.error is None:
             return None
         # A connection to GWS that never opened (refused, TLS failed) carried no request.
@@ -388,7 +394,7 @@ class GwsRecorder:
         reached = server.timestamp_tcp_setup is not None and (
             not server.tls or server.timestamp_tls_setup is not None
         )
-        return (FAILED, flow.id, flow.error.msg, time.time(), reached)
+        return Failed(FAILED, flow.id, flow.error.msg, time.time(), reached)
 
     def _body(self, message: http.Message, where: str, flow: http.HTTPFlow) -> bytes | None:
         """The decoded body, or None (sent on as raw) when it is too large to parse."""
@@ -398,7 +404,7 @@ class GwsRecorder:
             identity, path = self._identity(flow), flow.request.path
             t = time.time()
             self._emit(
-                (RAW, t, reason, where, content[: self.max_body], identity, path, len(content))
+                Raw(RAW, t, reason, where, content[: self.max_body], identity, path, len(content))
             )
             return None
         return content

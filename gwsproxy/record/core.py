@@ -1,24 +1,8 @@
 """The recording core: plain events in, Correlator in the middle, capture records out.
 
-The mitmproxy addon (`gwsproxy.record.addon`) turns flows into events; this module knows nothing of
-mitmproxy, so the same core runs inside mitmdump, in a separate worker process fed through a pipe
-(`gwsproxy.record.worker`), or over an imported flow dump.
-
-An event is a tuple whose first item is its kind; everything else in it is str, bytes, numbers,
-lists or None, so that it crosses a msgpack pipe unchanged (tuples arrive as lists):
-
-    (REQUEST,  flow_id, identity, method, path, headers, body, t)
-    (RESPONSE, flow_id, identity, method, path, status, headers, body, t)
-    (FRAME,    identity, path, content, t)           a server-to-client CometD WebSocket message
-    (FAILED,   flow_id, message, t[, reached])       the flow broke off (mitmproxy's error hook);
-                                                     reached=False: the request never got to GWS
-    (RAW,      t, reason, where, data, identity, path, size)   already judged unreadable
-    (ADVANCE,  now)                                  close the overdue pairs as timed out
-    (CONFIGURE, settings)                            timeout, mask_keys, redact_headers
-    (CLOSE,    now, clean)                           open pairs as incomplete, then END if clean
-
-`identity` is (Basic-auth user, JSESSIONID, client address); `headers` are the raw
-(name, value) byte pairs of the message.
+The mitmproxy addon (`gwsproxy.record.addon`) turns flows into events (`gwsproxy.record.events`);
+this module knows nothing of mitmproxy, so the same core runs inside mitmdump, in a separate
+worker process fed through a pipe (`gwsproxy.record.worker`), or over an imported flow dump.
 """
 
 from __future__ import annotations
@@ -28,9 +12,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gwsproxy import __version__, bayeux, gws
 from gwsproxy.capture.format import Kind
@@ -47,18 +31,27 @@ from gwsproxy.correlate import (
     Pair,
 )
 from gwsproxy.lenient import Unreadable, loads
+from gwsproxy.record.events import (
+    TYPES,
+    Event,
+    Failed,
+    Frame,
+    Headers,
+    Identity,
+    Raw,
+    Request,
+    Response,
+    decode,
+    name,
+)
 from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.redact import DEFAULT_HEADERS, Redactor
 
 log = logging.getLogger(__name__)
 
-REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
-_NAMES = ("request", "response", "frame", "failed", "raw", "advance", "configure", "close")
 # Closed without a notification that may still come.
 _UNFINISHED = (INCOMPLETE, TIMEOUT, AMBIGUOUS)
 JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
-
-Identity = tuple[str | None, str | None, str | None]
 
 
 def text(value: bytes) -> str:
@@ -119,6 +112,14 @@ def _changes(summary: dict[str, Any]) -> bool:
     return summary.get("note_type") in (*gws.CHANGE_TYPES, gws.VOICE_ERROR)
 
 
+class Writer(Protocol):
+    """Where a Recording writes its records: a CaptureWriter, or a stand-in that keeps them."""
+
+    def write(self, kind: int, summary: dict, body: dict | None = None) -> int: ...
+
+    def close(self, end: bool = True) -> None: ...
+
+
 class Recording:
     """One capture being written: `handle(event)` for each event, in arrival order, then
     `close()`. Never raises from `handle`: what it cannot process is recorded raw, with why."""
@@ -126,20 +127,21 @@ class Recording:
     def __init__(self, timeout: float = 10.0, first_id: int = 1) -> None:
         self.correlator = Correlator(timeout, first_id)
         self.redactor = Redactor()
-        self.writer: CaptureWriter | None = None
+        self.writer: Writer | None = None
         self.raw = 0
         self.internal_errors = 0
         self._csrf_names: set[str] = set()
         self._asked: set[Any] = set()  # flows carrying a user-data request, until answered
-        self._handlers = (
+        # Indexed by the event's kind.
+        self._handlers: tuple[Callable[[Any], None], ...] = (
             self._request,
             self._response,
             self._frame,
             self._failed,
-            self._write_raw,
-            self.advance,
-            self.configure,
-            self.close,
+            self._raw,
+            lambda e: self.advance(e.now),
+            lambda e: self.configure(e.settings),
+            lambda e: self.close(e.now, e.clean),
         )
 
     # ---- the file ---------------------------------------------------------------------------
@@ -202,14 +204,17 @@ class Recording:
 
     # ---- events -----------------------------------------------------------------------------
 
-    def handle(self, event: Sequence[Any]) -> None:
+    def handle(self, event: Event | Sequence[Any]) -> None:
+        """Record one event, or its wire form (the list msgpack unpacks it to)."""
         try:
-            self._handlers[event[0]](*event[1:])
+            if type(event) not in TYPES:
+                event = decode(event)
+            self._handlers[event[0]](event)
         except Exception as e:  # noqa: BLE001 - the recording must keep going, whatever we meet
-            name = _NAMES[event[0]] if event[0] in range(len(_NAMES)) else "event"
-            log.exception("gwsproxy: %s failed", name)
+            what = name(event[0])
+            log.exception("gwsproxy: %s failed", what)
             self.internal_errors += 1
-            self._write_raw(time.time(), f"internal error in {name}: {e!r}", name, b"")
+            self._write_raw(time.time(), f"internal error in {what}: {e!r}", what, b"")
 
     def configure(self, settings: dict[str, Any]) -> None:
         if "timeout" in settings:
@@ -223,85 +228,70 @@ class Recording:
         """Close, as timed out, the pairs whose notification is overdue at `now`."""
         self._flush(self.correlator.expire(now))
 
-    def _request(
-        self,
-        flow_id: Any,
-        identity: Identity,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        t: float,
-    ) -> None:
-        found = gws.classify_request(method, path, body)
+    def _request(self, e: Request) -> None:
+        found = gws.classify_request(e.method, e.path, e.body)
         if found is None:
             return
-        scope = self._scope(identity)
+        scope = self._scope(e.identity)
         if isinstance(found, gws.BadRequest):
-            self._write_raw(t, found.reason, "request", body, identity, path)
+            self._write_raw(e.t, found.reason, "request", e.body, e.identity, e.path)
             return
         raw = {
-            "method": method,
-            "path": path,
-            "headers": self._headers(headers),
-            "body": self._masked_body(body),
+            "method": e.method,
+            "path": e.path,
+            "headers": self._headers(e.headers),
+            "body": self._masked_body(e.body),
             "repairs": list(found.repairs),
         }
-        self._asked.add(flow_id)
-        self._flush(self.correlator.request(flow_id, scope, found, t, raw))
+        self._asked.add(e.flow_id)
+        self._flush(self.correlator.request(e.flow_id, scope, found, e.t, raw))
 
-    def _response(
-        self,
-        flow_id: Any,
-        identity: Identity,
-        method: str,
-        path: str,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        t: float,
-    ) -> None:
+    def _response(self, e: Response) -> None:
         content_type = csrf = None
         cookies = []
-        for name, value in headers:
-            name = name.lower()
-            if name == b"content-type":
+        for field_name, value in e.headers:
+            field_name = field_name.lower()
+            if field_name == b"content-type":
                 content_type = content_type or text(value)
-            elif name == b"x-csrf-header":
+            elif field_name == b"x-csrf-header":
                 csrf = csrf or value
-            elif name == b"set-cookie":
+            elif field_name == b"set-cookie":
                 cookies.append(value)
         if csrf:
             self._csrf_names.add(text(csrf).lower())
-        if cookies and (identity[0] or identity[1]):
-            self._learn_session(identity, cookies)
-        if bayeux.is_notifications_path(path):
-            self._batch(identity, path, body, content_type, "long-polling", t)
+        if cookies and (e.identity[0] or e.identity[1]):
+            self._learn_session(e.identity, cookies)
+        if bayeux.is_notifications_path(e.path):
+            self._batch(e.identity, e.path, e.body, content_type, "long-polling", e.t)
             return
-        asked = flow_id in self._asked
-        self._asked.discard(flow_id)
-        if self.correlator.is_open(flow_id):
+        asked = e.flow_id in self._asked
+        self._asked.discard(e.flow_id)
+        if self.correlator.is_open(e.flow_id):
             raw = {
-                "status": status,
-                "headers": self._headers(headers),
-                "body": self._masked_body(body),
+                "status": e.status,
+                "headers": self._headers(e.headers),
+                "body": self._masked_body(e.body),
             }
-            self._flush(self.correlator.answer(flow_id, gws.parse_answer(body), status, t, raw))
+            answer = gws.parse_answer(e.body)
+            self._flush(self.correlator.answer(e.flow_id, answer, e.status, e.t, raw))
         elif asked:  # its pair closed (timed out) before the answer came: keep it all the same
-            reason = f"late answer (HTTP {status}): its pair had already closed"
-            self._write_raw(t, reason, "response", body, identity, path)
-        elif method == "GET" and status == 200 and "/api/v2/" in path:
-            answer = gws.parse_answer(body)
+            reason = f"late answer (HTTP {e.status}): its pair had already closed"
+            self._write_raw(e.t, reason, "response", e.body, e.identity, e.path)
+        elif e.method == "GET" and e.status == 200 and "/api/v2/" in e.path:
+            answer = gws.parse_answer(e.body)
             if isinstance(answer, gws.Answer):
                 for obj in gws.interactions_in(answer.value):
                     self.correlator.observe(str(obj["id"]), obj["userData"])
 
-    def _frame(self, identity: Identity, path: str, content: bytes, t: float) -> None:
-        self._batch(identity, path, content, None, "websocket", t)
+    def _frame(self, e: Frame) -> None:
+        self._batch(e.identity, e.path, e.content, None, "websocket", e.t)
 
-    def _failed(self, flow_id: Any, message: str, t: float, reached: bool = True) -> None:
-        self._asked.discard(flow_id)
-        self._flush(self.correlator.failed(flow_id, message, t, reached))
+    def _failed(self, e: Failed) -> None:
+        self._asked.discard(e.flow_id)
+        self._flush(self.correlator.failed(e.flow_id, e.message, e.t, e.reached))
+
+    def _raw(self, e: Raw) -> None:
+        self._write_raw(e.t, e.reason, e.where, e.data, e.identity, e.path, e.size)
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -386,7 +376,7 @@ class Recording:
             return body
         return json.dumps(self.redactor.mask_document(parsed.value)).encode()
 
-    def _headers(self, fields: list[tuple[bytes, bytes]]) -> list[list[str]]:
+    def _headers(self, fields: Headers) -> list[list[str]]:
         return self.redactor.header_fields(
             ((text(name), text(value)) for name, value in fields), self._csrf_names
         )

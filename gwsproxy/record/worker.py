@@ -1,7 +1,7 @@
 """The recording core in its own process, so that the proxy spends its CPU on traffic.
 
 mitmproxy runs its hooks and its traffic on one thread; parsing, correlating and writing there
-costs the proxy throughput. The addon instead packs each event (`gwsproxy.record.core`) with
+costs the proxy throughput. The addon instead packs each event (`gwsproxy.record.events`) with
 msgpack into a pipe; this worker process unpacks and records them, in order.
 
 - Start-up: the parent sends a config object; the worker opens the capture and answers one JSON
@@ -35,7 +35,8 @@ from typing import Any
 
 import msgpack
 
-from gwsproxy.record.core import ADVANCE, CLOSE, Recording
+from gwsproxy.record.core import Recording
+from gwsproxy.record.events import ADVANCE, CLOSE, Close, Event
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Worker:
             self._read_reports()
         return dict(self._counts)
 
-    def handle(self, event: tuple[Any, ...]) -> None:
+    def handle(self, event: Event) -> None:
         """Queue one event; raises WorkerGone if the worker has died. Events queued in one turn
         of the event loop go out in one write."""
         if self._gone:
@@ -119,7 +120,7 @@ class Worker:
     def close(self, now: float) -> None:
         """Hand over CLOSE and wait for the worker to write its last records."""
         try:
-            self.handle((CLOSE, now, True))
+            self.handle(Close(CLOSE, now, True))
             os.set_blocking(self._fd, True)
             self._write_blocking(bytes(self._out))
             self._out.clear()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -26,10 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gwsproxy import __version__, gws
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import Correlator, Pair
+from gwsproxy import gws
+from gwsproxy.correlate import MATCHED
 from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Parsed, loads
 from gwsproxy.processes import (
@@ -41,10 +38,11 @@ from gwsproxy.processes import (
     stop,
     wait_for_port,
 )
-from gwsproxy.record.records import pair_record, unsolicited_record
-from gwsproxy.redact import Redactor
+from gwsproxy.record.core import Recording
+from gwsproxy.record.events import REQUEST, RESPONSE, Request, Response
 from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
 from gwsproxy.sim.server import SEED_UPDATE_KEYS, SimConfig, start_simulator
+from gwsproxy.testing.synthetic import JSON, get_answer, long_poll, request_headers
 
 AGENT, PASSWORD = "agent1", "password"
 # The request both seed documents show (seed 000 prints it; seed 003 documents the same body).
@@ -76,15 +74,15 @@ SEEDS = (
 SIM_MIXED = "sim-mixed.gwscap"
 
 
-# ---- the documentation samples, through the recording path without mitmproxy -----------------
+# ---- the documentation samples, through the recording core without mitmproxy ----------------
 
 
 def seed_capture(example: SeedExample, path: Path) -> None:
     """One pair: the documented request, `{"statusCode": 0}`, and the sample notification.
 
-    Built the way the addon builds it (Correlator, records.pair_record, CaptureWriter, the same
-    raw_request / raw_answer / raw_note shapes), with before = the sample's user data minus the
-    keys the request writes, as a GET of the interaction would have shown it.
+    The events the addon would hand over go through the recording core, as in a recording: a
+    GET of the interaction, which shows the sample's user data minus the keys the request
+    writes (the pair's before), the request, its answer, and the long poll carrying the sample.
     """
     parsed = loads(resources.files("gwsproxy.data").joinpath(example.seed).read_bytes())
     if not isinstance(parsed, Parsed):
@@ -93,67 +91,38 @@ def seed_capture(example: SeedExample, path: Path) -> None:
     sample = gws.parse_notification(document)
     if sample is None or sample.interaction_id is None or sample.user_data is None:
         raise ExampleError(f"{example.seed} is not a GWS notification with user data")
+    media = gws.MEDIA_BY_NAME[sample.media]
     before = {k: v for k, v in sample.user_data.items() if k not in SEED_UPDATE_KEYS}
-
-    redactor = Redactor()
-    correlator = Correlator()
-    correlator.observe(sample.interaction_id, before)
-    scope = correlator.scopes.scope(AGENT, None, "127.0.0.1")
+    identity = (AGENT, None, "127.0.0.1")
     # The sample's URL names another id than its object; the object's id makes them correlate.
     url = f"/api/v2/me/{example.collection}/{sample.interaction_id}"
     body = json.dumps({"operationName": gws.UPDATE, "userData": DOCUMENTED_USER_DATA}).encode()
-    request = gws.classify_request("POST", url, body)
-    if not isinstance(request, gws.UserDataRequest):
-        raise ExampleError(f"{url}: the documented request does not classify: {request}")
-    credentials = base64.b64encode(f"{AGENT}:{PASSWORD}".encode()).decode()
-    raw_request = {
-        "method": "POST",
-        "path": url,
-        "headers": redactor.header_fields(
-            [
-                ("Host", "127.0.0.1:8090"),
-                ("Authorization", f"Basic {credentials}"),
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-            ]
-        ),
-        "body": body,
-        "repairs": list(request.repairs),
-    }
-    raw_answer = {
-        "status": 200,
-        "headers": redactor.header_fields(
-            [("Content-Type", "application/json"), ("Content-Length", str(len(ANSWER)))]
-        ),
-        "body": ANSWER,
-    }
-    message = {"channel": example.channel, "data": document}
-    note_bytes = json.dumps(message).encode()
-    note = gws.parse_notification(json.loads(note_bytes))
-    assert note is not None
-    raw_note = {"transport": "long-polling", "raw": note_bytes, "repairs": []}
+    headers = request_headers(AGENT, PASSWORD, body)
+    answer_headers = [*JSON, (b"Content-Length", str(len(ANSWER)).encode())]
+    message = json.dumps({"channel": example.channel, "data": document}).encode()
 
     t = time.time()
-    key = f"{example.seed}#1"
-    closed = correlator.request(key, scope, request, t, raw_request)
-    closed += correlator.answer(key, gws.parse_answer(ANSWER), 200, t + 0.004, raw_answer)
-    closed += correlator.notification(scope, note, t + 0.031, raw_note)
-    closed += correlator.close(t + 1.0)
-    header = {
-        "tool_version": __version__,
-        "upstream": f"example:{example.seed}",
-        "options": {
-            "timeout": correlator.timeout,
-            "mask_keys": sorted(redactor.mask_keys),
-            "redact_headers": sorted(redactor.headers),
-        },
-    }
-    with _replacing(path) as tmp, CaptureWriter(tmp, header) as writer:
-        for item in closed:
-            if isinstance(item, Pair):
-                writer.write(Kind.PAIR, *pair_record(item, redactor))
-            else:
-                writer.write(Kind.NOTIFICATION, *unsolicited_record(item))
+    update = f"{example.seed}#1"
+    recording = Recording()
+    with _replacing(path) as tmp:
+        recording.open(str(tmp), f"example:{example.seed}")
+        for event in (
+            get_answer(
+                "get", identity, media, {"id": sample.interaction_id, "userData": before}, t
+            ),
+            Request(REQUEST, update, identity, "POST", url, headers, body, t),
+            Response(
+                RESPONSE, update, identity, "POST", url, 200, answer_headers, ANSWER, t + 0.004
+            ),
+            long_poll("poll", identity, b"[" + message + b"]", t + 0.031),
+        ):
+            recording.handle(event)
+        recording.close(t + 1.0)
+        statuses = recording.correlator.counts.by_status
+        if statuses != {MATCHED: 1} or recording.raw:
+            raise ExampleError(
+                f"{example.seed}: recorded {statuses} and {recording.raw} raw, not one matched pair"
+            )
 
 
 # ---- a real recording: simulator <- mitmdump with the addon <- simulated agents -------------

@@ -1,12 +1,14 @@
 """Synthetic captures for the inspector's tests, benchmark and screenshots.
 
-Scripted GWS traffic goes through the real Correlator and record schema, so every pair on disk is
-one the recorder could have written: applied, coerced, not applied, side effects, rejected, error,
-timeout, plus unsolicited notifications and raw (unreadable) messages.
+Scripted GWS traffic goes, as the events the mitmproxy addon hands over, through the recording
+core (`gwsproxy.record.core.Recording`), so every record on disk is one the recorder could have
+written: applied, coerced, not applied, side effects, rejected, error, timeout, plus unsolicited
+notifications and raw (unreadable) messages.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Iterator
@@ -14,11 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gwsproxy import gws
-from gwsproxy.capture.format import Kind
+from gwsproxy import bayeux, gws
 from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import Correlator, Pair
-from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
+from gwsproxy.record.core import Recording
+from gwsproxy.record.events import (
+    ADVANCE,
+    CLOSE,
+    REQUEST,
+    RESPONSE,
+    Advance,
+    Close,
+    Headers,
+    Identity,
+    Request,
+    Response,
+)
 from gwsproxy.redact import Redactor
 
 START = 1_700_000_000.0
@@ -34,16 +46,70 @@ OUTCOMES = (
     ("error", 3),
     ("timeout", 4),
 )
+CLIENT = "127.0.0.1"
+JSON: Headers = [(b"Content-Type", b"application/json")]
+PASSWORD = "password"
 
 Record = tuple[int, dict[str, Any], dict[str, Any] | None]
+
+
+def request_headers(user: str, password: str, body: bytes) -> Headers:
+    """A JSON POST's header fields, with Basic credentials."""
+    credentials = base64.b64encode(f"{user}:{password}".encode())
+    return [
+        (b"Host", b"127.0.0.1:8090"),
+        (b"Authorization", b"Basic " + credentials),
+        *JSON,
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+
+
+def get_answer(
+    flow_id: Any, identity: Identity, media: gws.Media, interaction: dict, t: float
+) -> Response:
+    """The answer to a GET of `interaction` ({"id": ..., "userData": ...}): the recorder takes
+    its user data as the interaction's state before the next request."""
+    body = json.dumps({"statusCode": 0, media.object_key: interaction}).encode()
+    path = f"/api/v2/me/{media.collections[0]}/{interaction['id']}"
+    return Response(RESPONSE, flow_id, identity, "GET", path, 200, JSON, body, t)
+
+
+def long_poll(
+    flow_id: Any, identity: Identity, batch: bytes, t: float, status: int = 200
+) -> Response:
+    """The answer to a long poll: a Bayeux batch of messages, as GWS sends them."""
+    path = bayeux.NOTIFICATIONS_PATH
+    return Response(RESPONSE, flow_id, identity, "POST", path, status, JSON, batch, t)
+
+
+class _Kept:
+    """Where the recording core writes (in place of a CaptureWriter): records kept until taken."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def write(self, kind: int, summary: dict, body: dict | None = None) -> int:
+        self.records.append((kind, summary, body))
+        return 0
+
+    def close(self, end: bool = True) -> None:
+        pass
+
+    def take(self) -> list[Record]:
+        taken, self.records = self.records, []
+        return taken
 
 
 @dataclass(slots=True)
 class _Interaction:
     id: str
     media: gws.Media
-    scope: str
+    agent: str
     user_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> Identity:
+        return (self.agent, None, CLIENT)
 
 
 class Traffic:
@@ -60,8 +126,10 @@ class Traffic:
         raw_every: int = 60,
     ) -> None:
         self.random = random.Random(seed)
-        self.correlator = Correlator(timeout=10.0)
-        self.redactor = Redactor(salt=b"synthetic")
+        self.recording = Recording(timeout=10.0)
+        self.recording.redactor = Redactor(salt=b"synthetic")
+        self._kept = _Kept()
+        self.recording.writer = self._kept
         self.t = start
         self.unsolicited_every = unsolicited_every
         self.raw_every = raw_every
@@ -73,10 +141,13 @@ class Traffic:
             for k in range(per_agent):
                 media = gws.MEDIA_BY_NAME[MEDIA[(a * per_agent + k) % len(MEDIA)]]
                 iid = f"{media.name[:2].upper()}{a + 1:02d}{k + 1:02d}-{seed:04x}"
-                ix = _Interaction(iid, media, f"user:{name}", {"CustomerSegment": "default"})
+                ix = _Interaction(iid, media, name, {"CustomerSegment": "default"})
                 self.interactions.append(ix)
                 if (a + k) % 5:  # most interactions were seen (a GET) before they were changed
-                    self.correlator.observe(iid, dict(ix.user_data))
+                    shown = {"id": iid, "userData": ix.user_data}
+                    self.recording.handle(
+                        get_answer(f"get-{iid}", ix.identity, media, shown, start)
+                    )
 
     def records(self, n: int, *, big_value: int = 0) -> Iterator[Record]:
         """The records of n more requests (timeouts close later; some records are extra)."""
@@ -87,31 +158,25 @@ class Traffic:
         self.steps += 1
         rnd = self.random
         self.t += rnd.uniform(0.05, 1.5)
-        yield from self._closed(self.correlator.expire(self.t))
+        self.recording.handle(Advance(ADVANCE, self.t))
         ix = rnd.choice(self.interactions)
         outcome = _pick(rnd)
         operation, requested = self._request(ix, big_value)
-        yield from self._exchange(ix, operation, requested, outcome)
+        self._exchange(ix, operation, requested, outcome)
         if self.unsolicited_every and self.steps % self.unsolicited_every == 0:
             other = rnd.choice(self.interactions)
             self.t += 0.01
-            yield from self._notify(other, "StatusChanged", None)
+            self._notify(other, "StatusChanged", None)
         if self.raw_every and self.steps % self.raw_every == 0:
-            yield (
-                Kind.RAW,
-                *raw_record(
-                    self.t,
-                    "not JSON: Expecting value: line 1 column 1 (char 0)",
-                    "long-polling",
-                    b"<html>502 Bad Gateway</html>\xff",
-                    "user:agent1",
-                    path="/api/v2/notifications",
-                ),
-            )
+            page = b"<html>502 Bad Gateway</html>\xff"  # from a proxy on the way: unreadable
+            identity = self.interactions[0].identity
+            self.recording.handle(long_poll(f"poll-{self.steps}-raw", identity, page, self.t, 502))
+        yield from self._kept.take()
 
     def close(self) -> Iterator[Record]:
         """What a recorder writes at shutdown: the still open requests as incomplete."""
-        yield from self._closed(self.correlator.close(self.t + 0.5))
+        self.recording.handle(Close(CLOSE, self.t + 0.5))
+        yield from self._kept.take()
 
     # ---- one exchange ----------------------------------------------------------------------
 
@@ -129,9 +194,9 @@ class Traffic:
         keys = rnd.sample(sorted(ix.user_data), min(2, len(ix.user_data)))
         return gws.DELETE, keys
 
-    def _exchange(self, ix: _Interaction, operation: str, requested: Any, outcome: str):
+    def _exchange(self, ix: _Interaction, operation: str, requested: Any, outcome: str) -> None:
         rnd = self.random
-        key = f"flow-{self.steps}"
+        flow = f"flow-{self.steps}"
         doc: dict[str, Any] = {"operationName": operation}
         if operation in (gws.UPDATE, gws.ATTACH):
             doc["userData"] = requested
@@ -141,17 +206,9 @@ class Traffic:
             doc["keys"] = requested
         body = json.dumps(doc).encode()
         path = f"/api/v2/me/{ix.media.collections[0]}/{ix.id}"
-        req = gws.classify_request("POST", path, body)
-        assert isinstance(req, gws.UserDataRequest)
-        raw_req = {
-            "method": "POST",
-            "path": path,
-            "headers": [["Content-Type", "application/json"], ["Authorization", "<redacted>"]],
-            "body": body,
-            "repairs": [],
-        }
+        headers = request_headers(ix.agent, PASSWORD, body)
         t0 = self.t
-        out = list(self.correlator.request(key, ix.scope, req, t0, raw_req))
+        self.recording.handle(Request(REQUEST, flow, ix.identity, "POST", path, headers, body, t0))
         self._ref += 1
         ref = self._ref
         if outcome == "rejected":
@@ -161,17 +218,17 @@ class Traffic:
             if ix.media.reference_in_answer:
                 answer["referenceId"] = ref
         abody = json.dumps(answer).encode()
-        raw_ans = {"status": 200, "headers": [["Content-Type", "application/json"]], "body": abody}
         t1 = t0 + rnd.uniform(0.002, 0.02)
-        out += self.correlator.answer(key, gws.parse_answer(abody), 200, t1, raw_ans)
-        yield from self._closed(out)
+        self.recording.handle(
+            Response(RESPONSE, flow, ix.identity, "POST", path, 200, JSON, abody, t1)
+        )
         if outcome in ("rejected", "timeout"):
             return
         self.t = t1 + rnd.uniform(0.01, 0.3)
         if outcome == "error":
-            yield from self._notify(ix, "Error", ref)
+            self._notify(ix, "Error", ref)
             return
-        after = _apply(ix.user_data, operation, requested)
+        after = dict(gws.apply_user_data(ix.user_data.items(), operation, requested, ix.media.name))
         if outcome == "coerced" and isinstance(requested, dict):
             k = next(iter(requested))
             v = requested[k]
@@ -184,13 +241,13 @@ class Traffic:
             if isinstance(requested, str):
                 after[requested] = ix.user_data.get(requested, "kept")
         elif outcome == "side effects":
-            after["LastChangedBy"] = ix.scope.removeprefix("user:")
+            after["LastChangedBy"] = ix.agent
             after["ChangeCount"] = after.get("ChangeCount", 0) + 1
         ix.user_data = after
         changed = "AttachedDataChanged" if ix.media.name == "voice" else "PropertiesUpdated"
-        yield from self._notify(ix, changed, ref)
+        self._notify(ix, changed, ref)
 
-    def _notify(self, ix: _Interaction, note_type: str, ref: int | None) -> Iterator[Record]:
+    def _notify(self, ix: _Interaction, note_type: str, ref: int | None) -> None:
         media = ix.media
         data: dict[str, Any] = {"messageType": media.message_type}
         if media.name == "voice" and note_type == "Error":
@@ -205,18 +262,10 @@ class Traffic:
             else:
                 data["errorMessage"] = "Cannot update user data"
             data[media.object_key] = obj
-        message = {"channel": media.channel, "data": data}
-        note = gws.parse_notification(message)
-        assert note is not None
-        raw = {"transport": "long-polling", "raw": json.dumps(message).encode(), "repairs": []}
-        yield from self._closed(self.correlator.notification(ix.scope, note, self.t, raw))
-
-    def _closed(self, closed: list) -> Iterator[Record]:
-        for item in closed:
-            if isinstance(item, Pair):
-                yield (Kind.PAIR, *pair_record(item, self.redactor))
-            else:
-                yield (Kind.NOTIFICATION, *unsolicited_record(item))
+        message = json.dumps({"channel": media.channel, "data": data}).encode()
+        self.recording.handle(
+            long_poll(f"poll-{self.steps}", ix.identity, b"[" + message + b"]", self.t)
+        )
 
 
 def write_capture(
@@ -256,15 +305,3 @@ def _value(rnd: random.Random, key: str) -> Any:
     if key == "Language":
         return rnd.choice(["en", "fr", "de", "nl"])
     return rnd.choice(["default", "gold", "silver", "DATAUPDATE-@123", "vip"])
-
-
-def _apply(before: dict[str, Any], operation: str, requested: Any) -> dict[str, Any]:
-    after = dict(before)
-    if operation in (gws.UPDATE, gws.ATTACH):
-        after.update(requested)
-    elif operation == gws.DELETE_PAIR:
-        after.pop(requested, None)
-    else:
-        for k in requested:
-            after.pop(k, None)
-    return after
