@@ -508,10 +508,6 @@ def parse_notification(message: Any) -> Notification | None:
     )
 
 
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 @functools.lru_cache(maxsize=1024)
 def _channel_media(channel: str) -> str:
     return media_of(_channel_tail(channel))
