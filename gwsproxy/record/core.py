@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gwsproxy import __version__, bayeux, gws
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.reader import CaptureError, CaptureReader, Entry
+from gwsproxy.capture.format import CaptureError, Kind
+from gwsproxy.capture.reader import CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import (
     AMBIGUOUS,
@@ -205,7 +205,7 @@ class Recording:
     def handle(self, event: Sequence[Any]) -> None:
         try:
             self._handlers[event[0]](*event[1:])
-        except Exception as e:  # noqa: BLE001 - the recording must keep going, whatever we meet
+        except Exception as e:  # the recording must keep going, whatever we meet
             name = _NAMES[event[0]] if event[0] in range(len(_NAMES)) else "event"
             log.exception("gwsproxy: %s failed", name)
             self.internal_errors += 1
