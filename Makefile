@@ -21,6 +21,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gwsproxy tests bench addons
 	$(BIN)/ruff format --check gwsproxy tests bench addons
+	$(BIN)/mypy  # what it checks, and how strictly: [tool.mypy] in pyproject.toml
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
@@ -32,4 +33,4 @@ examples: $(STAMP)
 	$(BIN)/python -m gwsproxy.testing.examples captures/examples
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

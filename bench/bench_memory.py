@@ -210,7 +210,7 @@ async def client(
                         next_sample += every
                 if variant.received >= total:
                     break
-    except Exception as e:  # noqa: BLE001 - reported by the publisher, which stops the run
+    except Exception as e:  # reported by the publisher, which stops the run
         variant.error = f"{type(e).__name__}: {e}"
         subscribed.set()
         raise

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run(args)
-    except Exception as exc:  # the bench reports, it never fails the caller
+    except Exception as exc:  # noqa: BLE001 - the bench reports, it never fails the caller
         traceback.print_exc()
         print(f"bench_serve did not complete: {exc}")
     return 0

@@ -12,10 +12,15 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
+
+if TYPE_CHECKING:  # each command imports its stage only when it runs
+    from gwsproxy.sim.agents import LoadConfig
+    from gwsproxy.sim.server import RunningSim, SimConfig
 
 EXIT_USAGE = 2
 
@@ -249,7 +254,7 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument("--think", type=_positive(float), default=0.0, help="pause between ops (s)")
 
 
-def _sim_config(args: argparse.Namespace):
+def _sim_config(args: argparse.Namespace) -> SimConfig:
     from gwsproxy.sim.server import SimConfig
 
     return SimConfig(
@@ -268,8 +273,8 @@ def _sim_config(args: argparse.Namespace):
     )
 
 
-async def _start_sim(config) -> object:
-    from gwsproxy.capture.reader import CaptureError
+async def _start_sim(config: SimConfig) -> RunningSim:
+    from gwsproxy.capture.format import CaptureError
     from gwsproxy.sim.server import start_simulator
 
     unknown = [m for m in config.coerce if m not in _media_names()]
@@ -309,7 +314,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(args: argparse.Namespace, target: str):
+def _load_config(args: argparse.Namespace, target: str) -> LoadConfig:
     from gwsproxy.sim.agents import LoadConfig
 
     return LoadConfig(

@@ -393,9 +393,9 @@ class Correlator:
             return self._unsolicited(h)
         h.last_id = self._next_id - 1
         if lane not in self._held:  # the usual case: decided at once
-            owner = self._decide(h)
-            if owner is not None:
-                return self._give(owner, h)
+            chosen = self._decide(h)
+            if chosen is not None:
+                return self._give(chosen, h)
             if not h.group:
                 return self._unsolicited(h, self._late_reason(h))
         self._hold(h)

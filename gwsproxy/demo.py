@@ -32,7 +32,7 @@ class DemoConfig:
 
 
 @contextlib.contextmanager
-def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_demo(config: DemoConfig, ops: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Simulator, recording proxy and agents running; yields the capture path and the agents."""
     path = time.strftime(config.output)
     with contextlib.ExitStack() as stack:

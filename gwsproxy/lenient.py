@@ -48,12 +48,13 @@ def loads(
     """
     # Fast path: nothing but the standard parser, so well-formed traffic costs no more.
     try:
-        return Parsed(json.loads(data))
-    except Exception:  # JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError...
+        # A memoryview raises TypeError here, and the repair path below takes it.
+        return Parsed(json.loads(data))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - JSONDecodeError, UnicodeDecodeError, RecursionError...
         pass
     try:
         return _slow(data, max_depth)
-    except Exception as exc:  # last line of defence: callers rely on loads never raising
+    except Exception as exc:  # noqa: BLE001 - callers rely on loads never raising
         return Unreadable(f"internal error while repairing: {type(exc).__name__}")
 
 
@@ -93,9 +94,14 @@ def _slow(data: object, max_depth: int) -> Parsed | Unreadable:
     return Parsed(value, tuple(repairs))
 
 
+def _skip_ws(text: str, i: int) -> int:
+    """The index of the first non-whitespace character at or after ``i``."""
+    return _WS.match(text, i).end()  # type: ignore[union-attr]  # `*` always matches
+
+
 def _closes(text: str, j: int) -> bool:
     """Whether a quote ending just before ``j`` closes its string: a delimiter or EOF follows."""
-    k = _WS.match(text, j).end()
+    k = _skip_ws(text, j)
     return k >= len(text) or text[k] in ",:}]"
 
 
@@ -122,7 +128,7 @@ def _repair(text: str, max_depth: int, repairs: dict[str, None]) -> str | Unread
             out.append(c)
             i += 1
         elif c == ",":
-            k = _WS.match(text, i + 1).end()
+            k = _skip_ws(text, i + 1)
             if k < n and text[k] in "}]":
                 repairs["trailing comma"] = None
             else:

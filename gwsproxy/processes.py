@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gwsproxy.errors import GwsProxyError
 
@@ -83,7 +83,11 @@ def last_line(path: Path) -> str:
 
 
 def wait_for(
-    ready: Callable[[], T], process: subprocess.Popen[bytes], what: str, log: Path, timeout: float
+    ready: Callable[[], T | None],
+    process: subprocess.Popen[bytes],
+    what: str,
+    log: Path,
+    timeout: float,
 ) -> T:
     """Poll `ready` until it returns something true; ProcessError, with the last line of `log`,
     when the child exits first or `timeout` seconds pass."""
@@ -158,7 +162,7 @@ def start_sim(
     return SimProcess(process, found["url"], found["host"], int(found["port"]))
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+def stop(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
     """SIGINT (a recorder then writes its END record), then SIGKILL if it does not go."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

@@ -15,8 +15,8 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.reader import CaptureError, CaptureReader, Session
+from gwsproxy.capture.format import CaptureError, Kind
+from gwsproxy.capture.reader import CaptureReader, Session
 from gwsproxy.record.records import after_of
 
 EXPORT_SCHEMA = 2

@@ -424,7 +424,7 @@ def _text_looks_like(text: str, value: Any, kind: str) -> bool:
             number: int | float = int(word) if word.lstrip("-").isdigit() else float(word)
         except (ValueError, OverflowError):  # over int's digit limit, or out of float range
             return False
-        return number == value
+        return bool(number == value)
     if kind == "null":
         return word.lower() in ("null", "none")
     return word == str(value)

@@ -1,6 +1,7 @@
 """The GWS vocabulary (gwsproxy.gws): user-data requests, HTTP answers and CometD notifications.
 
-Every spelling of gws-protocol.md §1-2, every quirk of §5 and the two seed documents.
+Every spelling the public GWS API v2 documentation uses for operations and notifications, every
+quirk of its samples, and the two seed documents (gwsproxy/data).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gwsproxy.lenient import Parsed, Unreadable, loads
 
 IXN = "0000Wa9CAM6W00J"
 
-# gws-protocol.md §1: every collection spelling and the media it names.
+# Every collection spelling of the docs and their samples, and the media it names.
 COLLECTIONS = [
     ("calls", "voice"),
     ("chats", "chat"),
@@ -252,7 +253,7 @@ def test_body_may_be_text() -> None:
 
 
 def test_delete_user_data_posted_to_the_wrong_collection_still_classifies() -> None:
-    # §5: a documented DeleteUserData sample for one media is posted to another media's
+    # A quirk of the public samples: a DeleteUserData sample for one media is posted to another's
     # collection; the request is recognised for what its path says, keys and all.
     req = classify_ok(
         "POST",
@@ -267,7 +268,7 @@ def test_delete_user_data_posted_to_the_wrong_collection_still_classifies() -> N
     )
 
 
-# ---- §5 quirks through classify_request ------------------------------------------------------
+# ---- the public samples' quirks through classify_request -----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -344,7 +345,7 @@ def test_singular_and_plural_collections_name_the_same_media(
     assert (a.target.collection, b.target.collection) == (singular, plural)
 
 
-# ---- applying user data (§1) -------------------------------------------------------------------
+# ---- applying user data --------------------------------------------------------------------------
 
 BEFORE = [("Subject", "Billing"), ("Priority", 3), ("Subject", "Sales")]  # voice: Subject twice
 
@@ -492,7 +493,7 @@ def test_digit_like_reference_id_does_not_crash_parse_notification() -> None:
     assert note.reference_id == "\u00b2"  # kept as the text it is
 
 
-# ---- parse_notification: the §2 table ------------------------------------------------------
+# ---- parse_notification: each media's topic, messageType and object key --------------------------
 
 # (media, channel, messageType, key of the interaction object, a user-data notificationType)
 TOPICS = [

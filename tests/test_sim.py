@@ -41,7 +41,8 @@ COLLECTIONS = {
     "twitter": ("twitter", "twitter"),
     "im": ("im-sessions", "imSession"),
 }
-REFERENCE_IN_ANSWER = {"workitem", "openmedia", "twitter"}  # gws-protocol.md §1
+# The media whose documented HTTP answers carry a referenceId.
+REFERENCE_IN_ANSWER = {"workitem", "openmedia", "twitter"}
 WAIT = 5.0  # seconds any notification may take to arrive
 
 

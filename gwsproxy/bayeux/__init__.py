@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,7 +35,9 @@ class Batch:
 
 # The C scanner behind JSONDecoder.raw_decode, called directly: it raises StopIteration (not
 # JSONDecodeError) where no value starts, and like raw_decode it accepts no leading whitespace.
-_SCAN = json.JSONDecoder().scan_once
+# Typeshed does not declare it: it is an implementation attribute of the decoder.
+_SCAN: Callable[[str, int], tuple[Any, int]]
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _SPACE = re.compile(r"[ \t\n\r]*")
 _WHITESPACE = " \t\n\r"
 
@@ -84,11 +87,12 @@ def is_notifications_path(path: str) -> bool:
 def parse_batch(body: bytes | str, content_type: str | None = None) -> Batch | Unreadable:
     """Messages from a JSON array or object, or a form-encoded `message=` body."""
     if content_type and "x-www-form-urlencoded" in content_type.lower():
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
-        fields = parse_qs(text, keep_blank_values=True)
+        form = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
+        fields = parse_qs(form, keep_blank_values=True)
         if "message" not in fields:
             return Unreadable("form body without a `message` field")
         body = fields["message"][0]
+    text: str | None
     try:
         text = body if isinstance(body, str) else bytes(body).decode("utf-8")
     except UnicodeDecodeError:
@@ -126,15 +130,18 @@ def is_data(message: dict[str, Any]) -> bool:
     )
 
 
+def advice_of(message: dict[str, Any]) -> dict[str, Any]:
+    """The message's `advice` object; {} when it has none or it is not an object."""
+    advice = message.get("advice")
+    return advice if isinstance(advice, dict) else {}
+
+
 def handshake_client_id(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str | None:
     """The clientId a successful handshake answer hands out, if this batch holds one."""
     for m in messages:
-        if (
-            m.get("channel") == HANDSHAKE
-            and m.get("successful")
-            and isinstance(m.get("clientId"), str)
-        ):
-            return m["clientId"]
+        client_id = m.get("clientId")
+        if m.get("channel") == HANDSHAKE and m.get("successful") and isinstance(client_id, str):
+            return client_id
     return None
 
 

@@ -110,7 +110,7 @@ class CometdClient:
         }
         reply = await self._call(message, timeout=MARGIN + 5)
         if not reply.get("successful"):
-            advice = reply.get("advice") if isinstance(reply.get("advice"), dict) else {}
+            advice = bayeux.advice_of(reply)
             retry = advice.get("reconnect") != "none"
             raise CometdError(f"handshake refused by {self.url}: {_why(reply)}", retry=retry)
         client_id = reply.get("clientId")
@@ -284,9 +284,7 @@ class CometdClient:
                     ) from exc
 
     def _take_advice(self, reply: Message) -> None:
-        advice = reply.get("advice")
-        if not isinstance(advice, dict):
-            return
+        advice = bayeux.advice_of(reply)
         timeout = advice.get("timeout")
         if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
             self._server_timeout = timeout / 1000
@@ -295,7 +293,7 @@ class CometdClient:
             self._interval = min(interval / 1000, MAX_BACKOFF)
 
     def _raise_for(self, reply: Message) -> None:
-        advice = reply.get("advice") if isinstance(reply.get("advice"), dict) else {}
+        advice = bayeux.advice_of(reply)
         error = reply.get("error")
         reconnect = advice.get("reconnect")
         if reconnect == "handshake" or (isinstance(error, str) and error.startswith("402")):

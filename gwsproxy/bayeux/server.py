@@ -239,7 +239,7 @@ class BayeuxServer:
             if channel == bayeux.CONNECT:
                 session.release()  # a connect held before this one ends now
                 reply.update(successful=True, advice={"reconnect": "retry", "interval": 0})
-                advice = m.get("advice") if isinstance(m.get("advice"), dict) else {}
+                advice = bayeux.advice_of(m)
                 ms = advice.get("timeout", self.timeout * 1000)
                 timeout = ms / 1000 if isinstance(ms, int | float) else self.timeout
                 held = (session, reply, min(max(timeout, 0.0), self.timeout))

@@ -89,7 +89,7 @@ def pack_frame(kind: int, flags: int, summary: bytes, body: bytes = b"") -> byte
 
 
 def encode_body(
-    body: dict | None, compressor: zstandard.ZstdCompressor | None = None
+    body: dict[str, Any] | None, compressor: zstandard.ZstdCompressor | None = None
 ) -> tuple[int, bytes]:
     """Return (flags, body bytes); an absent body is stored as zero bytes."""
     if body is None:
@@ -109,8 +109,8 @@ def encode_body(
 
 def encode_frame(
     kind: int,
-    summary: dict,
-    body: dict | None,
+    summary: dict[str, Any],
+    body: dict[str, Any] | None,
     *,
     compressor: zstandard.ZstdCompressor | None = None,
 ) -> bytes:
@@ -127,17 +127,17 @@ def encode_frame(
     return pack_frame(kind, flags, s, b)
 
 
-def decode_summary(data: bytes | memoryview) -> dict:
+def decode_summary(data: bytes | memoryview) -> dict[str, Any]:
     try:
         obj = unpack(data)
-    except Exception as e:  # msgpack raises several ValueError/TypeError flavours
+    except Exception as e:  # noqa: BLE001 - msgpack raises many ValueError/TypeError flavours
         raise FormatError(f"summary undecodable: {e}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"summary is a {type(obj).__name__}, not a map")
     return obj
 
 
-def decode_body(flags: int, data: bytes | memoryview) -> dict | None:
+def decode_body(flags: int, data: bytes | memoryview) -> dict[str, Any] | None:
     """Decompress and decode one body; every failure is a FormatError, never a big allocation."""
     if not len(data):
         return None
@@ -148,7 +148,7 @@ def decode_body(flags: int, data: bytes | memoryview) -> dict | None:
         data = _decompress(data)
     try:
         obj = unpack(data)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - as for the summary
         raise FormatError(f"body undecodable: {e}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"body is a {type(obj).__name__}, not a map")

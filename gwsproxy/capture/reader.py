@@ -48,7 +48,7 @@ _HEADER, _PAIR, _END = int(Kind.HEADER), int(Kind.PAIR), int(Kind.END)
 class Entry:
     offset: int
     kind: int
-    summary: dict
+    summary: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -57,7 +57,7 @@ class Session:
     A file has one per recorder that wrote to it (a restarted recorder appends a session)."""
 
     offset: int  # of its HEADER frame; of its first frame when that header is lost
-    header: dict  # {} when its header is missing or damaged
+    header: dict[str, Any]  # {} when its header is missing or damaged
     first: Entry  # its first good frame (the HEADER, unless lost)
     last: Entry  # its last good frame so far
     counts: dict[int, int] = field(default_factory=dict)  # good frames per kind, header included
@@ -203,7 +203,7 @@ class _Scanner:
         self.damage: list[Damage] = []
         self.ended = False
         self.pos = len(MAGIC)
-        self.header: dict | None = None
+        self.header: dict[str, Any] | None = None
         self.sessions: list[Session] = []
 
     def scan(
@@ -260,7 +260,7 @@ class _Scanner:
             pos = self.pos = nxt
 
 
-def _parse(w: _Window, pos: int) -> tuple:
+def _parse(w: _Window, pos: int) -> tuple[Any, ...]:
     """Check the frame at pos. Returns (_OK, entry, next offset, flags, body lo, body hi),
     with body bounds indexing w.view, or (_INCOMPLETE | _BAD, reason)."""
     if not w.ensure(pos, FRAME_HEAD_SIZE):
@@ -317,7 +317,7 @@ class _Scanned:
         return self._file.path
 
     @property
-    def header(self) -> dict:
+    def header(self) -> dict[str, Any]:
         return self._scanner.header or {}
 
     @property
@@ -388,7 +388,7 @@ class CaptureReader(_Scanned):
         CRC-checked but never decompressed or decoded."""
         yield from self._scanner.scan(start, self._file.size())
 
-    def body(self, entry_or_offset: Entry | int) -> dict | None:
+    def body(self, entry_or_offset: Entry | int) -> dict[str, Any] | None:
         """Decode one record's body (None if it has none); raises CaptureError if damaged."""
         offset = entry_or_offset.offset if isinstance(entry_or_offset, Entry) else entry_or_offset
         w = _Window(self._file, self._file.size(), RANDOM_CHUNK)
@@ -400,7 +400,7 @@ class CaptureReader(_Scanned):
         except FormatError as e:
             raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
 
-    def records(self) -> Iterator[tuple[Entry, dict | None]]:
+    def records(self) -> Iterator[tuple[Entry, dict[str, Any] | None]]:
         """Every record with its decoded body, in file order. An undecodable body is yielded
         as None and reported in damage."""
         self._restart()
@@ -440,7 +440,7 @@ class CaptureReader(_Scanned):
         return _header_notes(h)
 
 
-def _header_notes(h: dict) -> list[str]:
+def _header_notes(h: dict[str, Any]) -> list[str]:
     """What a reader should say about one HEADER summary (the file's, or a later session's)."""
     notes = []
     if h.get("format") != FORMAT_NAME:

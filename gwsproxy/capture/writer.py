@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import zstandard
 
@@ -41,7 +42,7 @@ class CaptureWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        header: dict,
+        header: dict[str, Any],
         *,
         fsync: bool = False,
         append: bool = False,
@@ -92,7 +93,7 @@ class CaptureWriter:
     def closed(self) -> bool:
         return self._fd is None
 
-    def write(self, kind: int, summary: dict, body: dict | None = None) -> int:
+    def write(self, kind: int, summary: dict[str, Any], body: dict[str, Any] | None = None) -> int:
         """Append one record and return its frame offset. On return the record is visible to
         readers (and durable when fsync=True)."""
         with self._lock:

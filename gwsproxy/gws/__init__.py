@@ -1,7 +1,9 @@
 """The GWS API v2 vocabulary: user-data operations, their effect, HTTP answers and notifications.
 
-Pure functions over bytes and dicts that accept every spelling and quirk of gws-protocol.md and
-never raise: what cannot be read comes back as a value that says why.
+Pure functions over bytes and dicts that never raise: what cannot be read comes back as a value
+that says why. They accept every spelling and quirk of the public GWS documentation and its
+samples (singular and plural collection names, misspelt object keys, a messageType with a trailing
+space, Python literals in the JSON), since fixtures copied from the docs carry them too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ DELETE_PAIR = "DeleteUserDataPair"
 OPERATIONS = (UPDATE, ATTACH, DELETE, DELETE_PAIR)
 _OPERATION_BY_LOWER = {op.lower(): op for op in OPERATIONS}
 
-# Notification types that report a user-data change or its failure (PRODUCT.md, inferred match).
+# Notification types that report a user-data change or its failure: the only ones that can answer
+# a request (docs/correlation.md).
 CHANGE_TYPES = frozenset({"PropertiesUpdated", "AttachedDataChanged", "Error"})
 VOICE_ERROR = "ErrorMessage"
 
@@ -506,10 +509,6 @@ def parse_notification(message: Any) -> Notification | None:
         error if isinstance(error, str) else None,
         data,
     )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 @functools.lru_cache(maxsize=1024)

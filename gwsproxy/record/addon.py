@@ -161,8 +161,9 @@ class GwsRecorder:
         first_id = max((s.last_id for s in previous), default=0) + 1
         continues = "restart" if previous else None
         if self.use_worker:
-            config = {"path": path, "upstream": upstream, "fsync": fsync, "append": True}
-            config |= {"session": session, "first_id": first_id, "continues": continues}
+            config: dict[str, Any] = {"path": path, "upstream": upstream}
+            config |= {"fsync": fsync, "append": True, "session": session}
+            config |= {"first_id": first_id, "continues": continues}
             self.sink = Worker({**config, "settings": self.settings})
         else:
             self.sink = self._in_process(path, upstream, fsync, session, first_id, continues)
@@ -275,7 +276,7 @@ class GwsRecorder:
             work, args = self._pending.popleft()
             try:
                 event = work(*args)
-            except Exception as e:  # noqa: BLE001 - the proxy must keep going, whatever we meet
+            except Exception as e:  # the proxy must keep going, whatever we meet
                 log.exception("gwsproxy: %s failed", work.__name__)
                 reason = f"internal error in {work.__name__}: {e!r}"
                 event = Raw(RAW, time.time(), reason, work.__name__.strip("_"), b"")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gwsproxy import __version__, bayeux, gws
-from gwsproxy.capture.format import Kind
-from gwsproxy.capture.reader import CaptureError, CaptureReader, Entry
+from gwsproxy.capture.format import CaptureError, Kind
+from gwsproxy.capture.reader import CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import (
     AMBIGUOUS,
@@ -210,7 +210,7 @@ class Recording:
             if type(event) not in TYPES:
                 event = decode(event)
             self._handlers[event[0]](event)
-        except Exception as e:  # noqa: BLE001 - the recording must keep going, whatever we meet
+        except Exception as e:  # the recording must keep going, whatever we meet
             what = name(event[0])
             log.exception("gwsproxy: %s failed", what)
             self.internal_errors += 1

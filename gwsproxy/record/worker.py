@@ -225,7 +225,7 @@ def main() -> None:
     with contextlib.suppress(OSError, AttributeError):
         os.nice(NICE)
     logging.basicConfig(format="gwsproxy worker: %(message)s")
-    stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+    stdin = sys.stdin.buffer.raw  # type: ignore[union-attr]  # a BufferedReader: it has one
     unpacker = msgpack.Unpacker(max_buffer_size=1 << 30)
     config = None
     recording = Recording()  # until the config says where its pair ids start

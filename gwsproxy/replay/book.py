@@ -171,7 +171,8 @@ def load_capture(path: str) -> Capture:
     pairs.sort(key=lambda p: (p.t, p.id))
     notes.sort(key=lambda n: n.t)
     scopes: dict[str, None] = {}
-    for item in sorted([*pairs, *notes], key=lambda x: x.t):
+    items: list[RecordedPair | RecordedNote] = [*pairs, *notes]
+    for item in sorted(items, key=lambda x: x.t):
         scopes[item.scope] = None
     interactions = _knowledge(pairs, notes, befores)
     return Capture(str(path), pairs, notes, interactions, list(scopes), notices)
@@ -415,16 +416,16 @@ class Book:
             if ours != theirs:
                 out.append(f"{name} {ours} (recorded {theirs})")
         if r.body_key != asked.body_key:
-            theirs = self._flat_of(p)
+            recorded = self._flat_of(p)
             changes = []
-            for k in sorted(theirs.keys() | flat.keys()):
+            for k in sorted(recorded.keys() | flat.keys()):
                 if k not in flat:
-                    changes.append(f"body {k or 'value'} missing (recorded {_short(theirs[k])})")
-                elif k not in theirs:
+                    changes.append(f"body {k or 'value'} missing (recorded {_short(recorded[k])})")
+                elif k not in recorded:
                     changes.append(f"body {k or 'value'} {_short(flat[k])} not recorded")
-                elif flat[k] != theirs[k]:
+                elif flat[k] != recorded[k]:
                     changes.append(
-                        f"body {k or 'value'} {_short(flat[k])} (recorded {_short(theirs[k])})"
+                        f"body {k or 'value'} {_short(flat[k])} (recorded {_short(recorded[k])})"
                     )
             if len(changes) > _MAX_DIFFS:
                 changes[_MAX_DIFFS:] = [f"{len(changes) - _MAX_DIFFS} more body differences"]

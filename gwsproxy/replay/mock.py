@@ -76,7 +76,7 @@ class MockStats:
     gets: int = 0  # GETs answered from the capture's knowledge
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 # ---- the server ---------------------------------------------------------------------------------
@@ -289,10 +289,9 @@ class Mock:
 
     def _later(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
         loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle | None = None
 
-        def fire() -> None:
-            self._timers.discard(handle)  # type: ignore[arg-type]
+        def fire() -> None:  # only ever called after `handle` is set below
+            self._timers.discard(handle)
             callback(*args)
 
         handle = loop.call_later(max(0.0, delay), fire)

@@ -140,13 +140,6 @@ class Simulator:
             fields["mediaType"] = "promotion"
         return Interaction(ident, media, agents, pairs, fields)
 
-    def path_of(self, interaction: Interaction) -> str:
-        """The canonical user-data URL path of an interaction."""
-        collection = interaction.media.collections[0]
-        if interaction.media.name == "openmedia":
-            collection += "/" + interaction.fields.get("mediaType", "promotion")
-        return f"/api/v2/me/{collection}/{interaction.id}"
-
     # ---- auth -----------------------------------------------------------------------------------
 
     def agent_of(self, request: web.Request) -> str | None:

@@ -12,9 +12,12 @@ import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr  # what Item.repr_failure returns
 
 RECORD_MODES = ("none", "once", "new", "rewrite")
 
@@ -146,7 +149,7 @@ class ReplayCollector(pytest.Collector):
         self._results: dict[int, Any] | None = None
 
     def collect(self) -> list[pytest.Item]:
-        from gwsproxy.capture.reader import CaptureError
+        from gwsproxy.capture.format import CaptureError
         from gwsproxy.replay.regress import load_pairs
 
         try:
@@ -190,7 +193,9 @@ class ReplayItem(pytest.Item):
         if not comparison.passed:
             raise PairMismatch(comparison.describe())
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, PairMismatch):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

@@ -547,7 +547,8 @@ class InspectorApp(App[int]):
             return self.notify("nothing to replay: no capture could be read", severity="warning")
         pairs = None if self.loading else sum(r.is_pair for r in self.index.rows)
         screen = ReplayScreen(self.replay_request, pairs, [p.name for _, p in files])
-        self.push_screen(screen, lambda request: request and self._replay(request, files, pairs))
+        # The callback's value (a Worker or None) is not awaitable, so Textual drops it.
+        self.push_screen(screen, lambda request: request and self._replay(request, files, pairs))  # type: ignore[arg-type]
 
     def action_stop_replay(self) -> None:
         if self.replay is not None and self.replay.running:

@@ -17,7 +17,8 @@ OTHER = "verdict--other"  # unsolicited notifications, raw records, notes
 REPLAY_PASS = "replay--pass"  # a replayed pair changed user data as recorded
 REPLAY_FAIL = "replay--fail"  # ... or did not
 BOLD = Style(bold=True)
-COMPONENTS = frozenset({*VERDICT_CLASS.values(), PENDING, OTHER, REPLAY_PASS, REPLAY_FAIL})
+# A set, not a frozenset: what Textual types COMPONENT_CLASSES as.
+COMPONENTS = {*VERDICT_CLASS.values(), PENDING, OTHER, REPLAY_PASS, REPLAY_FAIL}
 
 # A key's outcome in a diff is painted like the verdict it leads to.
 OUTCOME_VERDICT = {

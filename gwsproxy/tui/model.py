@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gwsproxy.replay.compare import Comparison
 
 LISTED = frozenset({Kind.PAIR, Kind.NOTIFICATION, Kind.RAW, Kind.NOTE})
-KIND_NAMES = {
+KIND_NAMES: dict[int, str] = {
     Kind.PAIR: "pair",
     Kind.NOTIFICATION: "unsolicited",
     Kind.RAW: "raw",

@@ -64,7 +64,7 @@ class PlaybackScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("", id="play-status")
         yield Static("", id="play-step")
-        state = DataTable(id="play-state", cursor_type="none", zebra_stripes=True)
+        state: DataTable[Any] = DataTable(id="play-state", cursor_type="none", zebra_stripes=True)
         state.can_focus = False  # keys belong to the player: the table only shows
         yield state
         yield Static("", id="play-log")
@@ -75,7 +75,7 @@ class PlaybackScreen(Screen[None]):
 
     # ---- actions ------------------------------------------------------------------------------
 
-    def action_toggle(self) -> None:
+    def action_toggle(self) -> None:  # type: ignore[override]  # not DOMNode.toggle(attribute)
         self.playing = not self.playing
         if self.playing and self.step >= len(self.rows) - 1:
             self.step = 0
@@ -176,7 +176,7 @@ class PlaybackScreen(Screen[None]):
             mark = "~ "
         width = max(20, self.size.width - 58)
         cell = Text(text.value_cell(value, width), style=style, no_wrap=True, overflow="ellipsis")
-        change = Text(change_text(c), style=outcome_style(self, c.outcome)) if changed else ""
+        change = Text(change_text(c), style=outcome_style(self, c.outcome)) if c and changed else ""
         label = Text(f"{mark or '  '}{key}", style=("reverse " + style) if changed else "")
         table.add_row(label, cell, change)
 

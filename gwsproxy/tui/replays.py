@@ -149,7 +149,8 @@ async def _replay_files(
         )
         where = f"{path.name}: " if len(files) > 1 else ""
         try:
-            await replay(config, progress=lambda c, src=src: on_result(run.record(src, c)))
+            # mypy cannot infer a lambda with a default argument
+            await replay(config, progress=lambda c, src=src: on_result(run.record(src, c)))  # type: ignore[misc]
         except (GwsError, CaptureError) as e:
             raise ReplayFailure(where + one_line(e)) from None
         except OSError as e:

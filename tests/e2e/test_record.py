@@ -874,7 +874,7 @@ def test_bad_traffic_is_forwarded_unchanged_and_recorded_raw_with_reasons(
         async with aiohttp.ClientSession(headers=auth) as http:
             client = BadClient(http, mitm.url, server)
             try:
-                # The quirks of gws-protocol.md §5 in notifications: repaired, still paired.
+                # The quirks of the public GWS samples in notifications: repaired, still paired.
                 for ix, (inner, _, _) in QUIRKS.items():
                     assert (
                         await client.request(
@@ -1045,7 +1045,7 @@ def test_big_bodies_pass_unchanged_and_are_kept_raw_over_the_limit(
 
 
 SECRET_VALUES = ["alice@example.com", "bob@example.com", "alice@example.com"]
-# A fourth update, with the quirks of gws-protocol.md §5: repaired, and masked all the same.
+# A fourth update, with the quirks of the public GWS samples: repaired, and masked all the same.
 QUIRKY_UPDATE = (
     b'{"operationName": "UpdateUserData", '
     b'"userData": {"UserData1": "carol@example.com", "Step": 4, "Gone": None,},}'
