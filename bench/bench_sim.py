@@ -57,7 +57,7 @@ async def bare_server() -> tuple[web.AppRunner, str]:
 async def bare_load(url: str, agents: int, ops: int) -> tuple[float, float]:
     """Requests per second of wall time and of CPU time: `agents` sessions, each sending `ops`
     POSTs one after another."""
-    auth = {"Authorization": aiohttp.encode_basic_auth("agent1", "password")}
+    auth = {"Authorization": aiohttp.BasicAuth("agent1", "password").encode()}
     sessions = [aiohttp.ClientSession(headers=auth) for _ in range(agents)]
     target = f"{url}/api/v2/me/chats/0000BENCH0000000"
 
