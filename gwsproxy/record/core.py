@@ -36,16 +36,7 @@ from gwsproxy import __version__, bayeux, gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureError, CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import (
-    AMBIGUOUS,
-    ERROR,
-    INCOMPLETE,
-    MATCHED,
-    TIMEOUT,
-    Closed,
-    Correlator,
-    Pair,
-)
+from gwsproxy.correlate import Closed, Correlator, Pair, Status
 from gwsproxy.lenient import Unreadable, loads
 from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
 from gwsproxy.redact import DEFAULT_HEADERS, Redactor
@@ -55,7 +46,7 @@ log = logging.getLogger(__name__)
 REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
 _NAMES = ("request", "response", "frame", "failed", "raw", "advance", "configure", "close")
 # Closed without a notification that may still come.
-_UNFINISHED = (INCOMPLETE, TIMEOUT, AMBIGUOUS)
+_UNFINISHED = (Status.INCOMPLETE, Status.TIMEOUT, Status.AMBIGUOUS)
 JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
 
 Identity = tuple[str | None, str | None, str | None]
@@ -94,7 +85,7 @@ def carried_over(path: str, timeout: float) -> CarriedOver:
                         out.placed.append((str(s.get("scope")), ref, 0))
                 elif entry.kind != Kind.PAIR:
                     continue
-                elif s.get("status") in (MATCHED, ERROR):
+                elif s.get("status") in (Status.MATCHED, Status.ERROR):
                     if ref is not None:
                         out.placed.append((str(s.get("scope")), ref, s.get("id") or 0))
                 elif s.get("status") in _UNFINISHED and isinstance(s.get("id"), int):
