@@ -60,6 +60,7 @@ from mitmproxy.test import tflow
 
 from gwsproxy.capture import CaptureReader, CaptureWriter
 from gwsproxy.capture.format import pack
+from gwsproxy.correlate import Status
 
 INDEX_SECONDS = 2.0  # for 100k pairs
 BYTES_RATIO = 1.5  # capture bytes per pair / raw notification bytes per pair
@@ -171,7 +172,7 @@ def build(tmp: Path, count: int) -> dict[str, Any]:
                 print(f"  generated {key + 1:,} pairs", file=sys.stderr)
         path.tick(float("inf"))
     assert path.pairs == count, (path.pairs, count)
-    assert path.recording.correlator.counts.by_status == {"matched": count}
+    assert path.recording.correlator.counts.by_status == {Status.MATCHED: count}
     return {
         "files": files,
         "sizes": {k: p.stat().st_size for k, p in files.items()},

@@ -50,6 +50,7 @@ from _common import (
 )
 
 from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.correlate import Status
 
 TARGET = 10_000  # pairs per second
 TICK = 0.25  # seconds: how often the addon's ticker calls Correlator.expire
@@ -88,7 +89,7 @@ def main() -> None:
                 elapsed = time.perf_counter() - t0
                 cpu.append(time.process_time() - c0)
             assert path.pairs == count, (path.pairs, count)
-            assert path.recording.correlator.counts.by_status == {"matched": count}
+            assert path.recording.correlator.counts.by_status == {Status.MATCHED: count}
             return elapsed
 
         def floor() -> float:

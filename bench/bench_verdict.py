@@ -26,7 +26,7 @@ from _common import calibrate, header, ms, parse_args, print_results, time_block
 from deepdiff import DeepDiff
 
 from gwsproxy import gws
-from gwsproxy.verdict import SIDE_EFFECTS, judge
+from gwsproxy.verdict import VerdictName, judge
 from gwsproxy.verdict import counts as verdict_counts
 
 BUDGET = 0.050  # seconds for one judge of 1,000 keys
@@ -81,7 +81,7 @@ def run(smoke: bool, rounds: int) -> list[list[str]]:
     keys, changed, requested = (50, 5, 2) if smoke else (1000, 50, 10)
     before, after, asked = user_data(keys, changed, requested)
     v = judge("matched", gws.UPDATE, "chat", asked, before, after)
-    assert v.name == SIDE_EFFECTS, v.name
+    assert v.name == VerdictName.SIDE_EFFECTS, v.name
     print(f"data: {keys} keys, after {v.summary} vs before, {len(asked)} requested -> {v.name}")
 
     times = measure(

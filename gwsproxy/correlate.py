@@ -14,6 +14,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from gwsproxy import gws
@@ -21,14 +22,21 @@ from gwsproxy.lenient import Unreadable
 
 EXACT = "exact"
 INFERRED = "inferred"
-MATCHED = "matched"
-ERROR = "error"
-REJECTED = "rejected"
-TIMEOUT = "timeout"
-INCOMPLETE = "incomplete"
-LOST = "lost"  # its effect showed in a later operation's notification; its own never came
-AMBIGUOUS = "ambiguous"  # a notification showed its effect and another request's alike
-FAILED = "failed"  # never reached GWS (the upstream refused the connection, TLS failed)
+
+
+class Status(StrEnum):
+    """How a pair closed: the `status` of its capture record, export object and CLI line (each
+    with an example in docs/correlation.md)."""
+
+    MATCHED = "matched"
+    ERROR = "error"  # its notification is an Error (or voice ErrorMessage)
+    REJECTED = "rejected"  # the answer's statusCode is not 0 (or HTTP >= 400 without one)
+    TIMEOUT = "timeout"  # no notification within the timeout
+    LOST = "lost"  # its effect showed in a later operation's notification; its own never came
+    AMBIGUOUS = "ambiguous"  # a notification showed its effect and another request's alike
+    FAILED = "failed"  # never reached GWS (the upstream refused the connection, TLS failed)
+    INCOMPLETE = "incomplete"  # still open when the recording stopped
+
 
 _SEEN_REFS = 65536  # referenceIds remembered per recording, to know a duplicate notification
 
@@ -84,7 +92,7 @@ class Pair:
     t_note: float | None = None
     raw_note: Any = None
     correlation: str | None = None
-    status: str | None = None  # matched, error, rejected, timeout, incomplete, lost, ...
+    status: Status | None = None
     error: str | None = None  # a transport failure seen on the way, or why the pair closed so
     lost_in: int | None = None  # the pair whose notification showed this one's effect
     evidence: Any = None  # how the Correlator decided on `note` (its own business)
@@ -119,7 +127,7 @@ Closed = Pair | Unsolicited
 class Counts:
     pairs: int = 0
     unsolicited: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
+    by_status: dict[Status, int] = field(default_factory=dict)
 
 
 # ---- what a request asks for, and what a notification shows of it ------------------------------
@@ -254,7 +262,9 @@ class Correlator:
         closed: list[Closed] = []
         stale = self._open.get(key)
         if stale is not None:
-            closed += self._close(stale, INCOMPLETE if stale.note is None else _note_status(stale))
+            closed += self._close(
+                stale, Status.INCOMPLETE if stale.note is None else _note_status(stale)
+            )
         pair = Pair(
             id=self._next_id,
             key=key,
@@ -285,7 +295,7 @@ class Correlator:
         if _rejected(answer, http_status):
             # A rejected request changed nothing: a notification guessed for it is someone else's.
             loose = self._take_note(pair) if pair.note is not None else None
-            closed += self._close(pair, REJECTED)
+            closed += self._close(pair, Status.REJECTED)
         else:
             ref = pair.answer_reference
             if ref is not None:
@@ -300,7 +310,7 @@ class Correlator:
             if pair.note is not None:
                 closed += self._close(pair, _note_status(pair))
             elif pair.lost_in is not None and ref is None:
-                closed += self._close(pair, LOST)  # nothing more can come for it
+                closed += self._close(pair, Status.LOST)  # nothing more can come for it
         # Placed only now, so that a pair whose note was just stolen is a candidate again.
         if loose is not None:
             self._hold(loose)
@@ -316,7 +326,7 @@ class Correlator:
         if pair.note is not None:
             return self._close(pair, _note_status(pair))
         if not reached:
-            return self._close(pair, FAILED) + self._resolve(
+            return self._close(pair, Status.FAILED) + self._resolve(
                 (pair.scope, pair.request.interaction_id)
             )
         return []
@@ -353,7 +363,7 @@ class Correlator:
         for pair in list(self._open.values()):
             if pair.t_request + self.timeout > now:
                 break
-            closed += self._close(pair, self._closing_status(pair, TIMEOUT))
+            closed += self._close(pair, self._closing_status(pair, Status.TIMEOUT))
         for lane in list(self._held):
             closed += self._resolve(lane)
         return closed
@@ -362,7 +372,7 @@ class Correlator:
         """Shutdown: what is still open is written as incomplete."""
         closed: list[Closed] = []
         for pair in list(self._open.values()):
-            closed += self._close(pair, self._closing_status(pair, INCOMPLETE))
+            closed += self._close(pair, self._closing_status(pair, Status.INCOMPLETE))
         for queue in self._held.values():
             for h in queue:
                 closed += self._unsolicited(h, "still undecided when the recording ended")
@@ -521,7 +531,7 @@ class Correlator:
         for older in h.lost:
             older.lost_in = pair.id
             if older.answer is not None and older.answer_reference is None:
-                closed += self._close(older, LOST)
+                closed += self._close(older, Status.LOST)
         if ref is not None and correlation == INFERRED:
             self._inferred_ref[(pair.scope, ref)] = pair
         if pair.answer is None and pair.error is None:
@@ -593,7 +603,7 @@ class Correlator:
             for p in h.group:
                 if self._open.get(p.key) is p:
                     p.error = _join(f"{what} {alike}", p.error)
-                    closed += self._close(p, AMBIGUOUS)
+                    closed += self._close(p, Status.AMBIGUOUS)
             closed += self._unsolicited(h, alike)
         if not self._held.get(lane):
             self._held.pop(lane, None)
@@ -625,12 +635,12 @@ class Correlator:
             if not left:
                 del self._unconfirmed[lane]
 
-    def _closing_status(self, pair: Pair, otherwise: str) -> str:
+    def _closing_status(self, pair: Pair, otherwise: Status) -> Status:
         if pair.note is not None:
             return _note_status(pair)
-        return LOST if pair.lost_in is not None else otherwise
+        return Status.LOST if pair.lost_in is not None else otherwise
 
-    def _close(self, pair: Pair, status: str) -> list[Closed]:
+    def _close(self, pair: Pair, status: Status) -> list[Closed]:
         self._open.pop(pair.key, None)
         ref = pair.answer_reference
         if ref is not None and self._awaiting_ref.get((pair.scope, ref)) is pair:
@@ -638,10 +648,10 @@ class Correlator:
         note_ref = pair.note.reference_id if pair.note is not None else None
         if note_ref is not None and self._inferred_ref.get((pair.scope, note_ref)) is pair:
             del self._inferred_ref[(pair.scope, note_ref)]
-        if status == LOST:
+        if status == Status.LOST:
             why = f"its effect showed in pair {pair.lost_in}'s notification; its own never came"
             pair.error = _join(why, pair.error)
-        elif status in (TIMEOUT, AMBIGUOUS) and pair.note is None:
+        elif status in (Status.TIMEOUT, Status.AMBIGUOUS) and pair.note is None:
             # It may have been carried out all the same: its effect may show in what comes next.
             self.carry_over(pair.id, pair.scope, pair.request)
         pair.status = status
@@ -686,5 +696,5 @@ def _rejected(answer: gws.Answer | Unreadable, http_status: int | None) -> bool:
     return http_status is not None and http_status >= 400
 
 
-def _note_status(pair: Pair) -> str:
-    return ERROR if pair.note is not None and pair.note.is_error else MATCHED
+def _note_status(pair: Pair) -> Status:
+    return Status.ERROR if pair.note is not None and pair.note.is_error else Status.MATCHED

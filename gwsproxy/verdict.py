@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final
 
 from gwsproxy import gws
+from gwsproxy.correlate import Status
 
 
 class _Missing:
@@ -37,22 +39,26 @@ class _Missing:
 
 MISSING: Final = _Missing()
 
-APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS = "applied", "coerced", "not applied", "side effects"
-REJECTED, ERROR, TIMEOUT, INCOMPLETE = "rejected", "error", "timeout", "incomplete"
-LOST, AMBIGUOUS, FAILED = "lost", "ambiguous", "failed"
-VERDICTS: Final = (
-    APPLIED,
-    COERCED,
-    NOT_APPLIED,
-    SIDE_EFFECTS,
-    REJECTED,
-    ERROR,
-    TIMEOUT,
-    LOST,
-    AMBIGUOUS,
-    FAILED,
-    INCOMPLETE,
-)
+
+class VerdictName(StrEnum):
+    """What a pair's verdict says: one of the four judged names for a matched pair, else the
+    pair's status passed through (same values as `Status`)."""
+
+    APPLIED = "applied"
+    COERCED = "coerced"
+    NOT_APPLIED = "not applied"
+    SIDE_EFFECTS = "side effects"
+    REJECTED = Status.REJECTED.value
+    ERROR = Status.ERROR.value
+    TIMEOUT = Status.TIMEOUT.value
+    LOST = Status.LOST.value
+    AMBIGUOUS = Status.AMBIGUOUS.value
+    FAILED = Status.FAILED.value
+    INCOMPLETE = Status.INCOMPLETE.value
+
+
+# Pair statuses that end a pair without a judgeable change: each is its own verdict.
+PASS_THROUGH: Final = frozenset(Status) - {Status.MATCHED}
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 TYPE_CHANGED, UNCHANGED = "type changed", "unchanged"
@@ -60,11 +66,7 @@ KINDS: Final = (ADDED, REMOVED, CHANGED, TYPE_CHANGED, UNCHANGED)
 
 # Per-key outcomes; "" is an unrequested key that did not change (or nothing could be judged).
 OK, SIDE_EFFECT = "ok", "side effect"
-OUTCOMES: Final = (OK, COERCED, NOT_APPLIED, SIDE_EFFECT, "")
-
-# Capture pair statuses (correlate.py) that end a pair without a judgeable change.
-PASS_THROUGH: Final = frozenset({REJECTED, ERROR, TIMEOUT, LOST, AMBIGUOUS, FAILED, INCOMPLETE})
-MATCHED = "matched"
+OUTCOMES: Final = (OK, VerdictName.COERCED, VerdictName.NOT_APPLIED, SIDE_EFFECT, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class KeyChange:
 class Verdict:
     """A pair's verdict and its per-key diff."""
 
-    name: str  # one of VERDICTS
+    name: VerdictName
     changes: tuple[KeyChange, ...]  # before ∪ after ∪ requested: requested first, then sorted
     not_applied: tuple[str, ...]
     coerced: tuple[str, ...]
@@ -154,7 +156,7 @@ def judge(
     eff = gws.effect_of(operation, requested, media)
     before_known = isinstance(before, dict)
     old: dict[Any, Any] = before if before_known else {}  # type: ignore[assignment]
-    is_matched = status == MATCHED
+    is_matched = status == Status.MATCHED
     after_known = isinstance(after, dict) or is_matched
     new: dict[Any, Any] = after if isinstance(after, dict) else ({} if is_matched else old)
     # What each key should hold (absent: MISSING); with before unknown, only the named keys know.
@@ -172,9 +174,9 @@ def judge(
         a = new.get(key, MISSING)
         want = wants.get(key, MISSING)
         outcome = _outcome(want, a) if after_known else ""
-        if outcome == NOT_APPLIED:
+        if outcome == VerdictName.NOT_APPLIED:
             not_applied.append(key)
-        elif outcome == COERCED:
+        elif outcome == VerdictName.COERCED:
             coerced.append(key)
         changes.append(KeyChange(key, b, a, want, _kind_of(b, a), True, outcome))
     for key in rest:
@@ -188,15 +190,15 @@ def judge(
         changes.append(KeyChange(key, b, a, wants.get(key, MISSING), kind, False, outcome))
 
     if not is_matched:
-        name = status if status in PASS_THROUGH else INCOMPLETE
+        name = VerdictName(status) if status in PASS_THROUGH else VerdictName.INCOMPLETE
     elif not_applied:
-        name = NOT_APPLIED
+        name = VerdictName.NOT_APPLIED
     elif coerced:
-        name = COERCED
+        name = VerdictName.COERCED
     elif side_effects:
-        name = SIDE_EFFECTS
+        name = VerdictName.SIDE_EFFECTS
     else:
-        name = APPLIED
+        name = VerdictName.APPLIED
     return Verdict(
         name=name,
         changes=tuple(changes),
@@ -310,12 +312,12 @@ def _kind_of(b: Any, a: Any) -> str:
 
 def _outcome(want: Any, got: Any) -> str:
     if want is MISSING:
-        return OK if got is MISSING else NOT_APPLIED
+        return OK if got is MISSING else VerdictName.NOT_APPLIED
     if got is MISSING:
-        return NOT_APPLIED
+        return VerdictName.NOT_APPLIED
     if same(want, got):
         return OK
-    return COERCED if _equal_but_for_type(want, got) else NOT_APPLIED
+    return VerdictName.COERCED if _equal_but_for_type(want, got) else VerdictName.NOT_APPLIED
 
 
 def same(x: Any, y: Any) -> bool:

@@ -33,7 +33,8 @@ CSRF = "X-CSRF-TOKEN"
 @dataclass
 class MiniGws:
     """Options change how it answers: `reference` puts referenceId in the answer, `early`
-    publishes before answering, `silent` never publishes, `ghost` adds a stray notification."""
+    publishes before answering, `silent` never publishes, `ghost` adds a stray notification,
+    `refuse` rejects every request (HTTP 503, statusCode 4) and changes nothing."""
 
     agents: int = 2
     delay: float = 0.01
@@ -41,6 +42,7 @@ class MiniGws:
     early: bool = False
     silent: bool = False
     ghost: bool = False
+    refuse: bool = False
     bayeux: BayeuxServer = field(init=False)
     interactions: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
@@ -114,6 +116,9 @@ class MiniGws:
         _, media, user_data = self.interactions[ident]
         body = await request.json()
         self.posts.append((agent, request.match_info["collection"], body))
+        if self.refuse:
+            refused = {"statusCode": 4, "statusMessage": "Voice service is not available"}
+            return web.json_response(refused, status=503)
         if not apply(media, user_data, body):
             return web.json_response({"statusCode": 2, "statusMessage": "invalid"}, status=400)
         self.references += 1
@@ -345,6 +350,15 @@ async def test_silence_counts_timeouts_and_strays_count_unsolicited() -> None:
     assert (report.answered, report.notified, report.timeouts) == (2, 0, 2)
     assert report.unsolicited == 2
     assert report.p50_latency is None
+
+
+@pytest.mark.asyncio
+async def test_rejected_ops_are_counted_at_once() -> None:
+    gws = MiniGws(agents=1, refuse=True)
+    async with serving(gws.app()) as url:
+        report = await run_load(LoadConfig(url, agents=1, ops=3, timeout=30))
+    assert (report.rejected, report.answered, report.timeouts, report.failed) == (3, 0, 0, 0)
+    assert report.elapsed < 5, "a rejected op waits for no notification"
 
 
 @pytest.mark.asyncio

@@ -14,23 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gwsproxy import bayeux, gws
+from gwsproxy.capture.format import pack, unpack
 from gwsproxy.correlate import (
-    AMBIGUOUS,
-    ERROR,
     EXACT,
-    FAILED,
-    INCOMPLETE,
     INFERRED,
-    LOST,
-    MATCHED,
-    REJECTED,
-    TIMEOUT,
     Correlator,
     Pair,
     Scopes,
+    Status,
     Unsolicited,
     consistent,
 )
+from gwsproxy.record.records import pair_record
+from gwsproxy.redact import Redactor
 
 A1 = "user:agent1"
 A2 = "user:agent2"
@@ -141,7 +137,7 @@ def test_exact_match_when_the_answer_names_the_reference_id() -> None:
     assert c.open_count == 1
     n = note("workitem", "WI1", {"Priority": 5, "Other": "x"}, ref=7)
     p = pair_of(c.notification(A1, n, 0.4, raw={"n": 1}))
-    assert (p.status, p.correlation) == (MATCHED, EXACT)
+    assert (p.status, p.correlation) == (Status.MATCHED, EXACT)
     assert p.key == "f1" and p.request is req and p.note is n
     assert p.answer_reference == 7 and p.note.reference_id == 7
     assert p.after == {"Priority": 5, "Other": "x"}
@@ -167,7 +163,7 @@ def test_chat_notification_before_the_answer_is_inferred_when_the_answer_comes()
     assert c.notification(A1, n, 0.05) == []  # overtook the HTTP answer: nothing closed yet
     assert c.is_open("f1")
     p = pair_of(c.answer("f1", answer(), 200, 0.1))  # chat answers carry no referenceId
-    assert (p.status, p.correlation, p.note) == (MATCHED, INFERRED, n)
+    assert (p.status, p.correlation, p.note) == (Status.MATCHED, INFERRED, n)
     assert p.t_note < p.t_answer
     assert p.after == {"UserData1": "a"}
 
@@ -178,7 +174,7 @@ def test_workitem_notification_before_the_answer_becomes_exact_when_the_answer_c
     n = note("workitem", "WI1", {"Priority": 5}, ref=7)
     assert c.notification(A1, n, 0.05) == []
     p = pair_of(c.answer("f1", answer(7), 200, 0.1))
-    assert (p.status, p.correlation, p.note) == (MATCHED, EXACT, n)
+    assert (p.status, p.correlation, p.note) == (Status.MATCHED, EXACT, n)
 
 
 def test_answer_without_reference_after_inferred_guess_keeps_it_inferred() -> None:
@@ -186,7 +182,7 @@ def test_answer_without_reference_after_inferred_guess_keeps_it_inferred() -> No
     c.request("f1", A1, update("chat", "CH1", k="v"), 0.0)
     c.answer("f1", answer(), 200, 0.1)
     p = pair_of(c.notification(A1, note("chat", "CH1", {"k": "v"}, ref=3), 0.2))
-    assert (p.status, p.correlation) == (MATCHED, INFERRED)
+    assert (p.status, p.correlation) == (Status.MATCHED, INFERRED)
 
 
 # ---- several open requests on one interaction ---------------------------------------------------
@@ -301,7 +297,7 @@ def test_a_notification_of_another_scope_never_pairs() -> None:
     stray = only(c.notification(A2, note("chat", "CH1", {"k": "v"}, ref=1), 0.2))
     assert isinstance(stray, Unsolicited) and stray.scope == A2
     p = pair_of(c.expire(10.0))
-    assert p.status == TIMEOUT and p.note is None
+    assert p.status == Status.TIMEOUT and p.note is None
 
 
 def test_exact_reference_is_per_scope() -> None:
@@ -356,7 +352,7 @@ def test_error_notification_closes_as_error_and_keeps_the_snapshot(media: str) -
     ref = 7 if media == "workitem" else None
     c.answer("f1", answer(ref), 200, 0.1)
     p = pair_of(c.notification(A1, error_note(media, iid, ref=ref), 0.2))
-    assert p.status == ERROR and p.note is not None and p.note.is_error
+    assert p.status == Status.ERROR and p.note is not None and p.note.is_error
     assert p.correlation == (EXACT if media == "workitem" else INFERRED)
     assert p.before == {"old": "value"}
     assert p.after is None  # an error shows no user data, whatever the message carried
@@ -364,7 +360,7 @@ def test_error_notification_closes_as_error_and_keeps_the_snapshot(media: str) -
     c.answer("f2", answer(8 if ref else None), 200, 0.4)
     assert c.snapshots[iid] == {"old": "value"}
     p2 = pair_of(c.close(1.0))
-    assert p2.before == {"old": "value"} and p2.status == INCOMPLETE
+    assert p2.before == {"old": "value"} and p2.status == Status.INCOMPLETE
 
 
 def test_voice_error_message_before_the_answer() -> None:
@@ -372,7 +368,7 @@ def test_voice_error_message_before_the_answer() -> None:
     c.request("f1", A1, request("voice", "CALL1", gws.DELETE_PAIR, key="k"), 0.0)
     assert c.notification(A1, error_note("voice", "CALL1"), 0.05) == []
     p = pair_of(c.answer("f1", answer(), 200, 0.1))
-    assert (p.status, p.correlation) == (ERROR, INFERRED)
+    assert (p.status, p.correlation) == (Status.ERROR, INFERRED)
 
 
 def test_timeout_closes_at_the_timeout_not_before() -> None:
@@ -383,11 +379,11 @@ def test_timeout_closes_at_the_timeout_not_before() -> None:
     assert c.expire(109.999) == []
     assert c.is_open("f1")
     p = pair_of(c.expire(110.0))
-    assert p.status == TIMEOUT and p.correlation is None and p.after is None
+    assert p.status == Status.TIMEOUT and p.correlation is None and p.after is None
     assert c.expire(200.0) == []  # closed once
     # The notification, late, is still recorded: as unsolicited.
     assert isinstance(only(c.notification(A1, note("chat", "CH1", {"k": "v"}), 111.0)), Unsolicited)
-    assert c.counts.by_status == {TIMEOUT: 1} and c.counts.unsolicited == 1
+    assert c.counts.by_status == {Status.TIMEOUT: 1} and c.counts.unsolicited == 1
 
 
 def test_timeout_expires_old_requests_and_keeps_young_ones() -> None:
@@ -404,7 +400,7 @@ def test_notification_without_answer_at_timeout_is_matched() -> None:
     c.request("f1", A1, update("chat", "CH1", k="v"), 0.0)
     assert c.notification(A1, note("chat", "CH1", {"k": "v"}), 0.5) == []
     p = pair_of(c.expire(10.0))
-    assert p.status == MATCHED and p.answer is None and p.after == {"k": "v"}
+    assert p.status == Status.MATCHED and p.answer is None and p.after == {"k": "v"}
 
 
 def test_rejected_closes_at_once() -> None:
@@ -413,7 +409,7 @@ def test_rejected_closes_at_once() -> None:
     p = pair_of(
         c.answer("f1", answer(status_code=4, message="Voice service is not available"), 503, 0.1)
     )
-    assert p.status == REJECTED and p.note is None and p.after is None
+    assert p.status == Status.REJECTED and p.note is None and p.after is None
     assert isinstance(p.answer, gws.Answer) and p.answer.status_code == 4
     assert p.http_status == 503
     assert not c.is_open("f1")
@@ -425,7 +421,7 @@ def test_http_500_with_unreadable_body_is_rejected() -> None:
     body = gws.parse_answer(b"<html><body>Internal Server Error</body></html>")
     assert not isinstance(body, gws.Answer)
     p = pair_of(c.answer("f1", body, 500, 0.1))
-    assert p.status == REJECTED
+    assert p.status == Status.REJECTED
 
 
 def test_http_200_with_unreadable_body_waits_for_the_notification() -> None:
@@ -433,7 +429,7 @@ def test_http_200_with_unreadable_body_waits_for_the_notification() -> None:
     c.request("f1", A1, update("chat", "CH1", k="v"), 0.0)
     assert c.answer("f1", gws.parse_answer(b"{oops"), 200, 0.1) == []
     p = pair_of(c.notification(A1, note("chat", "CH1", {"k": "v"}), 0.2))
-    assert p.status == MATCHED
+    assert p.status == Status.MATCHED
 
 
 def test_rejected_request_gives_back_a_notification_guessed_for_it() -> None:
@@ -444,9 +440,9 @@ def test_rejected_request_gives_back_a_notification_guessed_for_it() -> None:
     assert c.notification(A1, n, 0.2) == []  # guessed for A, the oldest
     closed = c.answer("A", answer(status_code=2, message="invalid state"), 400, 0.3)
     rejected = pair_of(closed)
-    assert rejected.key == "A" and rejected.status == REJECTED and rejected.note is None
+    assert rejected.key == "A" and rejected.status == Status.REJECTED and rejected.note is None
     p = pair_of(c.answer("B", answer(), 200, 0.4))
-    assert p.key == "B" and p.note is n and p.status == MATCHED
+    assert p.key == "B" and p.note is n and p.status == Status.MATCHED
 
 
 def test_rejected_request_gives_back_a_notification_nobody_else_wants() -> None:
@@ -457,7 +453,7 @@ def test_rejected_request_gives_back_a_notification_nobody_else_wants() -> None:
     closed = c.answer("A", answer(status_code=4), 503, 0.2)
     rejected = only([x for x in closed if isinstance(x, Pair)])
     stray = only([x for x in closed if isinstance(x, Unsolicited)])
-    assert rejected.status == REJECTED and rejected.note is None and stray.note is n
+    assert rejected.status == Status.REJECTED and rejected.note is None and stray.note is n
 
 
 def test_shutdown_writes_open_pairs_as_incomplete() -> None:
@@ -468,9 +464,9 @@ def test_shutdown_writes_open_pairs_as_incomplete() -> None:
     c.notification(A1, note("chat", "CH2", {"b": 2}), 0.2)
     c.request("nothing", A1, update("chat", "CH3", c=3), 0.3)
     closed = {p.key: p for p in c.close(0.5)}
-    assert closed["no-note"].status == INCOMPLETE and closed["no-note"].after is None
-    assert closed["nothing"].status == INCOMPLETE
-    assert closed["no-answer"].status == MATCHED
+    assert closed["no-note"].status == Status.INCOMPLETE and closed["no-note"].after is None
+    assert closed["nothing"].status == Status.INCOMPLETE
+    assert closed["no-answer"].status == Status.MATCHED
     assert closed["no-answer"].after == {"b": 2}
     assert c.open_count == 0 and c.close(1.0) == []
 
@@ -480,14 +476,14 @@ def test_failed_exchange_stays_open_for_its_notification() -> None:
     c.request("f1", A1, update("chat", "CH1", k="v"), 0.0)
     assert c.failed("f1", "connection reset", 0.1) == []
     p = pair_of(c.notification(A1, note("chat", "CH1", {"k": "v"}), 0.2))
-    assert p.status == MATCHED and p.error == "connection reset"
+    assert p.status == Status.MATCHED and p.error == "connection reset"
 
 
 def test_a_reused_key_closes_what_it_held() -> None:
     c = Correlator()
     c.request("f1", A1, update("chat", "CH1", k="v"), 0.0)
     old = pair_of(c.request("f1", A1, update("chat", "CH1", k="w"), 0.1))
-    assert old.status == INCOMPLETE and old.request.user_data == {"k": "v"}
+    assert old.status == Status.INCOMPLETE and old.request.user_data == {"k": "v"}
     assert c.open_count == 1
     assert pair_of(c.close(1.0)).request.user_data == {"k": "w"}
 
@@ -526,7 +522,7 @@ def test_only_change_and_error_types_pair(media: str, kind: str, pairs: bool) ->
     c.answer("f1", answer(), 200, 0.1)
     closed = c.notification(A1, note(media, "X1", {"k": "v"}, kind=kind), 0.2)
     if pairs:
-        assert pair_of(closed).status == (ERROR if kind == "Error" else MATCHED)
+        assert pair_of(closed).status == (Status.ERROR if kind == "Error" else Status.MATCHED)
     else:
         assert isinstance(only(closed), Unsolicited)
         assert c.is_open("f1")
@@ -546,7 +542,7 @@ def test_voice_error_message_pairs() -> None:
     c = Correlator()
     c.request("f1", A1, update("voice", "CALL1", k="v"), 0.0)
     c.answer("f1", answer(), 200, 0.1)
-    assert pair_of(c.notification(A1, error_note("voice", "CALL1"), 0.2)).status == ERROR
+    assert pair_of(c.notification(A1, error_note("voice", "CALL1"), 0.2)).status == Status.ERROR
 
 
 # ---- before snapshots ----------------------------------------------------------------------------
@@ -591,7 +587,7 @@ def test_voice_delete_all_absent_user_data_means_empty() -> None:
     n = note("voice", "CALL1", None)  # AttachedDataChanged without userData
     assert n.user_data is None
     p = pair_of(c.notification(A1, n, 0.2))
-    assert (p.status, p.before, p.after) == (MATCHED, {"a": 1, "b": 2}, {})
+    assert (p.status, p.before, p.after) == (Status.MATCHED, {"a": 1, "b": 2}, {})
     c.request("f2", A1, update("voice", "CALL1", c=3), 0.3)
     assert pair_of(c.close(1.0)).before == {}
 
@@ -626,7 +622,7 @@ def test_steal_a_later_answer_claims_a_notification_guessed_for_another() -> Non
     note_a, note_b = _workitem_pair(c)
     assert c.notification(A1, note_b, 0.2) == []  # guessed for A
     pb = pair_of(c.answer("B", answer(8), 200, 0.3))  # B's answer names it: B takes it
-    assert (pb.key, pb.note, pb.correlation, pb.status) == ("B", note_b, EXACT, MATCHED)
+    assert (pb.key, pb.note, pb.correlation, pb.status) == ("B", note_b, EXACT, Status.MATCHED)
     assert c.is_open("A")
     assert c.answer("A", answer(7), 200, 0.4) == []
     pa = pair_of(c.notification(A1, note_a, 0.5))
@@ -663,7 +659,7 @@ def test_a_released_request_keeps_its_age_for_the_timeout() -> None:
     assert c.notification(A1, note("workitem", "WI1", {"k": "v"}, ref=99), 1.0) == []
     assert isinstance(only(c.answer("A", answer(7), 200, 2.0)), Unsolicited)
     p = pair_of(c.expire(10.0))
-    assert (p.key, p.status) == ("A", TIMEOUT)
+    assert (p.key, p.status) == ("A", Status.TIMEOUT)
     assert pair_of(c.expire(15.0)).key == "B"
 
 
@@ -688,8 +684,8 @@ def test_a_lost_notification_does_not_shift_the_next_pair() -> None:
     _sent(c, "B", update("chat", "CH1", Y=2), 0.5)
     closed = c.notification(A1, note("chat", "CH1", {"X": 1, "Y": 2}, ref=86), 0.51)
     by_key = {p.key: p for p in closed if isinstance(p, Pair)}
-    assert by_key["B"].status == MATCHED and by_key["B"].note.reference_id == 86
-    assert by_key["A"].status == LOST and by_key["A"].note is None
+    assert by_key["B"].status == Status.MATCHED and by_key["B"].note.reference_id == 86
+    assert by_key["A"].status == Status.LOST and by_key["A"].note is None
     assert by_key["A"].error == (
         f"its effect showed in pair {by_key['B'].id}'s notification; its own never came"
     )
@@ -702,7 +698,11 @@ def test_a_chain_of_lost_notifications_is_lost_each() -> None:
     _sent(c, "B", update("chat", "CH1", Y=2), 0.1)
     _sent(c, "C", update("chat", "CH1", Z=3), 0.2)
     closed = c.notification(A1, note("chat", "CH1", {"X": 1, "Y": 2, "Z": 3}, ref=9), 0.3)
-    assert {p.key: p.status for p in closed} == {"A": LOST, "B": LOST, "C": MATCHED}
+    assert {p.key: p.status for p in closed} == {
+        "A": Status.LOST,
+        "B": Status.LOST,
+        "C": Status.MATCHED,
+    }
 
 
 def test_an_older_request_whose_effect_is_overwritten_times_out() -> None:
@@ -713,7 +713,7 @@ def test_an_older_request_whose_effect_is_overwritten_times_out() -> None:
     _sent(c, "B", update("chat", "CH1", X=2), 0.1)
     assert pair_of(c.notification(A1, note("chat", "CH1", {"X": 2}, ref=9), 0.2)).key == "B"
     p = pair_of(c.expire(10.0))
-    assert (p.key, p.status) == ("A", TIMEOUT)
+    assert (p.key, p.status) == ("A", Status.TIMEOUT)
 
 
 def test_the_same_values_twice_pair_in_order_when_both_notifications_come() -> None:
@@ -725,8 +725,8 @@ def test_the_same_values_twice_pair_in_order_when_both_notifications_come() -> N
     assert c.notification(A1, first, 0.2) == []  # A's, or B's with A's lost: wait and see
     closed = c.notification(A1, second, 0.3)
     assert [(p.key, p.note, p.status) for p in closed] == [
-        ("A", first, MATCHED),
-        ("B", second, MATCHED),
+        ("A", first, Status.MATCHED),
+        ("B", second, Status.MATCHED),
     ]
 
 
@@ -740,8 +740,8 @@ def test_the_same_values_twice_and_one_notification_is_ambiguous() -> None:
     closed = c.expire(10.0)
     pairs = [x for x in closed if isinstance(x, Pair)]
     assert [(p.key, p.status, p.note) for p in pairs] == [
-        ("A", AMBIGUOUS, None),
-        ("B", AMBIGUOUS, None),
+        ("A", Status.AMBIGUOUS, None),
+        ("B", Status.AMBIGUOUS, None),
     ]
     assert (
         pairs[0].error
@@ -776,7 +776,7 @@ def test_a_notification_held_back_past_the_timeout_is_not_matched_late_to_anothe
     c = Correlator(timeout=10.0)
     _seen(c, "CH1", {})
     _sent(c, "A", update("chat", "CH1", X=1), 0.0)
-    assert pair_of(c.expire(10.0)).status == TIMEOUT
+    assert pair_of(c.expire(10.0)).status == Status.TIMEOUT
     _sent(c, "B", update("chat", "CH1", X=1), 12.0)  # the same values again
     late = note("chat", "CH1", {"X": 1}, ref=7)
     assert c.notification(A1, late, 12.5) == []  # A's late, or B's: B's own may still come
@@ -792,7 +792,7 @@ def test_a_request_that_never_reached_gws_fails_at_once() -> None:
     c = Correlator()
     c.request("A", A1, update("chat", "CH1", X=1), 0.0)
     p = pair_of(c.failed("A", "Connection refused", 0.1, reached=False))
-    assert (p.status, p.error) == (FAILED, "Connection refused")
+    assert (p.status, p.error) == (Status.FAILED, "Connection refused")
 
 
 def test_a_renewed_session_cookie_keeps_the_agent() -> None:
@@ -803,6 +803,29 @@ def test_a_renewed_session_cookie_keeps_the_agent() -> None:
     s.learn("OLD2", "agent7")
     s.renew("OLD2", "NEW2")
     assert s.scope(None, "NEW2", None) == "user:agent7"
+
+
+def test_statuses_are_the_plain_words_of_captures_and_exports() -> None:
+    assert list(Status) == [
+        "matched",
+        "error",
+        "rejected",
+        "timeout",
+        "lost",
+        "ambiguous",
+        "failed",
+        "incomplete",
+    ]
+    c = Correlator()
+    c.request("A", A1, update("chat", "CH1", X=1), 0.0)
+    c.answer("A", answer(), 200, 0.1)
+    p = pair_of(c.notification(A1, note("chat", "CH1", {"X": 1}), 0.2))
+    summary, _ = pair_record(p, Redactor())
+    # What a capture holds and an export prints: the word, read back as a plain str.
+    for back in (unpack(pack(summary))["status"], json.loads(json.dumps(summary))["status"]):
+        assert type(back) is str and back == "matched" == Status.MATCHED
+    assert c.counts.by_status == {"matched": 1}
+    assert f"{p.status} {p.status!s}" == "matched matched"
 
 
 # ---- types ---------------------------------------------------------------------------------------
@@ -942,20 +965,27 @@ def _check_common(plan: list[dict[str, Any]], run: dict[str, Any]) -> None:
     assert sorted(homes) == sorted(emitted)
     for p in pairs:
         r = by_key[p.key]
-        assert p.status in (MATCHED, REJECTED, TIMEOUT, LOST, AMBIGUOUS, INCOMPLETE)
+        assert p.status in (
+            Status.MATCHED,
+            Status.REJECTED,
+            Status.TIMEOUT,
+            Status.LOST,
+            Status.AMBIGUOUS,
+            Status.INCOMPLETE,
+        )
         if p.note is not None:
             scope, owner, _ = emitted[id(p.note)]
             assert owner is not None, "a StatusChange was paired"
             assert scope == p.scope == r["scope"]  # never across scopes
             assert p.note.interaction_id == r["iid"]
             assert p.correlation in (EXACT, INFERRED)
-            assert p.status == MATCHED
+            assert p.status == Status.MATCHED
         else:
             assert p.correlation is None
-            assert p.status != MATCHED
+            assert p.status != Status.MATCHED
         if p.correlation == EXACT:
             assert p.note.reference_id == p.answer_reference == r["ref"]
-        if p.status == REJECTED:
+        if p.status == Status.REJECTED:
             assert r["fate"] == "rejected" and p.note is None
     for u in unsolicited:
         assert emitted[id(u.note)][0] == u.scope
@@ -981,16 +1011,16 @@ def test_with_reference_ids_in_answers_every_answered_request_gets_its_own(
     for r in plan:
         p = by_key[r["key"]]
         if r["fate"] == "ok":
-            assert p.status == MATCHED and p.correlation == EXACT
+            assert p.status == Status.MATCHED and p.correlation == EXACT
             assert (
                 p.note is not None
                 and p.note.data[gws.MEDIA_BY_NAME["workitem"].object_key]["userData"]["Own"]
                 == r["key"]
             )
         elif r["fate"] == "no_note":
-            assert p.status == INCOMPLETE and p.note is None
+            assert p.status == Status.INCOMPLETE and p.note is None
         elif r["fate"] == "rejected":
-            assert p.status == REJECTED
+            assert p.status == Status.REJECTED
     # A notification whose request is open somewhere is left unsolicited only when the evidence
     # could not tell whose it was, and then it says so.
     for u in (x for x in run["closed"] if isinstance(x, Unsolicited)):

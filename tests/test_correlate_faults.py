@@ -17,17 +17,11 @@ from hypothesis import strategies as st
 
 from gwsproxy import gws
 from gwsproxy.correlate import (
-    AMBIGUOUS,
     EXACT,
-    FAILED,
-    INCOMPLETE,
     INFERRED,
-    LOST,
-    MATCHED,
-    REJECTED,
-    TIMEOUT,
     Correlator,
     Pair,
+    Status,
     Unsolicited,
 )
 
@@ -139,7 +133,8 @@ class Model:
                 if x.note.reference_id is not None:
                     self.correlator.placed_before(x.scope, x.note.reference_id, x.id)
             elif (
-                x.status in (INCOMPLETE, TIMEOUT, AMBIGUOUS) and x.t_request >= end - 2 * TIMEOUT_S
+                x.status in (Status.INCOMPLETE, Status.TIMEOUT, Status.AMBIGUOUS)
+                and x.t_request >= end - 2 * TIMEOUT_S
             ):
                 self.correlator.carry_over(x.id, x.scope, x.request)
         # The old recorder's open requests are closed: their answers pass unrecorded.
@@ -264,28 +259,28 @@ def check(model: Model) -> list[Pair]:
     for p in pairs:
         req = model.requests[p.key]
         what = f"pair {p.id} ({p.key}: {req.fate}, {p.status}, {p.error})"
-        if p.status == MATCHED:
+        if p.status == Status.MATCHED:
             assert p.note is req.note and p.correlation in (EXACT, INFERRED), what
         else:
             assert p.note is None and p.correlation is None, what
-        if p.status == MATCHED:
+        if p.status == Status.MATCHED:
             pass
-        elif p.status == REJECTED:
+        elif p.status == Status.REJECTED:
             assert req.fate == "rejected", what
-        elif p.status == FAILED:
+        elif p.status == Status.FAILED:
             assert req.fate == "unreached" and p.error, what
-        elif p.status == LOST:
+        elif p.status == Status.LOST:
             # Carried out, and its own notification had not come when it closed.
             assert (
                 req.fate == "ok" and p.error and "'s notification; its own never came" in p.error
             ), what
             assert req.delivered_at is None or req.delivered_at > model.closed_at[p.key], what
-        elif p.status == TIMEOUT:
+        elif p.status == Status.TIMEOUT:
             assert req.delivered_at is None or req.delivered_at >= p.t_request + TIMEOUT_S, what
-        elif p.status == AMBIGUOUS:
+        elif p.status == Status.AMBIGUOUS:
             assert p.error and ("alike" in p.error or "nothing told them apart" in p.error), what
         else:
-            assert p.status == INCOMPLETE, what
+            assert p.status == Status.INCOMPLETE, what
     return pairs
 
 
@@ -301,4 +296,4 @@ def test_without_faults_every_request_gets_its_own_notification(data: st.DataObj
     """The same traffic with nothing lost, held or doubled: no ambiguity is left over."""
     model = play(data, faults=False)
     for p in check(model):
-        assert p.status == MATCHED, (p.id, p.key, p.status, p.error)
+        assert p.status == Status.MATCHED, (p.id, p.key, p.status, p.error)

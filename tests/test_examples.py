@@ -14,7 +14,7 @@ import pytest
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.record.records import after_of
-from gwsproxy.verdict import APPLIED, VERDICTS, judge
+from gwsproxy.verdict import VerdictName, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_SIZE = 100 * 1024
@@ -71,7 +71,7 @@ def test_seed_capture_is_one_applied_pair(outdir: Path, name: str):
     v = judge(
         summary["status"], summary["operation"], media, body["requested"], body["before"], after
     )
-    assert v.name == APPLIED, v.changed()
+    assert v.name == VerdictName.APPLIED, v.changed()
     assert v.summary == "+2 ~0 -0"
     assert after["UserData1"] == 987654321 and type(after["UserData1"]) is int
     assert "UserData1" not in body["before"]
@@ -96,8 +96,8 @@ def test_sim_mixed_is_a_clean_recording_of_many_pairs(outdir: Path):
         ).name
         for s, b in pairs
     )
-    assert set(verdicts) <= set(VERDICTS)
-    assert verdicts[APPLIED] >= 40, verdicts
+    assert set(verdicts) <= set(VerdictName)
+    assert verdicts[VerdictName.APPLIED] >= 40, verdicts
 
 
 def test_unwritable_outdir_is_one_line_and_non_zero(tmp_path: Path):

@@ -17,19 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gwsproxy import gws, lenient
+from gwsproxy.correlate import Status
 from gwsproxy.verdict import (
-    APPLIED,
-    COERCED,
-    ERROR,
-    INCOMPLETE,
     MISSING,
-    NOT_APPLIED,
-    REJECTED,
-    SIDE_EFFECTS,
-    TIMEOUT,
-    VERDICTS,
     KeyChange,
     Verdict,
+    VerdictName,
     counts,
     details,
     expected,
@@ -70,7 +63,7 @@ def change_of(verdict: Verdict, key: str) -> KeyChange:
 
 def test_documented_update_is_applied_with_two_keys_added(seed_before, seed_after):
     v = judge("matched", UPDATE, "sms", REQUESTED, seed_before, seed_after)
-    assert v.name == APPLIED
+    assert v.name == VerdictName.APPLIED
     assert v.summary == "+2 ~0 -0"
     assert (v.not_applied, v.coerced, v.side_effects) == ((), (), ())
     assert v.before_known and v.after_known
@@ -89,7 +82,7 @@ def test_documented_update_is_applied_with_two_keys_added(seed_before, seed_afte
 def test_number_arriving_as_text_is_coerced(seed_before, seed_after):
     after = {**seed_after, "UserData1": "987654321"}
     v = judge("matched", UPDATE, "sms", REQUESTED, seed_before, after)
-    assert v.name == COERCED
+    assert v.name == VerdictName.COERCED
     assert v.coerced == ("UserData1",)
     c = change_of(v, "UserData1")
     assert (c.expected, c.after, c.outcome, c.kind) == (987654321, "987654321", "coerced", "added")
@@ -114,7 +107,7 @@ def test_number_arriving_as_text_is_coerced(seed_before, seed_after):
 )
 def test_equal_looking_values_of_another_type_are_coerced(sent, got):
     v = judge("matched", UPDATE, "chat", {"K": sent}, {}, {"K": got})
-    assert v.name == COERCED, v.changes
+    assert v.name == VerdictName.COERCED, v.changes
     assert v.coerced == ("K",)
 
 
@@ -124,14 +117,14 @@ def test_equal_looking_values_of_another_type_are_coerced(sent, got):
 )
 def test_different_values_are_not_applied(sent, got):
     v = judge("matched", UPDATE, "chat", {"K": sent}, {}, {"K": got})
-    assert v.name == NOT_APPLIED
+    assert v.name == VerdictName.NOT_APPLIED
     assert v.not_applied == ("K",)
 
 
 def test_missing_requested_key_is_not_applied(seed_before, seed_after):
     after = {k: v for k, v in seed_after.items() if k != "UserData2"}
     v = judge("matched", UPDATE, "sms", REQUESTED, seed_before, after)
-    assert v.name == NOT_APPLIED
+    assert v.name == VerdictName.NOT_APPLIED
     assert v.not_applied == ("UserData2",)
     c = change_of(v, "UserData2")
     assert (c.before, c.after, c.expected, c.kind) == (
@@ -148,7 +141,7 @@ def test_not_applied_outranks_coerced_and_side_effects(seed_before, seed_after):
     after["UserData1"] = "987654321"
     after["Subject"] = "Changed behind our back"
     v = judge("matched", UPDATE, "sms", REQUESTED, seed_before, after)
-    assert v.name == NOT_APPLIED
+    assert v.name == VerdictName.NOT_APPLIED
     assert (v.not_applied, v.coerced, v.side_effects) == (
         ("UserData2",),
         ("UserData1",),
@@ -160,7 +153,7 @@ def test_unrequested_changes_are_side_effects(seed_before, seed_after):
     after = {**seed_after, "Subject": "Billing", "ServiceObjective": "0"}
     del after["DISP_KEY"]
     v = judge("matched", UPDATE, "sms", REQUESTED, seed_before, after)
-    assert v.name == SIDE_EFFECTS
+    assert v.name == VerdictName.SIDE_EFFECTS
     assert v.side_effects == ("DISP_KEY", "ServiceObjective", "Subject")
     assert change_of(v, "Subject").kind == "changed"
     assert change_of(v, "ServiceObjective").kind == "type changed"  # 0 -> "0"
@@ -169,7 +162,9 @@ def test_unrequested_changes_are_side_effects(seed_before, seed_after):
     assert v.summary == "+2 ~2 -1"
     # Coerced outranks side effects.
     after["UserData1"] = "987654321"
-    assert judge("matched", UPDATE, "sms", REQUESTED, seed_before, after).name == COERCED
+    assert (
+        judge("matched", UPDATE, "sms", REQUESTED, seed_before, after).name == VerdictName.COERCED
+    )
 
 
 # ---- deletes ----------------------------------------------------------------------------------
@@ -179,11 +174,11 @@ def test_voice_delete_everything(seed_before):
     assert expected(seed_before, gws.DELETE, None, "voice") == {}
     # Voice notifications after DeleteUserData carry no userData: after is absent, i.e. empty.
     v = judge("matched", gws.DELETE, "voice", None, seed_before, None)
-    assert v.name == APPLIED
+    assert v.name == VerdictName.APPLIED
     assert v.summary == f"+0 ~0 -{len(seed_before)}"
     assert all(c.requested and c.kind == "removed" and c.outcome == "ok" for c in v.changes)
     left = judge("matched", gws.DELETE, "voice", None, seed_before, {"Subject": "x", "New": 1})
-    assert left.name == NOT_APPLIED
+    assert left.name == VerdictName.NOT_APPLIED
     assert left.not_applied == ("New", "Subject")
     # Multimedia DeleteUserData names its keys; without them it deletes nothing.
     assert expected(seed_before, gws.DELETE, None, "chat") == seed_before
@@ -193,12 +188,12 @@ def test_voice_delete_pair(seed_before):
     want = expected(seed_before, gws.DELETE_PAIR, ["Subject"], "voice")
     assert want == {k: v for k, v in seed_before.items() if k != "Subject"}
     v = judge("matched", gws.DELETE_PAIR, "voice", ["Subject"], seed_before, want)
-    assert v.name == APPLIED
+    assert v.name == VerdictName.APPLIED
     assert v.changed() == (
         KeyChange("Subject", "Customer support", MISSING, MISSING, "removed", True, "ok"),
     )
     kept = judge("matched", gws.DELETE_PAIR, "voice", ["Subject"], seed_before, seed_before)
-    assert kept.name == NOT_APPLIED and kept.not_applied == ("Subject",)
+    assert kept.name == VerdictName.NOT_APPLIED and kept.not_applied == ("Subject",)
 
 
 def test_chat_delete_keys(seed_before):
@@ -206,7 +201,7 @@ def test_chat_delete_keys(seed_before):
     want = expected(seed_before, gws.DELETE, keys, "chat")
     assert want == {k: v for k, v in seed_before.items() if k not in keys}
     v = judge("matched", gws.DELETE, "chat", keys, seed_before, want)
-    assert v.name == APPLIED
+    assert v.name == VerdictName.APPLIED
     assert [c.key for c in v.changes[:3]] == keys
     assert v.summary == "+0 ~0 -2"
     assert change_of(v, "NotThere").kind == "unchanged"
@@ -219,7 +214,7 @@ def test_unknown_before_claims_no_side_effects(seed_after):
     after = {**seed_after, "Subject": "Billing"}
     assert expected(None, UPDATE, REQUESTED, "sms") is None
     v = judge("matched", UPDATE, "sms", REQUESTED, None, after)
-    assert v.name == APPLIED
+    assert v.name == VerdictName.APPLIED
     assert not v.before_known
     assert v.side_effects == ()
     c = change_of(v, "UserData1")
@@ -248,11 +243,17 @@ def test_unmatched_statuses_pass_through(status, seed_before):
 
 def test_error_with_user_data_still_shows_the_diff(seed_before):
     v = judge("error", UPDATE, "sms", REQUESTED, seed_before, seed_before)
-    assert v.name == ERROR
+    assert v.name == VerdictName.ERROR
     assert v.not_applied == ("UserData1", "UserData2")
-    assert judge("rejected", UPDATE, "sms", REQUESTED, None, None).name == REJECTED
-    assert judge("timeout", UPDATE, "sms", REQUESTED, None, None).name == TIMEOUT
-    assert judge("???", UPDATE, "sms", REQUESTED, None, None).name == INCOMPLETE
+    assert judge("rejected", UPDATE, "sms", REQUESTED, None, None).name == VerdictName.REJECTED
+    assert judge("timeout", UPDATE, "sms", REQUESTED, None, None).name == VerdictName.TIMEOUT
+    assert judge("???", UPDATE, "sms", REQUESTED, None, None).name == VerdictName.INCOMPLETE
+
+
+def test_every_status_but_matched_is_its_own_verdict():
+    for status in Status:
+        if status != Status.MATCHED:
+            assert judge(status.value, UPDATE, "sms", REQUESTED, None, None).name == status
 
 
 # ---- nested values ----------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def test_nested_change_marks_the_key_changed():
     before = {"Order": {"items": [1, 2], "total": 3}, "Note": "x"}
     after = {"Order": {"items": [1, 2.0], "total": 3}, "Note": "x"}  # 2 -> 2.0 deep inside
     v = judge("matched", UPDATE, "chat", {"Note": "x"}, before, after)
-    assert v.name == SIDE_EFFECTS
+    assert v.name == VerdictName.SIDE_EFFECTS
     order = change_of(v, "Order")
     assert (order.kind, order.outcome) == ("changed", "side effect")
     # deepdiff agrees once it compares lists index by index, and details() says where.
@@ -273,7 +274,7 @@ def test_nested_change_marks_the_key_changed():
     flat = judge("matched", UPDATE, "chat", {}, before, {**after, "Order": "1 item"})
     assert change_of(flat, "Order").kind == "type changed"
     same = judge("matched", UPDATE, "chat", {}, before, copy.deepcopy(before))
-    assert same.name == APPLIED and details(change_of(same, "Order")) == ()
+    assert same.name == VerdictName.APPLIED and details(change_of(same, "Order")) == ()
 
 
 # ---- counts -----------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def test_sentinel_and_names():
     assert not MISSING
     assert pickle.loads(pickle.dumps(MISSING)) is MISSING
     assert copy.deepcopy(MISSING) is MISSING
-    assert VERDICTS == (
+    assert tuple(VerdictName) == (
         "applied",
         "coerced",
         "not applied",
@@ -375,7 +376,7 @@ def pairs(draw: st.DrawFn) -> tuple[str, str, Any, dict | None, dict | None]:
 def test_judge_never_raises_and_applied_means_after_equals_expected(case, status):
     operation, media, requested, before, after = case
     v = judge(status, operation, media, requested, before, after)
-    assert v.name in VERDICTS
+    assert v.name in VerdictName
     assert v.before_known == (before is not None)
     keys = [c.key for c in v.changes]
     assert len(keys) == len(set(keys))
@@ -384,7 +385,7 @@ def test_judge_never_raises_and_applied_means_after_equals_expected(case, status
     if status == "matched" and before is not None:
         got = after if after is not None else {}
         want = expected(before, operation, requested, media)
-        assert (v.name == APPLIED) == (typed(got) == typed(want)), (v, want)
+        assert (v.name == VerdictName.APPLIED) == (typed(got) == typed(want)), (v, want)
         assert v.summary == "+{} ~{} -{}".format(*counts(before, got))
 
 
@@ -429,7 +430,7 @@ def best_of(runs: int, fn: Any) -> float:
 def test_judge_of_a_thousand_keys_is_within_budget():
     before, after, requested = thousand_keys()
     v = judge("matched", UPDATE, "chat", requested, before, after)
-    assert v.name == SIDE_EFFECTS and len(v.side_effects) >= 40
+    assert v.name == VerdictName.SIDE_EFFECTS and len(v.side_effects) >= 40
     elapsed = best_of(5, lambda: judge("matched", UPDATE, "chat", requested, before, after))
     assert elapsed < BUDGET, f"judge of 1,000 keys took {elapsed * 1e3:.1f} ms (budget 50 ms)"
     cheap = best_of(5, lambda: counts(before, after))

@@ -20,16 +20,7 @@ from gwsproxy import __version__, bayeux, gws
 from gwsproxy.capture.format import CaptureError, Kind
 from gwsproxy.capture.reader import CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
-from gwsproxy.correlate import (
-    AMBIGUOUS,
-    ERROR,
-    INCOMPLETE,
-    MATCHED,
-    TIMEOUT,
-    Closed,
-    Correlator,
-    Pair,
-)
+from gwsproxy.correlate import Closed, Correlator, Pair, Status
 from gwsproxy.lenient import Unreadable, loads
 from gwsproxy.record.events import (
     TYPES,
@@ -50,7 +41,7 @@ from gwsproxy.redact import DEFAULT_HEADERS, Redactor
 log = logging.getLogger(__name__)
 
 # Closed without a notification that may still come.
-_UNFINISHED = (INCOMPLETE, TIMEOUT, AMBIGUOUS)
+_UNFINISHED = (Status.INCOMPLETE, Status.TIMEOUT, Status.AMBIGUOUS)
 JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
 
 
@@ -87,7 +78,7 @@ def carried_over(path: str, timeout: float) -> CarriedOver:
                         out.placed.append((str(s.get("scope")), ref, 0))
                 elif entry.kind != Kind.PAIR:
                     continue
-                elif s.get("status") in (MATCHED, ERROR):
+                elif s.get("status") in (Status.MATCHED, Status.ERROR):
                     if ref is not None:
                         out.placed.append((str(s.get("scope")), ref, s.get("id") or 0))
                 elif s.get("status") in _UNFINISHED and isinstance(s.get("id"), int):

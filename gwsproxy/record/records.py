@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gwsproxy import gws
-from gwsproxy.correlate import Pair, Unsolicited
+from gwsproxy.correlate import Pair, Status, Unsolicited
 from gwsproxy.lenient import Parsed, loads
 from gwsproxy.redact import Redactor
 
@@ -92,7 +92,7 @@ def notification_of(body: dict[str, Any]) -> gws.Notification | None:
 
 def after_of(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
     """A pair's user data after the request (absent in a change notification means empty)."""
-    if summary.get("status") not in ("matched",):
+    if summary.get("status") != Status.MATCHED:
         return None
     note = notification_of(body)
     if note is None:

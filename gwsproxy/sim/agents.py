@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import random
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from gwsproxy import gws
 from gwsproxy.bayeux.client import TRANSPORTS
+from gwsproxy.correlate import Closed, Correlator, Pair, Status
 from gwsproxy.errors import url_problem
 from gwsproxy.gws.session import GwsError, GwsSession, one_line
 from gwsproxy.lenient import Unreadable
@@ -42,7 +44,6 @@ KEYS = (
 )
 WORDS = ("gold", "silver", "billing", "sales", "support", "urgent", "en-US", "fr-FR", "north")
 DEFAULT_MEDIA_TYPE = "promotion"  # open media objects without mediaType: the docs' example
-WAIT = object()  # a match that an outstanding HTTP answer will decide
 MAX_PAUSE = 1.0  # seconds an agent waits at most after ops that failed in a row
 
 
@@ -69,7 +70,7 @@ class LoadReport:
     agents: int = 0
     sent: int = 0
     answered: int = 0  # statusCode 0
-    rejected: int = 0  # non-zero statusCode
+    rejected: int = 0  # non-zero statusCode (or HTTP >= 400 without one)
     notified: int = 0  # a matching change notification arrived
     errors: int = 0  # a matching Error / voice ErrorMessage notification arrived
     timeouts: int = 0  # answered, but no notification in time
@@ -175,11 +176,10 @@ def _flag(count: int) -> str:
 
 @dataclass(slots=True, eq=False)
 class Interaction:
-    """An interaction as the agent knows it: its latest user data comes from notifications."""
+    """An interaction the agent works on (its user data: the Correlator's snapshot of it)."""
 
     id: str
     media: gws.Media
-    user_data: dict[str, Any]
     media_type: str | None = None  # open media only: part of the URL
 
 
@@ -187,9 +187,10 @@ class Interaction:
 class Sent:
     """One op as its agent saw it, for whoever checks a recording of the traffic afterwards.
 
-    outcome: notified, error (an Error notification), timeout (answered, no notification in
-    time), rejected (an HTTP error or non-zero statusCode), failed (the HTTP exchange broke: it
-    may or may not have reached the target), unreached (no connection to the target at all)."""
+    outcome: notified, error (an Error notification), timeout (answered, no notification of
+    its own in time), rejected (a non-zero statusCode, or HTTP >= 400 without one), failed (the
+    HTTP exchange broke: it may or may not have reached the target), unreached (no connection
+    to the target at all)."""
 
     interaction_id: str
     operation: str
@@ -200,20 +201,11 @@ class Sent:
     reason: str | None = None
 
 
-@dataclass(slots=True, eq=False)
-class Op:
-    """One request on its way: open until its notification arrives or it times out."""
-
-    interaction: Interaction
-    operation: str
-    started: float
-    outcome: asyncio.Future[tuple[gws.Notification, float]]
-    answered: bool = False
-    reference_id: int | str | None = None
-
-
 class Agent:
-    """One agent: an HTTP session with its credentials, a CometD client, its open ops."""
+    """One agent: an HTTP session with its credentials, a CometD client, its open ops.
+
+    Its notifications are paired with its ops by the recorder's Correlator (on the agent's
+    monotonic clock), so the agents count by the rules a recording of their traffic follows."""
 
     def __init__(
         self, config: LoadConfig, number: int, *, on_done: Callable[[], None] | None = None
@@ -228,11 +220,11 @@ class Agent:
         self._on_done = on_done
         self._session: GwsSession | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._open: dict[str, list[Op]] = {}  # interaction id -> open ops, oldest first
-        self._by_reference: dict[int | str, Op] = {}
-        # Notifications that arrived while an op on their interaction had no HTTP answer yet:
-        # that answer may carry the referenceId that decides which op they belong to.
-        self._undecided: list[tuple[gws.Notification, float]] = []
+        self._scope = f"user:{self.name}"
+        self._correlator = Correlator(config.timeout)
+        # Open ops by their key for the Correlator: the interaction, and what gets their pair.
+        self._open: dict[int, tuple[str, asyncio.Future[Pair]]] = {}
+        self._keys = itertools.count(1)
 
     async def __aenter__(self) -> Agent:
         await self.start()
@@ -289,7 +281,8 @@ class Agent:
                 if media.name == "openmedia":
                     media_type = item.get("mediaType")
                     media_type = media_type if isinstance(media_type, str) else DEFAULT_MEDIA_TYPE
-                self.interactions.append(Interaction(str(item["id"]), media, user_data, media_type))
+                self.interactions.append(Interaction(str(item["id"]), media, media_type))
+                self._correlator.observe(str(item["id"]), user_data)
         if not self.interactions:
             raise GwsError(f"{self.name}: no interactions to work on at {self._base}")
 
@@ -303,8 +296,8 @@ class Agent:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        for op in [op for ops in self._open.values() for op in ops]:
-            op.outcome.cancel()
+        for _, done in self._open.values():
+            done.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -339,78 +332,76 @@ class Agent:
         session = self._session
         ix = self._pick()
         body = self._operation(ix)
-        op = Op(
-            ix, body["operationName"], time.monotonic(), asyncio.get_running_loop().create_future()
-        )
-        # Open before sending: the notification may overtake the HTTP answer.
-        self._open.setdefault(ix.id, []).append(op)
+        request = _request(self._target(ix), body)
+        url = f"{self._base}/api/v2/me/{request.target.collection}/{quote(ix.id, safe='')}"
+        key = next(self._keys)
+        done: asyncio.Future[Pair] = asyncio.get_running_loop().create_future()
+        self._open[key] = (ix.id, done)
         self.report.sent += 1
-        sent = Sent(ix.id, op.operation, _requested(body), time.time())
+        sent = Sent(ix.id, request.operation, request.requested, time.time())
         self.journal.append(sent)
+        started = time.monotonic()
+        # Open before sending: the notification may overtake the HTTP answer.
+        self._settle(self._correlator.request(key, self._scope, request, started))
         try:
             async with session.http.post(
-                self._url(ix), json=body, headers=session.csrf, timeout=session.timeout
+                url, json=body, headers=session.csrf, timeout=session.timeout
             ) as response:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError and resets too
-            log.info("%s: %s on %s failed: %s", self.name, op.operation, ix.id, one_line(exc))
+            log.info("%s: %s on %s failed: %s", self.name, request.operation, ix.id, one_line(exc))
             unreached = isinstance(exc, aiohttp.ClientConnectorError)
-            sent.outcome, sent.reason = ("unreached" if unreached else "failed"), one_line(exc)
-            self.report.failed += 1
-            self._give_up(op)
-            return sent
+            return self._give_up(key, sent, "unreached" if unreached else "failed", one_line(exc))
         sent.http_status = status
         answer = gws.parse_answer(raw)
         if isinstance(answer, Unreadable) and status in (502, 504):
             # A proxy's Bad Gateway: the exchange broke beyond it, GWS may have seen it or not.
-            sent.outcome, sent.reason = "failed", f"HTTP {status} from a proxy"
-            self.report.failed += 1
-            self._give_up(op)
-            return sent
-        if isinstance(answer, Unreadable) or not answer.ok or status >= 400:
+            return self._give_up(key, sent, "failed", f"HTTP {status} from a proxy")
+        self._settle(self._correlator.answer(key, answer, status, time.monotonic()))
+        if done.done() and done.result().status == Status.REJECTED:
             sent.outcome = "rejected"
             self.report.rejected += 1
-            self._give_up(op)
             return sent
         self.report.answered += 1
-        op.answered = True
-        op.reference_id = answer.reference_id
-        if op.reference_id is not None:
-            self._by_reference[op.reference_id] = op
-        self._decide()
-        remaining = self.config.timeout - (time.monotonic() - op.started)
-        try:
-            async with asyncio.timeout(max(0.0, remaining)):
-                note, arrived = await op.outcome
-        except TimeoutError:
-            sent.outcome = "timeout"
-            self.report.timeouts += 1
-            self._give_up(op)
-            return sent
-        if note.is_error:
-            sent.outcome = "error"
-            self.report.errors += 1
-        else:
+        if not done.done():
+            deadline = started + self.config.timeout
+            delay = max(0.0, deadline - time.monotonic())
+            timer = asyncio.get_running_loop().call_later(delay, self._expire, deadline)
+            try:
+                await done
+            finally:
+                timer.cancel()
+        pair = done.result()
+        if pair.status == Status.MATCHED:
             sent.outcome = "notified"
             self.report.notified += 1
-        self.report.latencies.append(arrived - op.started)
+        elif pair.status == Status.ERROR:
+            sent.outcome = "error"
+            self.report.errors += 1
+        else:  # timed out, or its notification was lost or could not be told from another's
+            sent.outcome = "timeout"
+            self.report.timeouts += 1
+            return sent
+        assert pair.t_note is not None
+        self.report.latencies.append(pair.t_note - pair.t_request)
         return sent
 
     def _pick(self) -> Interaction:
         # Prefer an idle interaction: two ops racing on one interaction blur the inferred match.
-        idle = [ix for ix in self.interactions if not self._open.get(ix.id)]
+        busy = {ix_id for ix_id, _ in self._open.values()}
+        idle = [ix for ix in self.interactions if ix.id not in busy]
         return self.rng.choice(idle or self.interactions)
 
-    def _url(self, ix: Interaction) -> str:
+    def _target(self, ix: Interaction) -> gws.Target:
         # Every spelling GWS accepts gets exercised (smsessions, facebooksession, tweets, ...).
         collection = self.rng.choice(ix.media.collections)
         if ix.media_type is not None:
             collection += "/" + quote(ix.media_type, safe="")
-        return f"{self._base}/api/v2/me/{collection}/{quote(ix.id, safe='')}"
+        return gws.Target(ix.media.name, collection, ix.id)
 
     def _operation(self, ix: Interaction) -> dict[str, Any]:
         rng = self.rng
-        existing = list(ix.user_data)
+        existing = list(self._correlator.snapshots.get(ix.id) or ())
         media = ix.media.name
         if existing and rng.random() < 0.25:
             if media == "voice":
@@ -442,84 +433,41 @@ class Agent:
             # Status changes, new messages and the like answer no user-data request.
             if note is None or not note.reports_change:
                 continue
-            self._remember(note)
-            self._undecided.append((note, time.monotonic()))
-            self._decide()
+            self._settle(self._correlator.notification(self._scope, note, time.monotonic()))
 
-    def _remember(self, note: gws.Notification) -> None:
-        if note.is_error or note.interaction_id is None:
-            return
-        for ix in self.interactions:
-            if ix.id == note.interaction_id:
-                # Voice drops userData once it is empty: absent means empty.
-                ix.user_data = dict(note.user_data or {})
-
-    def _decide(self) -> None:
-        """Match every notification that can be matched now; the rest wait or are unsolicited."""
-        waiting: list[tuple[gws.Notification, float]] = []
-        for note, arrived in self._undecided:
-            op = self._match(note)
-            if op is None:
-                self.report.unsolicited += 1
-            elif op is WAIT:
-                waiting.append((note, arrived))
+    def _settle(self, closed: list[Closed]) -> None:
+        """Hand each closed pair to the op waiting for it; count what answered no op."""
+        for item in closed:
+            if isinstance(item, Pair):
+                _, done = self._open.pop(item.key)
+                if not done.done():  # (cancelled when the agent closed)
+                    done.set_result(item)
             else:
-                assert isinstance(op, Op)
-                op.outcome.set_result((note, arrived))
-                self._close(op)
-        self._undecided = waiting
+                self.report.unsolicited += 1
 
-    def _match(self, note: gws.Notification) -> Op | object | None:
-        if note.reference_id is not None:
-            op = self._by_reference.get(note.reference_id)
-            if op is not None and not op.outcome.done():
-                return op
-        # Otherwise the oldest open op on the interaction, skipping ops whose referenceId says
-        # the notification is not theirs; an op still without its answer might yet get a
-        # referenceId, so it holds the decision back.
-        if note.interaction_id is not None:
-            candidates = self._open.get(note.interaction_id, [])
-        else:  # a voice ErrorMessage may name no call: any open op of that media
-            candidates = sorted(
-                (
-                    op
-                    for ops in self._open.values()
-                    for op in ops
-                    if op.interaction.media.name == note.media
-                ),
-                key=lambda op: op.started,
-            )
-        for op in candidates:
-            if op.outcome.done():
-                continue
-            if not op.answered:
-                return WAIT
-            if op.reference_id is None or note.reference_id is None:
-                return op
-        return None
+    def _expire(self, deadline: float) -> None:
+        """An op's time is up: the Correlator closes it (and any older ones still open)."""
+        self._settle(self._correlator.expire(deadline))
 
-    def _close(self, op: Op) -> None:
-        ops = self._open.get(op.interaction.id)
-        if ops is not None and op in ops:
-            ops.remove(op)
-            if not ops:
-                del self._open[op.interaction.id]
-        if op.reference_id is not None and self._by_reference.get(op.reference_id) is op:
-            del self._by_reference[op.reference_id]
-
-    def _give_up(self, op: Op) -> None:
-        """Close an op that will get no notification; those waiting on its answer are decided."""
-        self._close(op)
-        self._decide()
+    def _give_up(self, key: int, sent: Sent, outcome: str, reason: str) -> Sent:
+        """An op without an HTTP answer: the agent stops waiting for it, so whatever comes for
+        it later is unsolicited to the agent (even if the request reached GWS)."""
+        sent.outcome, sent.reason = outcome, reason
+        self.report.failed += 1
+        self._settle(self._correlator.failed(key, reason, time.monotonic(), reached=False))
+        return sent
 
 
-def _requested(body: dict[str, Any]) -> dict[str, Any] | list[str] | None:
-    """What an op's body names, spelled as gws.UserDataRequest.requested spells it."""
-    if body["operationName"] in (gws.UPDATE, gws.ATTACH):
-        return body.get("userData")
-    if "keys" in body:
-        return list(body["keys"])
-    return [body["key"]] if "key" in body else None
+def _request(target: gws.Target, body: dict[str, Any]) -> gws.UserDataRequest:
+    """The request an op's body makes, as the recorder reads it."""
+    keys = body.get("keys")
+    return gws.UserDataRequest(
+        target,
+        body["operationName"],
+        user_data=body.get("userData"),
+        keys=tuple(keys) if keys is not None else None,
+        key=body.get("key"),
+    )
 
 
 # ---- many agents ------------------------------------------------------------------------------

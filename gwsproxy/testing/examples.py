@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gwsproxy import gws
-from gwsproxy.correlate import MATCHED
+from gwsproxy.correlate import Status
 from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Parsed, loads
 from gwsproxy.processes import (
@@ -119,7 +119,7 @@ def seed_capture(example: SeedExample, path: Path) -> None:
             recording.handle(event)
         recording.close(t + 1.0)
         statuses = recording.correlator.counts.by_status
-        if statuses != {MATCHED: 1} or recording.raw:
+        if statuses != {Status.MATCHED: 1} or recording.raw:
             raise ExampleError(
                 f"{example.seed}: recorded {statuses} and {recording.raw} raw, not one matched pair"
             )

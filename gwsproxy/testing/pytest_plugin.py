@@ -11,6 +11,7 @@ import shutil
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,14 @@ import pytest
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr  # what Item.repr_failure returns
 
-RECORD_MODES = ("none", "once", "new", "rewrite")
+
+class RecordMode(StrEnum):
+    """--gws-record-mode: what `gws_recording` does (its docstring says how each mode acts)."""
+
+    NONE = "none"
+    ONCE = "once"
+    NEW = "new"
+    REWRITE = "rewrite"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,8 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--gws-record-mode",
-        choices=RECORD_MODES,
-        default="once",
+        choices=[m.value for m in RecordMode],
+        default=RecordMode.ONCE.value,
         help="gws_recording: none (replay only), once (record when the capture is missing; the "
         "default), new (record beside it as NAME.new.gwscap for review), rewrite (record again)",
     )
@@ -257,9 +265,9 @@ def gws_recording(
     beside the capture as NAME.new.gwscap for review; rewrite: record and replace. Recording
     goes through the real proxy to --gws-target (else a fresh simulator); a failing test
     never saves what it recorded."""
-    mode = request.config.getoption("--gws-record-mode")
+    mode = RecordMode(request.config.getoption("--gws-record-mode"))
     exists = gws_capture_path.exists()
-    if mode == "none" or (mode == "once" and exists):
+    if mode == RecordMode.NONE or (mode == RecordMode.ONCE and exists):
         yield request.getfixturevalue("gws_mock")
         return
     target = request.config.getoption("--gws-target")
@@ -272,6 +280,8 @@ def gws_recording(
         yield RunningGws(url, None)
     if not _passed(request):
         return
-    keep = gws_capture_path.with_suffix(".new.gwscap") if mode == "new" else gws_capture_path
+    keep = (
+        gws_capture_path.with_suffix(".new.gwscap") if mode == RecordMode.NEW else gws_capture_path
+    )
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(recording), str(keep))

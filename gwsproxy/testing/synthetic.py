@@ -32,19 +32,20 @@ from gwsproxy.record.events import (
     Response,
 )
 from gwsproxy.redact import Redactor
+from gwsproxy.verdict import VerdictName
 
 START = 1_700_000_000.0
 MEDIA = ("chat", "sms", "facebook", "voice", "email", "workitem")
 KEYS = ("UserData1", "UserData2", "CustomerSegment", "Priority", "CaseId", "Language", "Topic")
 # Outcome weights: mostly applied, a few of everything else.
 OUTCOMES = (
-    ("applied", 70),
-    ("coerced", 6),
-    ("not applied", 4),
-    ("side effects", 6),
-    ("rejected", 4),
-    ("error", 3),
-    ("timeout", 4),
+    (VerdictName.APPLIED, 70),
+    (VerdictName.COERCED, 6),
+    (VerdictName.NOT_APPLIED, 4),
+    (VerdictName.SIDE_EFFECTS, 6),
+    (VerdictName.REJECTED, 4),
+    (VerdictName.ERROR, 3),
+    (VerdictName.TIMEOUT, 4),
 )
 CLIENT = "127.0.0.1"
 JSON: Headers = [(b"Content-Type", b"application/json")]
@@ -211,7 +212,7 @@ class Traffic:
         self.recording.handle(Request(REQUEST, flow, ix.identity, "POST", path, headers, body, t0))
         self._ref += 1
         ref = self._ref
-        if outcome == "rejected":
+        if outcome == VerdictName.REJECTED:
             answer = {"statusCode": 2, "statusMessage": "Interaction not found"}
         else:
             answer = {"statusCode": 0}
@@ -222,25 +223,25 @@ class Traffic:
         self.recording.handle(
             Response(RESPONSE, flow, ix.identity, "POST", path, 200, JSON, abody, t1)
         )
-        if outcome in ("rejected", "timeout"):
+        if outcome in (VerdictName.REJECTED, VerdictName.TIMEOUT):
             return
         self.t = t1 + rnd.uniform(0.01, 0.3)
-        if outcome == "error":
+        if outcome == VerdictName.ERROR:
             self._notify(ix, "Error", ref)
             return
         after = dict(gws.apply_user_data(ix.user_data.items(), operation, requested, ix.media.name))
-        if outcome == "coerced" and isinstance(requested, dict):
+        if outcome == VerdictName.COERCED and isinstance(requested, dict):
             k = next(iter(requested))
             v = requested[k]
             after[k] = str(v) if not isinstance(v, str) else (int(v) if v.isdigit() else v + " ")
-        elif outcome == "not applied" and isinstance(requested, dict):
+        elif outcome == VerdictName.NOT_APPLIED and isinstance(requested, dict):
             k = next(iter(requested))
             after[k] = ix.user_data.get(k, "old")
-        elif outcome == "not applied":
+        elif outcome == VerdictName.NOT_APPLIED:
             after[rnd.choice(KEYS)] = "kept"
             if isinstance(requested, str):
                 after[requested] = ix.user_data.get(requested, "kept")
-        elif outcome == "side effects":
+        elif outcome == VerdictName.SIDE_EFFECTS:
             after["LastChangedBy"] = ix.agent
             after["ChangeCount"] = after.get("ChangeCount", 0) + 1
         ix.user_data = after

@@ -9,9 +9,9 @@ from rich.style import Style
 from textual.widget import Widget
 
 from gwsproxy.tui.pairs import UNREADABLE
-from gwsproxy.verdict import APPLIED, COERCED, NOT_APPLIED, SIDE_EFFECTS, VERDICTS
+from gwsproxy.verdict import OK, SIDE_EFFECT, VerdictName
 
-VERDICT_CLASS = {v: "verdict--" + v.replace(" ", "-") for v in (*VERDICTS, UNREADABLE)}
+VERDICT_CLASS = {v: "verdict--" + v.replace(" ", "-") for v in (*VerdictName, UNREADABLE)}
 PENDING = "verdict--pending"  # a matched pair not judged yet: its status, dimmed
 OTHER = "verdict--other"  # unsolicited notifications, raw records, notes
 REPLAY_PASS = "replay--pass"  # a replayed pair changed user data as recorded
@@ -22,10 +22,10 @@ COMPONENTS = {*VERDICT_CLASS.values(), PENDING, OTHER, REPLAY_PASS, REPLAY_FAIL}
 
 # A key's outcome in a diff is painted like the verdict it leads to.
 OUTCOME_VERDICT = {
-    "ok": APPLIED,
-    "coerced": COERCED,
-    "not applied": NOT_APPLIED,
-    "side effect": SIDE_EFFECTS,
+    OK: VerdictName.APPLIED,
+    VerdictName.COERCED: VerdictName.COERCED,
+    VerdictName.NOT_APPLIED: VerdictName.NOT_APPLIED,
+    SIDE_EFFECT: VerdictName.SIDE_EFFECTS,
 }
 
 

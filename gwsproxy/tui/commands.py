@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from gwsproxy.verdict import VERDICTS
+from gwsproxy.verdict import VerdictName
 
 if TYPE_CHECKING:
     from gwsproxy.tui.app import InspectorApp
@@ -18,7 +18,7 @@ class InspectorCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
         app: InspectorApp = self.app  # type: ignore[assignment]
         out: list[tuple[str, Callable[[], object], str]] = []
-        for v in VERDICTS:
+        for v in VerdictName:
             out.append(
                 (
                     f"Filter by verdict: {v}",

@@ -15,7 +15,8 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from gwsproxy.capture.format import Kind
-from gwsproxy.verdict import INCOMPLETE, PASS_THROUGH, VERDICTS
+from gwsproxy.correlate import Status
+from gwsproxy.verdict import PASS_THROUGH, VerdictName
 
 if TYPE_CHECKING:
     from gwsproxy.replay.compare import Comparison
@@ -111,9 +112,9 @@ def quick_verdict(kind: int, summary: dict) -> str | None:
     if kind != Kind.PAIR:
         return None
     status = summary.get("status")
-    if status == "matched":
+    if status == Status.MATCHED:
         return None
-    return status if status in PASS_THROUGH else INCOMPLETE
+    return status if status in PASS_THROUGH else VerdictName.INCOMPLETE
 
 
 class Index:
@@ -184,7 +185,7 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-_VERDICT_NORM = {_norm(v): v for v in VERDICTS}
+_VERDICT_NORM = {_norm(v): v for v in VerdictName}
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +257,7 @@ def parse_filter(text: str) -> Filter:
                 continue
             if name == "verdict" and not _verdicts_named(value):
                 problems.append(
-                    f"verdict:{value} names no verdict; one of {', '.join(VERDICTS)} "
+                    f"verdict:{value} names no verdict; one of {', '.join(VerdictName)} "
                     "(spaces as - or quoted)"
                 )
             if name == "replay" and _replay_named(value) is None:

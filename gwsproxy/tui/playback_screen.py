@@ -15,6 +15,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from gwsproxy.capture.format import Kind
+from gwsproxy.correlate import Status
 from gwsproxy.tui import text
 from gwsproxy.tui.colours import (
     BOLD,
@@ -204,7 +205,7 @@ class PlaybackScreen(Screen[None]):
             if d.after is None:
                 return self._previous(row), (), head
             prev = self._previous(row)
-            v = judge("matched", "", str(s.get("media")), None, prev, d.after)
+            v = judge(Status.MATCHED, "", str(s.get("media")), None, prev, d.after)
             head.append(f"  {v.summary}")
             return d.after, v.changes, head
         head.append(

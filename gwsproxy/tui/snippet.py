@@ -79,7 +79,7 @@ def pytest_snippet(capture: Path, summary: dict[str, Any], body: dict[str, Any])
         '        pair["before"],',
         '        pair["after"],',
         "    )",
-        f"    assert verdict.name == {v.name!r}, verdict.changed()",
+        f"    assert verdict.name == {v.name.value!r}, verdict.changed()",
     ]
     return "\n".join(lines) + "\n"
 
