@@ -137,14 +137,11 @@ Effect = dict[str, Any] | None  # key -> value written (or _ABSENT); None: every
 
 
 def effect(request: gws.UserDataRequest) -> Effect:
-    """What the request does to the interaction's user data, key by key."""
-    op = request.operation
-    if op in (gws.UPDATE, gws.ATTACH):
-        return dict(request.user_data or {})
-    if op == gws.DELETE and request.keys is None and request.key is None:
+    """What the request does to the interaction's user data, key by key (`gws.effect_of`)."""
+    done = gws.effect_of(request.operation, request.requested, request.media)
+    if done.everything:
         return None
-    doomed = set(request.keys or ()) | ({request.key} if request.key is not None else set())
-    return dict.fromkeys(doomed, _ABSENT)
+    return {**done.writes, **dict.fromkeys(done.deletes, _ABSENT)}
 
 
 def consistent(request: gws.UserDataRequest, note: gws.Notification) -> bool:
