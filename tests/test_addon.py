@@ -4,6 +4,7 @@ to provoke through real processes."""
 import json
 import time
 
+import pytest
 from mitmproxy.test import taddons, tflow
 
 from gwsproxy.capture.format import Kind
@@ -11,6 +12,7 @@ from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.record.addon import GwsRecorder
 
 
+@pytest.mark.e2e  # the recorder writes through its worker process
 def test_an_answer_after_the_timeout_is_recorded_not_dropped(tmp_path):
     path = tmp_path / "late.gwscap"
     recorder = GwsRecorder()
