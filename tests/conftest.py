@@ -5,8 +5,8 @@ test: every test under tests/e2e, every test that uses a fixture starting one (P
 and any test marked `@pytest.mark.e2e`. `make test-fast` runs the others (`-m "not e2e"`), and
 they may not start a process: one that tries fails with "... starts a process: mark it e2e".
 
-Property tests name their example counts as multiples of the hypothesis profile's (100); `make
-test-fast` runs them under the "fast" profile, with a tenth as many.
+`make test-fast` also loads the hypothesis profile "fast": a tenth of the examples, for the
+property tests that count theirs in multiples of the profile's (`settings.default.max_examples`).
 """
 
 import os
@@ -20,11 +20,9 @@ from hypothesis import settings
 
 from gwsproxy.processes import SimProcess, start_sim, stop
 
-SEED_DIR = Path(__file__).resolve().parent.parent / "gwsproxy" / "data"
+SEED_DIR = Path(__file__).resolve().parents[1] / "gwsproxy" / "data"
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 FAST = ("--delay", "0.01", "--jitter", "0.01")  # fast notifications (options may override)
-settings.register_profile("fast", max_examples=10)
-
 PROCESS_FIXTURES = {"sim", "sim_factory", "procs"}
 # Every way Python starts a process: subprocess.run, Popen and asyncio's subprocesses end in
 # Popen._execute_child, multiprocessing and pty in os.fork.
@@ -36,6 +34,8 @@ SPAWNERS = [
     (os, "posix_spawnp"),
     (os, "system"),
 ]
+
+settings.register_profile("fast", max_examples=10)  # the default profile has 100
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
