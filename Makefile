@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-smoke examples clean
+.PHONY: demo test test-fast lint bench bench-smoke examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The tests that start no process (those are marked e2e), with fewer hypothesis examples.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not e2e" --hypothesis-profile=fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check gwsproxy tests bench addons

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import pytest
 from mitmproxy.test import taddons, tflow
 
 from gwsproxy.capture.format import Kind
@@ -15,6 +16,7 @@ from gwsproxy.record.addon import GwsRecorder
 from gwsproxy.record.core import Recording
 
 
+@pytest.mark.e2e  # the recorder writes through its worker process
 def test_an_answer_after_the_timeout_is_recorded_not_dropped(tmp_path):
     path = tmp_path / "late.gwscap"
     recorder = GwsRecorder()

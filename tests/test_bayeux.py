@@ -225,7 +225,7 @@ def test_is_notifications_path(path: str, expected: bool) -> None:
 # ---- never raise -------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=2 * settings.default.max_examples, deadline=None)
 @given(
     raw=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
     content_type=st.none()
@@ -239,7 +239,7 @@ def test_parse_batch_never_raises(raw: bytes, content_type: str | None) -> None:
         assert all(isinstance(m, dict) for m in result.messages)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=2 * settings.default.max_examples, deadline=None)
 @given(raw=st.binary(max_size=300))
 def test_parse_form_batch_never_raises(raw: bytes) -> None:
     for body in (raw, b"message=" + raw, b"message=" + quote(raw).encode()):
@@ -247,7 +247,7 @@ def test_parse_form_batch_never_raises(raw: bytes) -> None:
         assert isinstance(result, Batch | Unreadable)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=2 * settings.default.max_examples, deadline=None)
 @given(path=st.text(max_size=60), tail=st.text(max_size=20))
 def test_path_and_channel_helpers_never_raise(path: str, tail: str) -> None:
     assert isinstance(is_notifications_path(path), bool)

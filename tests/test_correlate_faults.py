@@ -284,13 +284,21 @@ def check(model: Model) -> list[Pair]:
     return pairs
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=4 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_no_pair_ever_carries_another_operations_notification(data: st.DataObject) -> None:
     check(play(data, faults=True))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=3 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_without_faults_every_request_gets_its_own_notification(data: st.DataObject) -> None:
     """The same traffic with nothing lost, held or doubled: no ambiguity is left over."""

@@ -18,6 +18,8 @@ from gwsproxy.verdict import VerdictName, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_SIZE = 100 * 1024
+pytestmark = pytest.mark.e2e  # runs the command, which records through mitmdump
+
 SEEDS = {
     "seed-sms-update.gwscap": ("sms", "smsessions", "0000Wa9CAM6W00J"),
     "seed-facebook-update.gwscap": ("facebook", "facebooksessions", "0002DaAVKJ0V0095"),

@@ -940,7 +940,11 @@ NOTIFICATIONS = (
     | st.dictionaries(st.sampled_from(GWS_FIELDS), JSON, max_size=6)
 )
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=3 * settings.default.max_examples // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @FAST

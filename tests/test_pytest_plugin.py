@@ -123,6 +123,7 @@ def _pairs(path: Path) -> int:
         return sum(e.kind == 2 for e in reader.index())
 
 
+@pytest.mark.e2e
 def test_record_modes_and_a_failed_test_never_saves(pytester):
     capture = pytester.path / "captures" / "test_rec" / "test_update.gwscap"
     pytester.makepyfile(test_rec=RECORDING_TEST.replace("FAIL is False", "True"))

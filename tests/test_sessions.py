@@ -233,6 +233,7 @@ def _headers(path: Path) -> list[dict[str, Any]]:
         return [e.summary for e in r.index() if e.kind == Kind.HEADER]
 
 
+@pytest.mark.e2e  # the recorder with its worker process
 @pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
 def test_a_restarted_recorder_appends_a_session_with_ids_after_the_last(
     tmp_path: Path, worker: bool
@@ -258,6 +259,7 @@ def test_a_restarted_recorder_appends_a_session_with_ids_after_the_last(
         assert [s.pairs for s in r.sessions] == [3, 2, 1] and r.ended and r.damage == []
 
 
+@pytest.mark.e2e  # the recorder with its worker process
 def test_after_a_hand_over_and_a_restart_pair_ids_stay_unique(tmp_path: Path) -> None:
     p = tmp_path / "handover.gwscap"
     _record(p, ["A1", "A2"], worker=True)

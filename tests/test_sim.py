@@ -6,7 +6,6 @@ simulator puts on the wire is what the tests see.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 import json
@@ -716,6 +715,7 @@ async def test_several_notifications_come_batched_in_one_connect_answer(sim: Sim
     async with await session() as http:
         agent = Agent(http, sim, "agent9")
         client = await LongPoll.start(agent)
+        probe = await LongPoll.start(agent)  # the same agent's other client gets them all too
         targets = {
             media: await agent.first(media) for media in ("chat", "email", "workitem", "sms")
         }
@@ -723,7 +723,8 @@ async def test_several_notifications_come_batched_in_one_connect_answer(sim: Sim
             doc = {"operationName": "UpdateUserData", "userData": {"Batch": n}}
             status, _ = await agent.post(path, doc)
             assert status == 200
-        await asyncio.sleep(0.5)  # notifications go out 10-20 ms after each answer
+        for _, ixn in targets.values():  # once the probe has one, it waits for `client` too
+            await probe.notification(ixn["id"])
         replies, raw, took = await client.connect(10_000)
         assert meta(replies, "/meta/connect")["successful"] is True
         delivered = [interaction_of(r["data"]) for r in replies if "data" in r]

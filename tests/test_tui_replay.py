@@ -224,6 +224,7 @@ def failing(app: InspectorApp, src: int | None = None) -> set[int]:
 # ---- tests --------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_replay_fails_exactly_the_coerced_chat_pairs(
     capture: Path, coercing_sim: RunningSim
 ) -> None:
@@ -279,6 +280,7 @@ async def test_replay_fails_exactly_the_coerced_chat_pairs(
         assert replay_cells(app) == []
 
 
+@pytest.mark.e2e
 async def test_replay_dialog_checks_its_fields_and_remembers_them(
     capture: Path, coercing_sim: RunningSim
 ) -> None:
@@ -316,6 +318,7 @@ async def test_replay_dialog_checks_its_fields_and_remembers_them(
         await pilot.press("escape")
 
 
+@pytest.mark.e2e
 async def test_unreachable_target_or_bad_user_is_one_error_line(
     capture: Path, coercing_sim: RunningSim
 ) -> None:
@@ -336,6 +339,7 @@ async def test_unreachable_target_or_bad_user_is_one_error_line(
         assert not failing(app)
 
 
+@pytest.mark.e2e
 async def test_a_running_replay_can_be_stopped(capture: Path) -> None:
     slow = await start_simulator(
         SimConfig(port=0, delay=0.2, jitter=0, seed_from=str(capture), coerce=("chat",))
@@ -383,6 +387,7 @@ def split_by_agent(path: Path, a: Path, b: Path) -> None:
             w.close()
 
 
+@pytest.mark.e2e
 async def test_several_files_are_replayed_each_by_its_own_pair_ids(
     capture: Path, coercing_sim: RunningSim, tmp_path: Path
 ) -> None:
@@ -400,6 +405,7 @@ async def test_several_files_are_replayed_each_by_its_own_pair_ids(
         assert failing(app, 1) == expected_b
 
 
+@pytest.mark.e2e
 async def test_replay_at_80x24_keeps_the_verdict_column(
     capture: Path, coercing_sim: RunningSim
 ) -> None:

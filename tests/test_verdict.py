@@ -371,7 +371,11 @@ def pairs(draw: st.DrawFn) -> tuple[str, str, Any, dict | None, dict | None]:
     return operation, media, requested, before, after
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=4 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(case=pairs(), status=st.sampled_from(["matched", "matched", "error", "timeout", "x"]))
 def test_judge_never_raises_and_applied_means_after_equals_expected(case, status):
     operation, media, requested, before, after = case

@@ -12,7 +12,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -286,16 +285,10 @@ class Procs:
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A private temporary directory (a capture path that others cannot read either)."""
-    with tempfile.TemporaryDirectory(prefix="e2e-rec-") as d:
-        yield Path(d)
-
-
-@pytest.fixture
-def procs(workdir: Path) -> Iterator[Procs]:
-    """Start real processes; all are killed (SIGKILL) at teardown, whatever happened."""
-    running = Procs(workdir)
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Start real processes, their output in the test's tmp_path (private: pytest makes it
+    0o700); all are killed (SIGKILL) at teardown, whatever happened."""
+    running = Procs(tmp_path)
     try:
         yield running
     finally:

@@ -117,7 +117,6 @@ class Load:
 @dataclass
 class Rig:
     procs: Procs
-    workdir: Path
     seed: int
     sim: Sim
     proxy: FaultProxy  # between the recorder and the simulator
@@ -168,7 +167,7 @@ class Rig:
         )
         if not self.mitm.alive():
             assert "already exists" in self.mitm.stdout(), self.mitm.describe()
-            path = self.workdir / "restarted.gwscap"
+            path = self.procs.workdir / "restarted.gwscap"
             self.captures.append(path)
             self.mitm = self.procs.mitmdump(self.proxy.url, path, **self.recorder)
         self.front.set_upstream(self.mitm.port)
@@ -185,7 +184,6 @@ def sim_options(seed: int) -> list[str]:
 @contextlib.contextmanager
 def rig(
     procs: Procs,
-    workdir: Path,
     seed: int,
     *,
     front: bool = False,
@@ -193,13 +191,13 @@ def rig(
 ) -> Iterator[Rig]:
     port = procs.free_port()
     with FaultProxy(port) as proxy:
-        path = workdir / "faults.gwscap"
+        path = procs.workdir / "faults.gwscap"
         # Both start at once (a second each on a busy machine): the proxy knows the sim's port.
         with ThreadPoolExecutor(1) as pool:
             starting = pool.submit(procs.mitmdump, proxy.url, path, **recorder)
             sim = procs.sim(*sim_options(seed), "-p", str(port))
             mitm = starting.result()
-        r = Rig(procs, workdir, seed, sim, proxy, mitm, [path], recorder=recorder)
+        r = Rig(procs, seed, sim, proxy, mitm, [path], recorder=recorder)
         if front:
             with FaultProxy(mitm.port) as f:
                 r.front = f
@@ -571,12 +569,12 @@ def interaction_ids(load: Load) -> list[str]:
 @pytest.mark.parametrize("seed", seeds(1, 2))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_reset_connections_lose_notifications_but_never_shift_pairs(
-    procs: Procs, workdir: Path, transport: str, seed: int
+    procs: Procs, transport: str, seed: int
 ) -> None:
     """(a) Notifications lost with the connection that carried them (a reset while the
     simulator's answer is on its way), and every connection reset now and then."""
     rng = random.Random(seed)
-    with rig(procs, workdir, seed) as r:
+    with rig(procs, seed) as r:
         load = Load(r.target, transport, seed, ops=15).start()
         wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
         ids = interaction_ids(load)
@@ -596,11 +594,11 @@ def test_reset_connections_lose_notifications_but_never_shift_pairs(
 @pytest.mark.parametrize("seed", seeds(3))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
-    procs: Procs, workdir: Path, transport: str, seed: int
+    procs: Procs, transport: str, seed: int
 ) -> None:
     """(b) An agent's notifications held up longer than gws_timeout, then all delivered."""
     rng = random.Random(seed)
-    with rig(procs, workdir, seed) as r:
+    with rig(procs, seed) as r:
         load = Load(r.target, transport, seed, ops=12).start()
         wait_until(lambda: all(a.interactions for a in load.agents), "the agents to log in")
         agent = rng.choice(load.agents)
@@ -619,10 +617,10 @@ def test_a_stall_beyond_the_timeout_closes_pairs_as_timeout_never_late_matched(
 @pytest.mark.parametrize("seed", seeds(4))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stall_within_the_timeout_still_matches_everything(
-    procs: Procs, workdir: Path, transport: str, seed: int
+    procs: Procs, transport: str, seed: int
 ) -> None:
     """(b) Notifications held up for less than gws_timeout (and than the agents' patience)."""
-    with rig(procs, workdir, seed) as r:
+    with rig(procs, seed) as r:
         load = Load(r.target, transport, seed, ops=10).start()
         for at in (5, 12, 20):
             wait_until(lambda at=at: load.done >= at or load.error, f"{at} ops done")
@@ -635,11 +633,11 @@ def test_a_stall_within_the_timeout_still_matches_everything(
 @pytest.mark.parametrize("seed", seeds(5))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
-    procs: Procs, workdir: Path, transport: str, seed: int
+    procs: Procs, transport: str, seed: int
 ) -> None:
     """(c) GWS killed mid-session and started again on the same port: requests sent while it
     is down never reach it and must not be matched to anyone's notification."""
-    with rig(procs, workdir, seed, recorder=LAZY) as r:
+    with rig(procs, seed, recorder=LAZY) as r:
         load = Load(r.target, transport, seed, ops=12).start()
         wait_until(lambda: load.done >= 12 or load.error, "12 ops done")
 
@@ -656,11 +654,9 @@ def test_a_simulator_restart_closes_the_requests_it_never_saw_honestly(
 
 @pytest.mark.parametrize("seed", seeds(6))
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_recorder_restart_keeps_every_pair_once(
-    procs: Procs, workdir: Path, transport: str, seed: int
-) -> None:
+def test_a_recorder_restart_keeps_every_pair_once(procs: Procs, transport: str, seed: int) -> None:
     """(d) The recorder stopped (SIGINT) mid-session and started again on the same capture."""
-    with rig(procs, workdir, seed, front=True) as r:
+    with rig(procs, seed, front=True) as r:
         # Enough ops for after the restart: during it, every agent's are refused (backing off).
         load = Load(r.target, transport, seed, ops=20).start()
         wait_until(lambda: load.done >= 15 or load.error, "15 ops done")
@@ -714,12 +710,12 @@ class RawBayeux:
 
 
 def test_a_notification_held_over_a_recorder_restart_is_not_given_to_a_new_request(
-    procs: Procs, workdir: Path
+    procs: Procs,
 ) -> None:
     """(d) Deterministically: GWS queues the notification of A (sent through the first
     recorder) until the client connects again, through the restarted recorder, where B on the
     same chat is open. It is A's notification; B must not be paired with it."""
-    with rig(procs, workdir, seed=8, front=True) as r:
+    with rig(procs, seed=8, front=True) as r:
         agent = RawBayeux(r.target, "agent1")
         chat = agent.call("/api/v2/me/chats")[1]["chats"][0]["id"]
         agent.handshake()
@@ -744,12 +740,12 @@ def test_a_notification_held_over_a_recorder_restart_is_not_given_to_a_new_reque
 @pytest.mark.parametrize("seed", seeds(7))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_connection_churn_keeps_scope_open_requests_and_snapshots(
-    procs: Procs, workdir: Path, transport: str, seed: int
+    procs: Procs, transport: str, seed: int
 ) -> None:
     """(e) Clients that reconnect through new connections, re-handshake after the simulator
     forgot them (402::Unknown client) and, on WebSocket, fall back to long polling: the
     recorder keeps their scope and before-snapshots, and the agents keep working."""
-    with rig(procs, workdir, seed) as r:
+    with rig(procs, seed) as r:
         load = Load(r.target, transport, seed, ops=18, fallback=True).start()
         wait_until(lambda: load.done >= 9 or load.error, "9 ops done")
         r.proxy.reset_all()  # reconnect: the simulator still knows the clients
@@ -817,12 +813,12 @@ def test_connection_churn_keeps_scope_open_requests_and_snapshots(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_third_party_cometd_client_rides_out_resets_and_a_gws_restart(
-    procs: Procs, workdir: Path, transport: str
+    procs: Procs, transport: str
 ) -> None:
     """(e) With aiocometd-ng (code nobody here wrote) as the CometD client: its connections
     reset, then GWS restarted (402::Unknown client); every update it gets notified of is
     paired with exactly that notification."""
-    with rig(procs, workdir, seed=9) as r:
+    with rig(procs, seed=9) as r:
         journal, notified = asyncio.run(third_party_session(r, transport))
         report = settle(r, journal)
     report.assert_clean()

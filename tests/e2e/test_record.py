@@ -22,13 +22,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
@@ -204,10 +205,10 @@ def check_against_sim_log(capture: Capture, log: list[dict], *, complete: bool =
 
 @pytest.mark.parametrize("transport", ["long-polling", "websocket"])
 def test_every_agent_operation_is_recorded_as_the_simulator_did_it(
-    procs: Procs, workdir: Path, transport: str
+    procs: Procs, tmp_path: Path, transport: str
 ) -> None:
     sim = procs.sim()
-    path = workdir / "agents.gwscap"
+    path = tmp_path / "agents.gwscap"
     mitm = procs.mitmdump(sim.url, path, options={"gws_timeout": "30"})
 
     report = run_agents(mitm.url, agents=10, ops=50, transport=transport)
@@ -360,243 +361,6 @@ async def post_json(
         return r.status, json.loads(await r.read())
 
 
-def test_statuses_of_pairs_as_the_user_sees_them(procs: Procs, workdir: Path) -> None:
-    """Notification before the answer, two open requests on one interaction, a notification
-    batched with other interactions' messages, Error notifications, a rejected request, no
-    notification (timeout) and shutdown with a request still open (incomplete)."""
-    main_path, short_path = workdir / "statuses.gwscap", workdir / "timeout.gwscap"
-
-    async def scenario() -> tuple[Mitm, float]:
-        server = StandIn()
-        url = await server.start()
-        main = await asyncio.to_thread(
-            procs.mitmdump, url, main_path, options={"gws_timeout": "60"}
-        )
-        short = await asyncio.to_thread(
-            procs.mitmdump, url, short_path, options={"gws_timeout": "1"}
-        )
-        release = asyncio.Event()  # lets the request held open for "incomplete" go at the end
-        async with aiohttp.ClientSession(headers={"Authorization": basic("tester")}) as http:
-            cometd = CometdClient(http, main.url + bayeux.NOTIFICATIONS_PATH)
-            await cometd.handshake()
-            await cometd.start()
-            await cometd.subscribe("/v2/me/**")
-            inbox = Inbox(cometd)
-            publish = server.bayeux.publish
-            try:
-                # a) The notification overtakes the HTTP answer: the stand-in publishes, waits
-                # until the client has it, and only then answers.
-                async def note_first(request: web.Request, body: bytes) -> web.Response:
-                    publish("/v2/me/chats", chat_note("NOTE-FIRST", {"K": "1"}))
-                    await inbox.wait("NOTE-FIRST")
-                    return web.json_response({"statusCode": 0})
-
-                async def note_first_ref(request: web.Request, body: bytes) -> web.Response:
-                    note = gws_note(
-                        "/v2/me/workitems",
-                        "WorkitemStateChangeMessage",
-                        "workitem",
-                        "NOTE-FIRST-REF",
-                        {"K": "2"},
-                        referenceId=7001,
-                    )
-                    publish("/v2/me/workitems", note)
-                    await inbox.wait("NOTE-FIRST-REF")
-                    return web.json_response({"statusCode": 0, "referenceId": 7001})
-
-                server.handlers["NOTE-FIRST"] = note_first
-                server.handlers["NOTE-FIRST-REF"] = note_first_ref
-                status, _ = await post_json(
-                    http, main.url + "/api/v2/me/chats/NOTE-FIRST", update({"K": "1"})
-                )
-                assert status == 200
-                status, _ = await post_json(
-                    http, main.url + "/api/v2/me/workitems/NOTE-FIRST-REF", update({"K": "2"})
-                )
-                assert status == 200
-
-                # b) Two open requests on one interaction; their notifications come in the
-                # opposite order, before either answer.
-                second_in, notes_out = asyncio.Event(), asyncio.Event()
-
-                async def two(request: web.Request, body: bytes) -> web.Response:
-                    if len(server.arrived["TWO"]) == 1:
-                        await second_in.wait()
-                    else:
-                        second_in.set()
-                        publish("/v2/me/chats", chat_note("TWO", {"K": "b"}))
-                        await inbox.wait("TWO", 1)
-                        publish("/v2/me/chats", chat_note("TWO", {"K": "a"}))
-                        await inbox.wait("TWO", 2)
-                        notes_out.set()
-                    await notes_out.wait()
-                    return web.json_response({"statusCode": 0})
-
-                server.handlers["TWO"] = two
-                first = asyncio.create_task(
-                    post_json(http, main.url + "/api/v2/me/chats/TWO", update({"K": "a"}))
-                )
-                await asyncio.wait_for(_until(lambda: len(server.arrived["TWO"]) == 1), WAIT)
-                second = post_json(http, main.url + "/api/v2/me/chats/TWO", update({"K": "b"}))
-                assert [s for s, _ in await asyncio.gather(first, second)] == [200, 200]
-
-                # c) The notification shares one long-poll answer with other interactions'.
-                def three() -> None:
-                    publish(
-                        "/v2/me/chats", chat_note("OTHER-1", None, notification_type="StatusChange")
-                    )
-                    publish(
-                        "/v2/me/emails",
-                        gws_note(
-                            "/v2/me/emails", "EmailStateChangeMessage", "email", "OTHER-2", {"X": 1}
-                        ),
-                    )
-                    publish("/v2/me/chats", chat_note("BATCH", {"K": "3"}))
-
-                async def batch(request: web.Request, body: bytes) -> web.Response:
-                    asyncio.get_running_loop().call_later(0.05, three)
-                    return web.json_response({"statusCode": 0})
-
-                server.handlers["BATCH"] = batch
-                await post_json(http, main.url + "/api/v2/me/chats/BATCH", update({"K": "3"}))
-                await inbox.wait("BATCH")
-
-                # d) Error notifications: multimedia `Error`, and voice's ErrorMessage.
-                async def error(request: web.Request, body: bytes) -> web.Response:
-                    note = gws_note(
-                        "/v2/me/facebooksession",
-                        "FacebooksessionStateChangeMessage",
-                        "facebooksession",
-                        "ERROR",
-                        None,
-                        notification_type="Error",
-                        errorMessage="Simulated interaction server error",
-                    )
-                    asyncio.get_running_loop().call_later(
-                        0.05, publish, "/v2/me/facebooksession", note
-                    )
-                    return web.json_response({"statusCode": 0})
-
-                async def voice_error(request: web.Request, body: bytes) -> web.Response:
-                    note = {
-                        "messageType": "ErrorMessage",
-                        "errorMessage": "T-Server error",
-                        "call": {"id": "VOICE-ERROR"},
-                    }
-                    asyncio.get_running_loop().call_later(0.05, publish, "/v2/me/calls", note)
-                    return web.json_response({"statusCode": 0})
-
-                server.handlers["ERROR"] = error
-                server.handlers["VOICE-ERROR"] = voice_error
-                await post_json(
-                    http, main.url + "/api/v2/me/facebooksessions/ERROR", update({"K": "4"})
-                )
-                await post_json(http, main.url + "/api/v2/me/calls/VOICE-ERROR", update({"K": 5}))
-                await inbox.wait("ERROR")
-                await inbox.wait("VOICE-ERROR")
-
-                # e) Rejected: HTTP 503 with a non-zero statusCode.
-                async def reject(request: web.Request, body: bytes) -> web.Response:
-                    message = "Voice service is not available at this time"
-                    return web.json_response(
-                        {"statusCode": 4, "statusMessage": message}, status=503
-                    )
-
-                server.handlers["REJECT"] = reject
-                status, answer = await post_json(
-                    http, main.url + "/api/v2/me/calls/REJECT", update({"K": 6})
-                )
-                assert (status, answer["statusCode"]) == (503, 4)
-
-                # f) No notification within gws_timeout=1 (the second proxy): timeout.
-                sent = time.monotonic()
-                status, _ = await post_json(
-                    http, short.url + "/api/v2/me/chats/TIMEOUT", update({"K": "7"})
-                )
-                assert status == 200
-                await asyncio.wait_for(_until(lambda: _has_pair(short_path, "TIMEOUT")), WAIT)
-                waited = time.monotonic() - sent
-
-                # g) Shutdown while a request waits for its answer: incomplete.
-                async def hold(request: web.Request, body: bytes) -> web.Response:
-                    await release.wait()
-                    return web.json_response({"statusCode": 0})
-
-                server.handlers["INCOMPLETE"] = hold
-                pending = asyncio.create_task(
-                    post_json(http, main.url + "/api/v2/me/emails/INCOMPLETE", update({"K": 8}))
-                )
-                await asyncio.wait_for(_until(lambda: bool(server.arrived["INCOMPLETE"])), WAIT)
-                code = await asyncio.to_thread(main.signal, signal.SIGINT)
-                assert code == 0, main.describe()
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    await pending
-            finally:
-                release.set()
-                await cometd.close()
-                await inbox.close()
-                await server.stop()
-        assert any(
-            {"OTHER-1", "OTHER-2", "BATCH"} <= {_ix_of(m) for m in b} for b in server.bayeux.batches
-        ), "the stand-in never sent the three notifications in one long-poll answer"
-        return short, waited
-
-    short, waited = asyncio.run(scenario())
-    assert short.signal(signal.SIGINT) == 0, short.describe()
-
-    capture = read_capture(main_path)
-    assert capture.ended and capture.damage == [] and capture.raws == []
-    exported = capture.exported()
-
-    [p] = capture.pairs_of("NOTE-FIRST")
-    assert (p["status"], p["correlation"]) == ("matched", "inferred")
-    assert p["t_note"] <= p["t_answer"], "the notification came first"
-    assert exported[p["id"]]["after"] == {"K": "1"}
-
-    [p] = capture.pairs_of("NOTE-FIRST-REF")
-    assert (p["status"], p["correlation"], p["reference_id"]) == ("matched", "exact", 7001)
-    assert p["t_note"] <= p["t_answer"]
-
-    pa, pb = capture.pairs_of("TWO")
-    assert [exported[pa["id"]]["requested"], exported[pb["id"]]["requested"]] == [
-        {"K": "a"},
-        {"K": "b"},
-    ]
-    assert exported[pa["id"]]["after"] == {"K": "a"}, "each request gets its own notification"
-    assert exported[pb["id"]]["after"] == {"K": "b"}
-    assert {pa["status"], pb["status"]} == {"matched"}
-
-    [p] = capture.pairs_of("BATCH")
-    assert (p["status"], p["correlation"]) == ("matched", "inferred")
-    assert exported[p["id"]]["after"] == {"K": "3"}
-    unsolicited = {u["interaction_id"]: u for u in capture.unsolicited}
-    assert set(unsolicited) == {"OTHER-1", "OTHER-2"}, "nothing is lost"
-    assert unsolicited["OTHER-1"]["note_type"] == "StatusChange"
-
-    for ix, note_type in (("ERROR", "Error"), ("VOICE-ERROR", "ErrorMessage")):
-        [p] = capture.pairs_of(ix)
-        assert (p["status"], p["note_type"]) == ("error", note_type), ix
-        assert exported[p["id"]]["after"] is None
-
-    [p] = capture.pairs_of("REJECT")
-    assert (p["status"], p["http_status"], p["status_code"]) == ("rejected", 503, 4)
-
-    [p] = capture.pairs_of("INCOMPLETE")
-    assert p["status"] == "incomplete"
-    assert p["http_status"] is None
-
-    timeout = read_capture(short_path)
-    [p] = timeout.pairs_of("TIMEOUT")
-    assert p["status"] == "timeout" and p["http_status"] == 200
-    assert waited >= 0.9, f"closed as timed out after {waited:.2f} s, before gws_timeout=1"
-    assert timeout.ended
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.02)
-
-
 def _ix_of(message: dict) -> str | None:
     data = message.get("data") or {}
     for v in data.values():
@@ -612,17 +376,302 @@ def _has_pair(path: Path, ix: str) -> bool:
         )
 
 
+@dataclass
+class Recorded:
+    """A GWS stand-in, a recording mitmdump in front of it, and a CometD client through the
+    proxy that is subscribed to everything."""
+
+    server: StandIn
+    proxy: Mitm
+    http: aiohttp.ClientSession
+    inbox: Inbox
+
+    def publish(self, channel: str, data: dict[str, Any]) -> None:
+        self.server.bayeux.publish(channel, data)
+
+    async def post(self, path: str, user_data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """An UpdateUserData through the proxy to /api/v2/me/PATH: (HTTP status, answer)."""
+        return await post_json(self.http, f"{self.proxy.url}/api/v2/me/{path}", update(user_data))
+
+    async def capture(self) -> Capture:
+        """Stop the proxy (SIGINT) and read its capture, which must be whole and clean."""
+        code = await asyncio.to_thread(self.proxy.signal, signal.SIGINT)
+        assert code == 0, self.proxy.describe()
+        assert self.proxy.capture is not None
+        capture = read_capture(self.proxy.capture)
+        assert capture.ended and capture.damage == [], capture.damage
+        assert capture.raws == [], [s for s, _ in capture.raws]
+        return capture
+
+
+@pytest.fixture
+def gws_timeout() -> str:
+    """The recorder's gws_timeout, long enough for any scenario (a test may parametrize it)."""
+    return "60"
+
+
+@pytest_asyncio.fixture
+async def recorded(procs: Procs, tmp_path: Path, gws_timeout: str) -> AsyncIterator[Recorded]:
+    server = StandIn()
+    url = await server.start()
+    try:
+        proxy = await asyncio.to_thread(
+            procs.mitmdump, url, tmp_path / "statuses.gwscap", options={"gws_timeout": gws_timeout}
+        )
+        async with aiohttp.ClientSession(headers={"Authorization": basic("tester")}) as http:
+            cometd = CometdClient(http, proxy.url + bayeux.NOTIFICATIONS_PATH)
+            await cometd.handshake()
+            await cometd.start()
+            await cometd.subscribe("/v2/me/**")
+            inbox = Inbox(cometd)
+            try:
+                yield Recorded(server, proxy, http, inbox)
+            finally:
+                await cometd.close()
+                await inbox.close()
+    finally:
+        await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_notification_that_overtakes_its_answer_is_matched(recorded: Recorded) -> None:
+    """The stand-in publishes, waits until the client has the notification, and only then
+    answers: inferred for a chat, exact for a workitem whose answer names the referenceId."""
+
+    async def note_first(request: web.Request, body: bytes) -> web.Response:
+        recorded.publish("/v2/me/chats", chat_note("NOTE-FIRST", {"K": "1"}))
+        await recorded.inbox.wait("NOTE-FIRST")
+        return web.json_response({"statusCode": 0})
+
+    async def note_first_ref(request: web.Request, body: bytes) -> web.Response:
+        note = gws_note(
+            "/v2/me/workitems",
+            "WorkitemStateChangeMessage",
+            "workitem",
+            "NOTE-FIRST-REF",
+            {"K": "2"},
+            referenceId=7001,
+        )
+        recorded.publish("/v2/me/workitems", note)
+        await recorded.inbox.wait("NOTE-FIRST-REF")
+        return web.json_response({"statusCode": 0, "referenceId": 7001})
+
+    recorded.server.handlers["NOTE-FIRST"] = note_first
+    recorded.server.handlers["NOTE-FIRST-REF"] = note_first_ref
+    status, _ = await recorded.post("chats/NOTE-FIRST", {"K": "1"})
+    assert status == 200
+    status, _ = await recorded.post("workitems/NOTE-FIRST-REF", {"K": "2"})
+    assert status == 200
+    capture = await recorded.capture()
+
+    [p] = capture.pairs_of("NOTE-FIRST")
+    assert (p["status"], p["correlation"]) == ("matched", "inferred")
+    assert p["t_note"] <= p["t_answer"], "the notification came first"
+    assert capture.exported()[p["id"]]["after"] == {"K": "1"}
+    [p] = capture.pairs_of("NOTE-FIRST-REF")
+    assert (p["status"], p["correlation"], p["reference_id"]) == ("matched", "exact", 7001)
+    assert p["t_note"] <= p["t_answer"]
+
+
+@pytest.mark.asyncio
+async def test_two_open_requests_on_one_interaction_get_their_own_notifications(
+    recorded: Recorded, procs: Procs
+) -> None:
+    """Their notifications come in the opposite order, before either answer."""
+    second_in, notes_out = asyncio.Event(), asyncio.Event()
+
+    async def two(request: web.Request, body: bytes) -> web.Response:
+        if len(recorded.server.arrived["TWO"]) == 1:
+            await second_in.wait()
+        else:
+            second_in.set()
+            recorded.publish("/v2/me/chats", chat_note("TWO", {"K": "b"}))
+            await recorded.inbox.wait("TWO", 1)
+            recorded.publish("/v2/me/chats", chat_note("TWO", {"K": "a"}))
+            await recorded.inbox.wait("TWO", 2)
+            notes_out.set()
+        await notes_out.wait()
+        return web.json_response({"statusCode": 0})
+
+    recorded.server.handlers["TWO"] = two
+    first = asyncio.create_task(recorded.post("chats/TWO", {"K": "a"}))
+    await procs.await_until(
+        lambda: len(recorded.server.arrived["TWO"]) == 1, WAIT, "the first request at GWS"
+    )
+    second = recorded.post("chats/TWO", {"K": "b"})
+    assert [s for s, _ in await asyncio.gather(first, second)] == [200, 200]
+    capture = await recorded.capture()
+
+    exported = capture.exported()
+    pa, pb = capture.pairs_of("TWO")
+    assert [exported[pa["id"]]["requested"], exported[pb["id"]]["requested"]] == [
+        {"K": "a"},
+        {"K": "b"},
+    ]
+    assert exported[pa["id"]]["after"] == {"K": "a"}, "each request gets its own notification"
+    assert exported[pb["id"]]["after"] == {"K": "b"}
+    assert {pa["status"], pb["status"]} == {"matched"}
+
+
+@pytest.mark.asyncio
+async def test_a_notification_batched_with_other_interactions_is_matched_and_theirs_kept(
+    recorded: Recorded,
+) -> None:
+    """The notification shares one long-poll answer with two about other interactions."""
+
+    def three() -> None:
+        recorded.publish(
+            "/v2/me/chats", chat_note("OTHER-1", None, notification_type="StatusChange")
+        )
+        recorded.publish(
+            "/v2/me/emails",
+            gws_note("/v2/me/emails", "EmailStateChangeMessage", "email", "OTHER-2", {"X": 1}),
+        )
+        recorded.publish("/v2/me/chats", chat_note("BATCH", {"K": "3"}))
+
+    async def batch(request: web.Request, body: bytes) -> web.Response:
+        asyncio.get_running_loop().call_later(0.05, three)  # GWS notifies after it answered
+        return web.json_response({"statusCode": 0})
+
+    recorded.server.handlers["BATCH"] = batch
+    await recorded.post("chats/BATCH", {"K": "3"})
+    await recorded.inbox.wait("BATCH")
+    capture = await recorded.capture()
+    assert any(
+        {"OTHER-1", "OTHER-2", "BATCH"} <= {_ix_of(m) for m in b}
+        for b in recorded.server.bayeux.batches
+    ), "the stand-in never sent the three notifications in one long-poll answer"
+
+    [p] = capture.pairs_of("BATCH")
+    assert (p["status"], p["correlation"]) == ("matched", "inferred")
+    assert capture.exported()[p["id"]]["after"] == {"K": "3"}
+    unsolicited = {u["interaction_id"]: u for u in capture.unsolicited}
+    assert set(unsolicited) == {"OTHER-1", "OTHER-2"}, "nothing is lost"
+    assert unsolicited["OTHER-1"]["note_type"] == "StatusChange"
+
+
+@pytest.mark.asyncio
+async def test_error_notifications_make_error_pairs(recorded: Recorded) -> None:
+    """Multimedia's `Error` notification, and voice's ErrorMessage."""
+
+    async def error(request: web.Request, body: bytes) -> web.Response:
+        note = gws_note(
+            "/v2/me/facebooksession",
+            "FacebooksessionStateChangeMessage",
+            "facebooksession",
+            "ERROR",
+            None,
+            notification_type="Error",
+            errorMessage="Simulated interaction server error",
+        )
+        asyncio.get_running_loop().call_later(
+            0.05, recorded.publish, "/v2/me/facebooksession", note
+        )
+        return web.json_response({"statusCode": 0})
+
+    async def voice_error(request: web.Request, body: bytes) -> web.Response:
+        note = {
+            "messageType": "ErrorMessage",
+            "errorMessage": "T-Server error",
+            "call": {"id": "VOICE-ERROR"},
+        }
+        asyncio.get_running_loop().call_later(0.05, recorded.publish, "/v2/me/calls", note)
+        return web.json_response({"statusCode": 0})
+
+    recorded.server.handlers["ERROR"] = error
+    recorded.server.handlers["VOICE-ERROR"] = voice_error
+    await recorded.post("facebooksessions/ERROR", {"K": "4"})
+    await recorded.post("calls/VOICE-ERROR", {"K": 5})
+    await recorded.inbox.wait("ERROR")
+    await recorded.inbox.wait("VOICE-ERROR")
+    capture = await recorded.capture()
+
+    exported = capture.exported()
+    for ix, note_type in (("ERROR", "Error"), ("VOICE-ERROR", "ErrorMessage")):
+        [p] = capture.pairs_of(ix)
+        assert (p["status"], p["note_type"]) == ("error", note_type), ix
+        assert exported[p["id"]]["after"] is None
+
+
+@pytest.mark.asyncio
+async def test_a_refused_request_is_rejected(recorded: Recorded) -> None:
+    """HTTP 503 with a non-zero statusCode."""
+
+    async def reject(request: web.Request, body: bytes) -> web.Response:
+        message = "Voice service is not available at this time"
+        return web.json_response({"statusCode": 4, "statusMessage": message}, status=503)
+
+    recorded.server.handlers["REJECT"] = reject
+    status, answer = await recorded.post("calls/REJECT", {"K": 6})
+    assert (status, answer["statusCode"]) == (503, 4)
+    capture = await recorded.capture()
+
+    [p] = capture.pairs_of("REJECT")
+    assert (p["status"], p["http_status"], p["status_code"]) == ("rejected", 503, 4)
+
+
+@pytest.mark.parametrize("gws_timeout", ["1"])
+@pytest.mark.asyncio
+async def test_no_notification_within_gws_timeout_is_a_timeout(
+    recorded: Recorded, procs: Procs
+) -> None:
+    sent = time.monotonic()
+    status, _ = await recorded.post("chats/TIMEOUT", {"K": "7"})
+    assert status == 200
+    assert recorded.proxy.capture is not None
+    path = recorded.proxy.capture
+    await procs.await_until(lambda: _has_pair(path, "TIMEOUT"), WAIT, "the pair to be closed")
+    waited = time.monotonic() - sent
+    capture = await recorded.capture()
+
+    [p] = capture.pairs_of("TIMEOUT")
+    assert p["status"] == "timeout" and p["http_status"] == 200
+    assert waited >= 0.9, f"closed as timed out after {waited:.2f} s, before gws_timeout=1"
+
+
+@pytest.mark.asyncio
+async def test_a_request_still_open_at_shutdown_is_incomplete(
+    recorded: Recorded, procs: Procs
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(request: web.Request, body: bytes) -> web.Response:
+        await release.wait()
+        return web.json_response({"statusCode": 0})
+
+    recorded.server.handlers["INCOMPLETE"] = hold
+    pending = asyncio.create_task(recorded.post("emails/INCOMPLETE", {"K": 8}))
+    try:
+        await procs.await_until(
+            lambda: bool(recorded.server.arrived["INCOMPLETE"]), WAIT, "the request at GWS"
+        )
+        capture = await recorded.capture()  # the proxy stops while the request waits
+    finally:
+        release.set()
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            await pending
+
+    [p] = capture.pairs_of("INCOMPLETE")
+    assert p["status"] == "incomplete"
+    assert p["http_status"] is None
+
+
 # ---- 3. crash safety ----------------------------------------------------------------------------
 
 
-def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: Path) -> None:
+def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, tmp_path: Path) -> None:
     sim = procs.sim()
-    path = workdir / "killed.gwscap"
+    path = tmp_path / "killed.gwscap"
     mitm = procs.mitmdump(sim.url, path, options={"gws_timeout": "30"})
     done: dict[str, list[float]] = defaultdict(list)  # agent -> wall time each op finished
+    age = 1.0  # seconds: what the agents had finished this long before the kill is recorded
+
+    def finished(agent: str, before: float) -> int:
+        return sum(t < before for t in done[agent])
 
     async def scenario() -> tuple[float, list[int]]:
         config = LoadConfig(target=mitm.url, agents=5, ops=10_000, timeout=5.0)
+        names = [f"agent{n}" for n in range(1, config.agents + 1)]
         agents = [
             Agent(
                 config,
@@ -634,9 +683,13 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
         try:
             await asyncio.gather(*(a.start() for a in agents))
             work = asyncio.gather(*(a.run(config.ops) for a in agents))
-            await asyncio.wait_for(_until(lambda: sum(map(len, done.values())) >= 200), WAIT * 2)
-            # The agents keep working: kill -9 lands in the middle of everything.
-            await asyncio.sleep(1.0)
+            # The agents keep working: kill -9 lands in the middle of everything, once each
+            # has 40 operations finished long enough ago.
+            await procs.await_until(
+                lambda: min(finished(a, time.time() - age) for a in names) >= 40,
+                WAIT * 2,
+                f"40 operations per agent finished {age:g} s ago",
+            )
             workers = procs.children(mitm.popen.pid)
             assert workers, "the recording worker process is missing"
             killed = time.time()
@@ -651,20 +704,21 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
     killed, workers = asyncio.run(scenario())
     assert mitm.popen.returncode == -signal.SIGKILL
     # The worker sees the pipe close, writes what was in flight as incomplete, and exits.
-    deadline = time.monotonic() + WAIT
-    while any(procs.running(pid) for pid in workers):
-        assert time.monotonic() < deadline, "the recording worker outlived the proxy"
-        time.sleep(0.05)
+    procs.wait_until(
+        lambda: not any(procs.running(pid) for pid in workers),
+        WAIT,
+        "the recording worker to exit after the proxy",
+    )
     log = sim.log()
     capture = read_capture(path)
     assert not capture.ended, "a killed recording has no END record"
     assert all("torn tail" in d.reason for d in capture.damage), capture.damage
     assert all(d.offset + d.length == path.stat().st_size for d in capture.damage)
-    # Ops the agents had finished (notification received) a second before the kill: each
+    # Ops the agents had finished (notification received) `age` seconds before the kill: each
     # agent's first k operations in the simulator's log.
     must: dict[str, int] = {}
     for agent, ops in by_interaction(log, "agent").items():
-        k = sum(t < killed - 1.0 for t in done[agent])
+        k = finished(agent, killed - age)
         assert k > 0, f"{agent} finished nothing before the kill"
         for op in ops[:k]:
             must[op["interaction_id"]] = must.get(op["interaction_id"], 0) + 1
@@ -675,15 +729,13 @@ def test_kill_9_mid_recording_keeps_every_finished_pair(procs: Procs, workdir: P
     assert compared >= sum(must.values())
 
 
-def test_a_dead_worker_hands_the_recording_back_to_the_proxy(procs: Procs, workdir: Path) -> None:
+def test_a_dead_worker_hands_the_recording_back_to_the_proxy(procs: Procs, tmp_path: Path) -> None:
     sim = procs.sim("--agents", "3")
-    path = workdir / "handover.gwscap"
+    path = tmp_path / "handover.gwscap"
     mitm = procs.mitmdump(sim.url, path)
     run_agents(mitm.url, agents=3, ops=10)
-    deadline = time.monotonic() + WAIT  # the worker records in the background: let it catch up
-    while len(read_capture(path).pairs) < 30:
-        assert time.monotonic() < deadline, "the worker did not record the first 30 pairs"
-        time.sleep(0.05)
+    # The worker records in the background: let it catch up.
+    procs.wait_until(lambda: len(read_capture(path).pairs) >= 30, WAIT, "the first 30 pairs")
     (worker,) = procs.children(mitm.pid)
     os.kill(worker, signal.SIGKILL)
     report = run_agents(mitm.url, agents=3, ops=10)
@@ -699,9 +751,9 @@ def test_a_dead_worker_hands_the_recording_back_to_the_proxy(procs: Procs, workd
     assert check_against_sim_log(capture, sim.log()) == 60
 
 
-def test_flipped_bytes_damage_one_record_and_the_rest_is_read(procs: Procs, workdir: Path) -> None:
+def test_flipped_bytes_damage_one_record_and_the_rest_is_read(procs: Procs, tmp_path: Path) -> None:
     sim = procs.sim("--agents", "3")
-    path = workdir / "finished.gwscap"
+    path = tmp_path / "finished.gwscap"
     mitm = procs.mitmdump(sim.url, path)
     run_agents(mitm.url, agents=3, ops=20)
     assert mitm.signal(signal.SIGINT) == 0, mitm.describe()
@@ -710,7 +762,7 @@ def test_flipped_bytes_damage_one_record_and_the_rest_is_read(procs: Procs, work
     pairs = [e for e in entries if e.kind == Kind.PAIR]
     assert len(pairs) == 60
     victim = pairs[len(pairs) // 2]
-    damaged = workdir / "damaged.gwscap"
+    damaged = tmp_path / "damaged.gwscap"
     shutil.copyfile(path, damaged)
     with open(damaged, "r+b") as f:
         f.seek(victim.offset + 20)  # inside the record's summary
@@ -854,9 +906,9 @@ def check_clean_output(mitm: Mitm, capture: Capture) -> None:
 
 
 def test_bad_traffic_is_forwarded_unchanged_and_recorded_raw_with_reasons(
-    procs: Procs, workdir: Path
+    procs: Procs, tmp_path: Path
 ) -> None:
-    path = workdir / "bad.gwscap"
+    path = tmp_path / "bad.gwscap"
     deep_request = (
         b'{"operationName": "UpdateUserData", "userData": {"Deep": '
         + b"[" * DEPTH
@@ -985,9 +1037,9 @@ MiB = 1024 * 1024
 
 @pytest.mark.parametrize("max_body", [None, MiB], ids=["default-4MiB", "gws_max_body=1MiB"])
 def test_big_bodies_pass_unchanged_and_are_kept_raw_over_the_limit(
-    procs: Procs, workdir: Path, max_body: int | None
+    procs: Procs, tmp_path: Path, max_body: int | None
 ) -> None:
-    path = workdir / "big.gwscap"
+    path = tmp_path / "big.gwscap"
     options = {"gws_timeout": "60"}
     if max_body is not None:
         options["gws_max_body"] = str(max_body)
@@ -1053,9 +1105,9 @@ QUIRKY_UPDATE = (
 
 
 @pytest.mark.parametrize("mask", [False, True], ids=["default", "gws_mask_keys=UserData1"])
-def test_no_secret_reaches_the_capture(procs: Procs, workdir: Path, mask: bool) -> None:
+def test_no_secret_reaches_the_capture(procs: Procs, tmp_path: Path, mask: bool) -> None:
     sim = procs.sim("--agents", "2")
-    path = workdir / "secrets.gwscap"
+    path = tmp_path / "secrets.gwscap"
     options: dict[str, Any] = {"gws_timeout": "30"}
     if mask:
         options["gws_mask_keys"] = ["UserData1"]  # one `--set gws_mask_keys=...` per key
@@ -1183,9 +1235,9 @@ def test_trimmed_websocket_keeps_one_message_and_records_all(tmp_path: Path) -> 
 # ---- 7. the command line -----------------------------------------------------------------------
 
 
-def test_gwsproxy_record_works_like_mitmdump(procs: Procs, workdir: Path) -> None:
+def test_gwsproxy_record_works_like_mitmdump(procs: Procs, tmp_path: Path) -> None:
     sim = procs.sim("--agents", "3")
-    path = workdir / "cli.gwscap"
+    path = tmp_path / "cli.gwscap"
     record, port = procs.record(sim.url, path)
     report = run_agents(f"http://{HOST}:{port}", agents=3, ops=10, transport="websocket")
     assert report.notified == 30, report.as_dict()
@@ -1208,10 +1260,12 @@ def test_gwsproxy_record_works_like_mitmdump(procs: Procs, workdir: Path) -> Non
     }
 
 
-def test_gwsproxy_record_keeps_requests_made_while_gws_is_down(procs: Procs, workdir: Path) -> None:
+def test_gwsproxy_record_keeps_requests_made_while_gws_is_down(
+    procs: Procs, tmp_path: Path
+) -> None:
     """Nothing listens upstream: the client gets mitmproxy's 502, the capture a failed pair."""
     down = procs.free_port()
-    path = workdir / "down.gwscap"
+    path = tmp_path / "down.gwscap"
     record, port = procs.record(f"http://{HOST}:{down}", path)
     body = json.dumps(update({"Disposition": "Sale"})).encode()
     request = urllib.request.Request(
@@ -1243,9 +1297,9 @@ def one_line_error(process: Any) -> str:
     return lines[0]
 
 
-def test_gwsproxy_record_refuses_bad_input_in_one_line(procs: Procs, workdir: Path) -> None:
+def test_gwsproxy_record_refuses_bad_input_in_one_line(procs: Procs, tmp_path: Path) -> None:
     upstream = "http://127.0.0.1:9"  # never contacted: each case fails before listening
-    blocker = workdir / "a-file"
+    blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     free = procs.free_port()
     with socket.socket() as busy:
@@ -1254,8 +1308,8 @@ def test_gwsproxy_record_refuses_bad_input_in_one_line(procs: Procs, workdir: Pa
         taken = busy.getsockname()[1]
         cases = {
             "unwritable": (upstream, free, f"{blocker}/sub/c.gwscap"),
-            "busy": (upstream, taken, str(workdir / "x.gwscap")),
-            "ftp": ("ftp://x", procs.free_port(), str(workdir / "y.gwscap")),
+            "busy": (upstream, taken, str(tmp_path / "x.gwscap")),
+            "ftp": ("ftp://x", procs.free_port(), str(tmp_path / "y.gwscap")),
         }
         # All at once: each one imports mitmproxy, which is slow on a loaded machine.
         running = {
@@ -1268,25 +1322,25 @@ def test_gwsproxy_record_refuses_bad_input_in_one_line(procs: Procs, workdir: Pa
 
     assert "a-file/sub" in lines["unwritable"], lines
     assert not procs.accepts(free), "nothing listens after an unwritable capture path"
-    assert not (workdir / "sub").exists()
+    assert not (tmp_path / "sub").exists()
     assert str(taken) in lines["busy"] and "in use" in lines["busy"], lines
     assert "ftp://x" in lines["ftp"], lines
-    assert not (workdir / "x.gwscap").exists() and not (workdir / "y.gwscap").exists()
+    assert not (tmp_path / "x.gwscap").exists() and not (tmp_path / "y.gwscap").exists()
 
 
 # ---- 8. gwsproxy import -------------------------------------------------------------------------
 
 
 def test_import_of_a_mitmdump_flow_file_pairs_like_the_live_recording(
-    procs: Procs, workdir: Path
+    procs: Procs, tmp_path: Path
 ) -> None:
     """Agent runs over both transports through two proxies: mitmdump with the addon in front
     of a plain `mitmdump -w`; the imported flow file pairs like the live capture."""
     sim = procs.sim("--agents", "3")
     flows, live_path, imported = (
-        workdir / "flows.mitm",
-        workdir / "live.gwscap",
-        workdir / "imported.gwscap",
+        tmp_path / "flows.mitm",
+        tmp_path / "live.gwscap",
+        tmp_path / "imported.gwscap",
     )
     plain = procs.mitmdump(sim.url, addon=False, args=["-w", str(flows)])
     live = procs.mitmdump(plain.url, live_path, options={"gws_timeout": "30"})

@@ -50,10 +50,10 @@ def children(pid: int) -> list[int]:
 
 
 def test_restarts_after_a_stop_and_a_crash_continue_one_capture(
-    procs: Procs, workdir: Path
+    procs: Procs, tmp_path: Path
 ) -> None:
     sim = procs.sim("--agents", str(AGENTS))
-    path = workdir / "today.gwscap"
+    path = tmp_path / "today.gwscap"
     runs = AGENTS * OPS
 
     # 1. mitmdump with the addon, stopped cleanly.
@@ -78,7 +78,7 @@ def test_restarts_after_a_stop_and_a_crash_continue_one_capture(
     assert "Traceback" not in record.stderr() + first.stderr() + second.stderr()
 
     # One file; the first run's bytes untouched; three sessions, the crashed one cut short.
-    assert sorted(p.name for p in workdir.glob("*.gwscap")) == ["today.gwscap"]
+    assert sorted(p.name for p in tmp_path.glob("*.gwscap")) == ["today.gwscap"]
     with CaptureReader(path) as reader:
         entries = reader.index()
         sessions = reader.sessions

@@ -117,10 +117,10 @@ def pair_statuses(path: Path) -> tuple[Counter[str], set[str], bool, list[object
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("kind", ["mitmdump", "record"])
 def test_a_signal_with_clients_connected_stops_quietly_within_2s(
-    procs: Procs, workdir: Path, kind: str, sig: int
+    procs: Procs, tmp_path: Path, kind: str, sig: int
 ) -> None:
     sim = procs.sim("--delay", "60")  # every notification still to come when the signal lands
-    path = workdir / "stopped.gwscap"
+    path = tmp_path / "stopped.gwscap"
     proxy, port = start_proxy(procs, kind, sim.url, path)
 
     async def scenario() -> float:
@@ -140,10 +140,10 @@ def test_a_signal_with_clients_connected_stops_quietly_within_2s(
 
 @pytest.mark.parametrize("kind", ["mitmdump", "record"])
 def test_a_second_sigint_stops_at_once_and_the_capture_stays_readable(
-    procs: Procs, workdir: Path, kind: str
+    procs: Procs, tmp_path: Path, kind: str
 ) -> None:
     sim = procs.sim("--delay", "60")
-    path = workdir / "forced.gwscap"
+    path = tmp_path / "forced.gwscap"
     proxy, port = start_proxy(procs, kind, sim.url, path)
     (worker,) = procs.children(proxy.pid)
 
