@@ -413,7 +413,11 @@ _chunks = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=3 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(tail=_chunks)
 def test_garbage_after_a_valid_file_never_raises(tail: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -426,7 +430,7 @@ def test_garbage_after_a_valid_file_never_raises(tail: bytes) -> None:
         assert entries[: len(good)] == good
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=3 * settings.default.max_examples, deadline=None)
 @given(data=_chunks | st.binary(max_size=300))
 def test_garbage_after_the_magic_never_raises(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:

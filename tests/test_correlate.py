@@ -993,13 +993,21 @@ def _check_common(plan: list[dict[str, Any]], run: dict[str, Any]) -> None:
     assert counts.pairs == len(pairs) and counts.unsolicited == len(unsolicited)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=2 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(plan=plans(("chat", "workitem", "voice")), data=st.data())
 def test_random_interleavings_keep_the_books(plan: list[dict[str, Any]], data: st.DataObject):
     _check_common(plan, _run(data, plan, expire=True))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=2 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(plan=plans(("workitem",)), data=st.data())
 def test_with_reference_ids_in_answers_every_answered_request_gets_its_own(
     plan: list[dict[str, Any]], data: st.DataObject
