@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gwsproxy import gws
 from gwsproxy.sim.server import PASSWORD, RunningSim, SimConfig, start_simulator
-from gwsproxy.verdict import APPLIED, expected, judge, same
+from gwsproxy.verdict import VerdictName, expected, judge, same
 
 AGENT = "agent1"
 # Keys the generated interactions hold (so operations meet them) and keys they do not.
@@ -143,7 +143,7 @@ async def step(
     want = expected(before, req.operation, req.requested, media.name)
     assert same(after, want), (doc, before, after, want)
     verdict = judge("matched", req.operation, media.name, req.requested, before, after)
-    assert verdict.name == APPLIED, (doc, verdict)
+    assert verdict.name == VerdictName.APPLIED, (doc, verdict)
     return after_pairs
 
 
