@@ -10,17 +10,17 @@ host methods below.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.widgets import Footer
 
 from gwsproxy.capture.format import CaptureError
-from gwsproxy.tui.commands import InspectorCommands
 from gwsproxy.tui.help_screen import HelpScreen
 from gwsproxy.tui.listing import Listing
 from gwsproxy.tui.messages import JumpTo, NeedVerdicts
@@ -38,6 +38,7 @@ from gwsproxy.tui.widgets.filter_bar import FilterBar
 from gwsproxy.tui.widgets.notice_banner import NoticeBanner
 from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.status_line import StatusLine
+from gwsproxy.verdict import VERDICTS
 
 MAIN_SCREEN_ACTIONS = frozenset(
     {"focus_filter", "changed_only", "playback", "export", "snippet", "toggle_others", "tab"}
@@ -48,7 +49,6 @@ MAIN_SCREEN_ACTIONS = frozenset(
 class InspectorApp(App[int]):
     CSS_PATH = "gwsproxy.tcss"
     TITLE = "gwsproxy inspector"
-    COMMANDS = App.COMMANDS | {InspectorCommands}
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("d", "changed_only", "Changed/all"),
@@ -285,6 +285,51 @@ class InspectorApp(App[int]):
         self.copy_to_clipboard(code)
         self.notify("pytest test copied to the clipboard; w in the dialog saves it")
         self.push_screen(SnippetScreen(code, f"test_pair_{row.summary.get('id')}.py"))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette: Textual's commands, then filters by verdict and the actions."""
+        yield from super().get_system_commands(screen)
+        for v in VERDICTS:
+            term = f"verdict:{v.replace(' ', '-')}"
+            yield SystemCommand(
+                f"Filter by verdict: {v}",
+                f"show only pairs judged {v} ({term})",
+                partial(self.filter_verdict, v),
+            )
+        yield SystemCommand(
+            "Clear the filter", "show every row", partial(self.filter_verdict, None)
+        )
+        yield SystemCommand(
+            "Open playback", "replay the listed rows in time order (p)", self.action_playback
+        )
+        yield SystemCommand(
+            "Replay against a target…",
+            "re-send the open captures to a GWS and compare, pair by pair (r)",
+            self.action_replay,
+        )
+        yield SystemCommand(
+            "Filter: replay failures",
+            "pairs whose last replay changed user data otherwise (replay:fail)",
+            partial(self.set_filter, "replay:fail"),
+        )
+        yield SystemCommand(
+            "Toggle changed-only / all keys",
+            "what the Diff tab lists (d)",
+            self.action_changed_only,
+        )
+        yield SystemCommand(
+            "Export pair as JSON", "write pair-<id>.json here (e)", self.action_export
+        )
+        yield SystemCommand(
+            "Copy pytest snippet", "a test asserting this pair (c)", self.action_snippet
+        )
+        yield SystemCommand(
+            "Show / hide unsolicited and raw records",
+            "rows that are not pairs (u)",
+            self.action_toggle_others,
+        )
+        yield SystemCommand("Toggle dark / light theme", "ctrl+t", self.action_toggle_theme)
+        yield SystemCommand("Help: keys and filter syntax", "? or F1", self.action_help)
 
     # ---- replay against a GWS -----------------------------------------------------------------
 
