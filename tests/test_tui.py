@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -32,8 +33,10 @@ from gwsproxy.tui.playback_screen import PlaybackScreen
 from gwsproxy.tui.snippet_screen import SnippetScreen
 from gwsproxy.tui.value_screen import ValueScreen
 from gwsproxy.tui.widgets.body_view import BodyView
+from gwsproxy.tui.widgets.detail_panel import TABS
 from gwsproxy.tui.widgets.diff_view import DiffView
 from gwsproxy.tui.widgets.notice_banner import NoticeBanner
+from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.timeline_view import TimelineView
 from gwsproxy.verdict import judge
 
@@ -544,6 +547,19 @@ async def test_help_palette_and_theme(capture: Path) -> None:
         await pilot.press("down", "2")
         await pilot.press("ctrl+t")
         assert app.current_theme.dark == dark
+
+
+async def test_readme_key_table_names_every_key_of_the_list() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| key | does |") :].split("\n\n")[0]
+    names = {"slash": "/", "question_mark": "?", "escape": "Esc", "up": "↑", "down": "↓"}
+    names |= {"pageup": "PgUp", "pagedown": "PgDn", "ctrl+t": "ctrl+t"}
+    for binding in [*InspectorApp.BINDINGS, *PairTable.BINDINGS]:
+        assert isinstance(binding, Binding)
+        for key in binding.key.split(","):
+            if not key.isdigit():  # the tabs, below
+                assert f"`{names.get(key, key.title() if len(key) > 1 else key)}`" in table, key
+    assert "`1`..`6`" in table and all(name.title() in table for name in TABS)
 
 
 async def test_readable_at_80x24(capture: Path) -> None:
