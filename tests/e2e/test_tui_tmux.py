@@ -1,4 +1,4 @@
-"""The inspector in a real terminal: `python -m gwsproxy.tui FILE` inside tmux, driven by keys.
+"""The inspector in a real terminal: `gwsproxy tui FILE` inside tmux, driven by keys.
 
 What is asserted is what a user reads on the screen (`tmux capture-pane -p`).
 """
@@ -69,7 +69,7 @@ def test_browse_filter_and_diff_in_tmux(session: str, tmp_path: Path) -> None:
     voice = sum(s.get("media") == "voice" for s in summaries)
     first_interaction = str(summaries[0]["interaction_id"])
 
-    command = f"{shlex.quote(sys.executable)} -m gwsproxy.tui {shlex.quote(str(capture))}"
+    command = f"{shlex.quote(sys.executable)} -m gwsproxy.cli tui {shlex.quote(str(capture))}"
     env = {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
     started = tmux(
         "new-session",
