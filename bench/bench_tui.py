@@ -64,11 +64,11 @@ async def app_run(path: Path, steps: int, verdict_filter: bool) -> dict[str, flo
         assert first in app.export_screenshot(), "the first row is not on screen"
         out["first"] = time.perf_counter() - t0
         out["first_rows"] = len(app.table.rows)
-        while app.loading:
+        while app.listing.loading:
             await asyncio.sleep(0.005)
         out["full"] = time.perf_counter() - t0
-        out["index"] = time.perf_counter() - app.load_started
-        out["rows"] = len(app.index.rows)
+        out["index"] = time.perf_counter() - app.listing.started
+        out["rows"] = len(app.listing.index.rows)
         await pilot.pause(0.2)
         step_times: list[float] = []
         for _ in range(steps):
@@ -90,11 +90,11 @@ async def app_run(path: Path, steps: int, verdict_filter: bool) -> dict[str, flo
             while not app.table.rows:
                 await asyncio.sleep(0.005)
             out["verdict_first"] = time.perf_counter() - t
-            while app._filter_judging or app._late is not None:
+            while not app.listing.settled:
                 await asyncio.sleep(0.02)
             out["verdict_all"] = time.perf_counter() - t
             out["judged"] = sum(
-                r.is_pair and r.summary.get("status") == "matched" for r in app.index.rows
+                r.is_pair and r.summary.get("status") == "matched" for r in app.listing.index.rows
             )
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -32,8 +33,10 @@ from gwsproxy.tui.playback_screen import PlaybackScreen
 from gwsproxy.tui.snippet_screen import SnippetScreen
 from gwsproxy.tui.value_screen import ValueScreen
 from gwsproxy.tui.widgets.body_view import BodyView
+from gwsproxy.tui.widgets.detail_panel import TABS
 from gwsproxy.tui.widgets.diff_view import DiffView
 from gwsproxy.tui.widgets.notice_banner import NoticeBanner
+from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.timeline_view import TimelineView
 from gwsproxy.verdict import judge
 
@@ -80,7 +83,7 @@ async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 5.
 async def loaded(pilot: Pilot) -> InspectorApp:
     app = pilot.app
     assert isinstance(app, InspectorApp)
-    await until(pilot, lambda: not app.loading)
+    await until(pilot, lambda: app.listing.settled)
     await pilot.pause()
     return app
 
@@ -91,8 +94,8 @@ async def filtered(pilot: Pilot, text: str) -> int:
     await pilot.press("slash", "ctrl+a", "ctrl+k")
     await pilot.press(*text)
     await pilot.press("enter")
-    await until(pilot, lambda: app.filter.text == text)
-    await until(pilot, lambda: not app._filter_judging and app._late is None, timeout=20)
+    await until(pilot, lambda: app.listing.filter.text == text)
+    await until(pilot, lambda: app.listing.settled, timeout=20)
     await pilot.pause()
     return len(app.table.rows)
 
@@ -255,7 +258,7 @@ async def test_every_detail_tab(capture: Path) -> None:
         timeline = app.query_one(TimelineView)
         table = timeline.query_one(DataTable)
         iid = app.panel.detail.row.summary["interaction_id"]
-        assert table.row_count == len(app.index.by_interaction[iid])
+        assert table.row_count == len(app.listing.index.by_interaction[iid])
         # selecting another record of the interaction jumps to it
         other = next(i for i, r in enumerate(timeline.window) if r is not timeline.current)
         table.move_cursor(row=other)
@@ -275,7 +278,7 @@ async def test_diff_marks_requested_keys_and_type_changes(capture: Path) -> None
         # a coerced pair: a requested key came back with another type
         for r in app.table.rows:
             if r.is_pair and r.summary["status"] == "matched":
-                app.sources.judge(r)
+                app.listing.sources.judge(r)
         await _select_pair(pilot, lambda r: r.verdict == "coerced")
         diff = app.query_one(DiffView)
         cells = [[str(c) for c in diff.table.get_row_at(i)] for i in range(diff.table.row_count)]
@@ -289,7 +292,7 @@ async def test_changed_only_toggle(capture: Path) -> None:
         await loaded(pilot)
 
         def has_unchanged(r) -> bool:
-            d = app.sources.detail(r)
+            d = app.listing.sources.detail(r)
             return d.verdict is not None and len(d.verdict.changed()) < len(d.verdict.changes)
 
         await _select_pair(pilot, has_unchanged)
@@ -362,7 +365,7 @@ async def test_follow_shows_new_pairs_within_a_second(tmp_path: Path) -> None:
         app = InspectorApp([path], follow=True)
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            before = len(app.index.rows)
+            before = len(app.listing.index.rows)
             assert before > 0
             assert "following" in static_text(app, "#status")
             new_pairs = 0
@@ -373,8 +376,8 @@ async def test_follow_shows_new_pairs_within_a_second(tmp_path: Path) -> None:
             await until(
                 pilot,
                 lambda: (
-                    sum(r.is_pair for r in app.index.rows)
-                    >= sum(r.is_pair for r in app.index.rows[:before]) + new_pairs
+                    sum(r.is_pair for r in app.listing.index.rows)
+                    >= sum(r.is_pair for r in app.listing.index.rows[:before]) + new_pairs
                 ),
                 timeout=1.0,
             )
@@ -385,10 +388,10 @@ async def test_follow_shows_new_pairs_within_a_second(tmp_path: Path) -> None:
             # rows keep coming while another screen is up
             await pilot.press("p")
             assert isinstance(app.screen, PlaybackScreen)
-            count = len(app.index.rows)
+            count = len(app.listing.index.rows)
             for kind, summary, body in traffic.records(3):
                 writer.write(kind, summary, body)
-            await until(pilot, lambda: len(app.index.rows) > count, timeout=1.0)
+            await until(pilot, lambda: len(app.listing.index.rows) > count, timeout=1.0)
             await pilot.press("escape")
             assert app.table.cursor_row is app.table.rows[-1]
     finally:
@@ -401,9 +404,9 @@ async def test_follow_starts_on_an_empty_file(tmp_path: Path) -> None:
     app = InspectorApp([path], follow=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        assert len(app.index.rows) == 0
+        assert len(app.listing.index.rows) == 0
         write_capture(path, 5, seed=4)  # the recorder starts writing into the empty file
-        await until(pilot, lambda: len(app.index.rows) > 0, timeout=2.0)
+        await until(pilot, lambda: len(app.listing.index.rows) > 0, timeout=2.0)
         await pilot.press("down")
         assert app.panel.detail.body is not None
 
@@ -503,7 +506,7 @@ async def test_snippet_is_a_passing_pytest_test(
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         for r in app.table.rows:
-            app.sources.judge(r)
+            app.listing.sources.judge(r)
         await _select_pair(pilot, lambda r: r.verdict == "side effects")
         await pilot.press("c")
         assert isinstance(app.screen, SnippetScreen)
@@ -537,13 +540,26 @@ async def test_help_palette_and_theme(capture: Path) -> None:
         await pilot.press(*"verdict: coerced")
         await until(pilot, lambda: "coerced" in screen_text(app))
         await pilot.press("enter")
-        await until(pilot, lambda: app.filter.text == "verdict:coerced")
+        await until(pilot, lambda: app.listing.filter.text == "verdict:coerced")
         dark = app.current_theme.dark
         await pilot.press("ctrl+t")
         assert app.current_theme.dark != dark
         await pilot.press("down", "2")
         await pilot.press("ctrl+t")
         assert app.current_theme.dark == dark
+
+
+async def test_readme_key_table_names_every_key_of_the_list() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| key | does |") :].split("\n\n")[0]
+    names = {"slash": "/", "question_mark": "?", "escape": "Esc", "up": "↑", "down": "↓"}
+    names |= {"pageup": "PgUp", "pagedown": "PgDn", "ctrl+t": "ctrl+t"}
+    for binding in [*InspectorApp.BINDINGS, *PairTable.BINDINGS]:
+        assert isinstance(binding, Binding)
+        for key in binding.key.split(","):
+            if not key.isdigit():  # the tabs, below
+                assert f"`{names.get(key, key.title() if len(key) > 1 else key)}`" in table, key
+    assert "`1`..`6`" in table and all(name.title() in table for name in TABS)
 
 
 async def test_readable_at_80x24(capture: Path) -> None:
@@ -581,7 +597,7 @@ async def test_screenshots(capture: Path, tmp_path: Path) -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot)
         for r in app.table.rows:
-            app.sources.judge(r)
+            app.listing.sources.judge(r)
         # a coerced pair: its diff shows a requested key that came back with another type
         coerced = next(i for i, r in enumerate(app.table.rows) if r.verdict == "coerced" and i > 12)
         app.table.move_to(app.table.rows[coerced - 12])

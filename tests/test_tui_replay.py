@@ -143,7 +143,7 @@ async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = WA
 
 async def loaded(pilot: Pilot) -> InspectorApp:
     app: InspectorApp = pilot.app  # type: ignore[assignment]
-    await until(pilot, lambda: not app.loading)
+    await until(pilot, lambda: app.listing.settled)
     await pilot.pause()
     return app
 
@@ -169,7 +169,7 @@ async def replayed(pilot: Pilot, target: str, **fields: Any) -> InspectorApp:
     app: InspectorApp = pilot.app  # type: ignore[assignment]
     await ask_replay(pilot, target, **fields)
     await pilot.press("enter")
-    await until(pilot, lambda: app.replay is not None and not app.replay.running)
+    await until(pilot, lambda: app.listing.replay is not None and not app.listing.replay.running)
     await pilot.pause()
     return app
 
@@ -180,7 +180,7 @@ async def filtered(pilot: Pilot, text: str, *, typed: bool = False) -> list[Row]
         await pilot.press("slash", "ctrl+a", "ctrl+k", *text, "enter")
     else:
         app.set_filter(text)  # what the palette does
-    await until(pilot, lambda: app.filter.text == text and app._late is None)
+    await until(pilot, lambda: app.listing.filter.text == text and app.listing.settled)
     await pilot.pause()
     return list(app.table.rows)
 
@@ -216,7 +216,7 @@ def replay_cells(app: InspectorApp) -> list[list[str]]:
 def failing(app: InspectorApp, src: int | None = None) -> set[int]:
     return {
         r.summary["id"]
-        for r in app.index.rows
+        for r in app.listing.index.rows
         if r.replay is not None and not r.replay.passed and (src is None or r.src == src)
     }
 
@@ -239,14 +239,14 @@ async def test_replay_fails_exactly_the_coerced_chat_pairs(
         dialog = await ask_replay(pilot, "")
         assert dialog.query_one("#replay-target", Input).value == ""
         await pilot.press("escape")
-        assert app.replay is None and not isinstance(app.screen, ReplayScreen)
+        assert app.listing.replay is None and not isinstance(app.screen, ReplayScreen)
         await replayed(pilot, coercing_sim.url, typed=True)
 
         assert failing(app) == expected
-        pairs = [r for r in app.index.rows if r.is_pair]
+        pairs = [r for r in app.listing.index.rows if r.is_pair]
         assert all(r.replay is not None for r in pairs)
         assert {r.summary["id"] for r in pairs if r.replay.passed} == everything - expected
-        assert app.replay.state == "done"
+        assert app.listing.replay.state == "done"
         status = str(app.query_one("#status", Static).render())
         assert f"replayed {len(everything)}: {len(expected)} failed" in status
         assert any(f"{len(expected)} failed" in m for m, _ in notes)
@@ -297,7 +297,7 @@ async def test_replay_dialog_checks_its_fields_and_remembers_them(
         await pilot.press("enter")
         error = dialog.query_one("#replay-error", Static)
         assert error.display and "http or https" in str(error.render())
-        assert app.screen is dialog and app.replay is None
+        assert app.screen is dialog and app.listing.replay is None
         await pilot.press("ctrl+a", "ctrl+k", "h")
         assert not error.display  # typing clears the message
         target.value = coercing_sim.url
@@ -308,8 +308,11 @@ async def test_replay_dialog_checks_its_fields_and_remembers_them(
         assert app.focused is ignore
         ignore.value = "Score RTenant CustomerSegment CallbackNumber"  # what coercion touched
         await pilot.press("enter")
-        await until(pilot, lambda: app.replay is not None and not app.replay.running)
-        assert app.replay.failed == 0 and app.replay.results  # ignored keys are not compared
+        await until(
+            pilot, lambda: app.listing.replay is not None and not app.listing.replay.running
+        )
+        run = app.listing.replay
+        assert run.failed == 0 and run.results  # ignored keys are not compared
         await pilot.press("r")
         dialog = app.screen
         assert isinstance(dialog, ReplayScreen)
@@ -329,7 +332,7 @@ async def test_unreachable_target_or_bad_user_is_one_error_line(
         await replayed(pilot, "http://127.0.0.1:1")
         errors = [m for m, severity in notes if severity == "error"]
         assert errors == ["cannot reach http://127.0.0.1:1: connection refused"]
-        assert app.replay.state == "failed" and app.is_running
+        assert app.listing.replay.state == "failed" and app.is_running
         assert "replay failed" in str(app.query_one("#status", Static).render())
         await replayed(pilot, coercing_sim.url, user="nobody")
         errors = [m for m, severity in notes if severity == "error"]
@@ -350,24 +353,26 @@ async def test_a_running_replay_can_be_stopped(capture: Path) -> None:
             await loaded(pilot)
             await ask_replay(pilot, slow.url)
             await pilot.press("enter")
-            await until(pilot, lambda: app.replay is not None and len(app.replay.results) > 0)
-            assert app.replay.running
+            await until(
+                pilot, lambda: app.listing.replay is not None and bool(app.listing.replay.results)
+            )
+            assert app.listing.replay.running
             assert "replaying " in str(app.query_one("#status", Static).render())
             assert "(r stops)" in str(app.query_one("#status", Static).render())
             await pilot.press("escape")
             assert isinstance(app.screen, StopReplayScreen)
             await pilot.press("n")  # let it go on
-            assert not isinstance(app.screen, StopReplayScreen) and app.replay.running
+            assert not isinstance(app.screen, StopReplayScreen) and app.listing.replay.running
             await pilot.press("r")
             assert isinstance(app.screen, StopReplayScreen)
             await pilot.press("y")
-            await until(pilot, lambda: not app.replay.running)
-            assert app.replay.state == "stopped"
-            done = len(app.replay.results)
+            await until(pilot, lambda: not app.listing.replay.running)
+            assert app.listing.replay.state == "stopped"
+            done = len(app.listing.replay.results)
             assert 0 < done < len(pair_ids(capture))
             assert f"replay stopped after {done}" in str(app.query_one("#status", Static).render())
             await pilot.pause(0.3)
-            assert len(app.replay.results) == done  # really stopped
+            assert len(app.listing.replay.results) == done  # really stopped
     finally:
         await slow.stop()
 
@@ -399,8 +404,8 @@ async def test_several_files_are_replayed_each_by_its_own_pair_ids(
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await replayed(pilot, coercing_sim.url)
-        assert app.replay.state == "done"
-        assert len(app.replay.results) == len(pair_ids(a)) + len(pair_ids(b))
+        assert app.listing.replay.state == "done"
+        assert len(app.listing.replay.results) == len(pair_ids(a)) + len(pair_ids(b))
         assert failing(app, 0) == expected_a
         assert failing(app, 1) == expected_b
 
@@ -417,7 +422,7 @@ async def test_replay_at_80x24_keeps_the_verdict_column(
         await pilot.press("ctrl+p", *"replay failures")
         await until(pilot, lambda: "(replay:fail)" in screen_text(app))  # its help line
         await pilot.press("enter")
-        await until(pilot, lambda: app.filter.text == "replay:fail")
+        await until(pilot, lambda: app.listing.filter.text == "replay:fail")
         await pilot.pause()
         assert {r.summary["id"] for r in app.table.rows} == coerced_chat_pairs(capture)
         assert "verdict" in header(app) and "replay" in header(app), header(app)

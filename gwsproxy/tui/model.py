@@ -1,6 +1,6 @@
 """The inspector's pure model: rows of several captures merged by time, and the filter language.
 
-No Textual and no file access here: rows carry summaries only, bodies are fetched by the app.
+No Textual and no file access here: rows carry summaries only, bodies are read by pairs.Sources.
 """
 
 from __future__ import annotations
@@ -213,17 +213,9 @@ class Filter:
         return not self.terms
 
     @property
-    def needs_verdicts(self) -> bool:
-        return any(t.field == "verdict" for t in self.terms)
-
-    @property
     def needs_replay(self) -> bool:
         """Whether replay results change what this filter lets through."""
         return any(t.field == "replay" for t in self.terms)
-
-    def static(self) -> Filter:
-        """The terms that summaries decide (everything but verdict:)."""
-        return Filter(tuple(t for t in self.terms if t.field != "verdict"))
 
     def matches(self, row: Row) -> bool | None:
         """True/False, or None when a verdict: term needs a verdict not yet computed."""
@@ -321,16 +313,3 @@ def _glob(pattern: str, value: Any, *, exact: bool = False) -> bool:
     if "*" in p or "?" in p:
         return fnmatch.fnmatchcase(text, p)
     return text == p if exact else p in text
-
-
-def select(rows: Iterable[Row], flt: Filter) -> list[Row]:
-    """Rows the filter accepts for sure (pending verdicts are left out)."""
-    if flt.empty:
-        return list(rows)
-    return [r for r in rows if flt.matches(r)]
-
-
-def needing_verdicts(rows: Iterable[Row], flt: Filter) -> list[Row]:
-    """Pairs that pass the summary terms but still need a verdict to be judged by the rest."""
-    static = flt.static()
-    return [r for r in rows if not r.judged and r.is_pair and static.matches(r)]

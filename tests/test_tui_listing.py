@@ -1,0 +1,141 @@
+"""The inspector's listing without Textual: reading, filtering and judging behind the pair list.
+
+A small host stands in for the app: the listing's threads hand it callbacks, which run in the
+test's thread when it pumps them (as Textual's call_from_thread runs them on the app's loop).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gwsproxy.capture.format import Kind
+from gwsproxy.report import export_pairs
+from gwsproxy.testing.synthetic import write_capture
+from gwsproxy.tui import listing as listing_module
+from gwsproxy.tui.listing import Listing
+from gwsproxy.tui.model import Row, parse_filter
+from gwsproxy.verdict import judge
+
+
+class Host:
+    """The UI side of a listing: its view, and the callbacks its threads wait on."""
+
+    def __init__(self) -> None:
+        self.view: list[Row] = []
+        self.calls: queue.Queue[tuple[Callable[[], object], threading.Event]] = queue.Queue()
+        self.held: list[Callable[[], None]] | None = None  # a list: threads wait to be started
+
+    def call_from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
+        done = threading.Event()
+        self.calls.put((partial(callback, *args), done))
+        done.wait()
+
+    def run_in_thread(self, work: Callable[[], None], name: str) -> None:
+        if self.held is not None:
+            self.held.append(work)
+        else:
+            threading.Thread(target=work, name=name, daemon=True).start()
+
+    def rows_shown(self, rows: list[Row], *, replace: bool) -> None:
+        self.view = list(rows) if replace else sorted([*self.view, *rows], key=lambda r: r.key)
+
+    def listing_changed(self, *, verdicts: bool = False, problems: bool = False) -> None:
+        pass
+
+    def pump(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Run the callbacks the threads send until condition holds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            try:
+                call, done = self.calls.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"condition not met within {timeout} s") from None
+            call()
+            done.set()
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("listing") / "synthetic.gwscap"
+    write_capture(path, 300, seed=5)
+    return path
+
+
+def coerced_ids(path: Path) -> list[int]:
+    """Ids of the coerced pairs, judged through the export API."""
+    ids = []
+    for p in export_pairs(str(path)):
+        v = judge(p["status"], p["operation"], p["media"], p["requested"], p["before"], p["after"])
+        if v.name == "coerced":
+            ids.append(p["id"])
+    return sorted(ids)
+
+
+def loaded(host: Host, path: Path) -> Listing:
+    listing = Listing(host, [path], follow=False)
+    listing.load()
+    host.pump(lambda: listing.settled)
+    return listing
+
+
+@pytest.mark.parametrize("sync_rows", [20_000, 10], ids=["at-once", "in-a-thread"])
+def test_a_verdict_filter_lists_its_pairs_as_they_are_judged_then_settles(
+    capture: Path, sync_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing_module, "SYNC_FILTER_ROWS", sync_rows)
+    host = Host()
+    listing = loaded(host, capture)
+    try:
+        assert host.view == listing.index.rows and not listing.progress
+        listing.refilter(parse_filter("verdict:coerced"))
+        assert not listing.settled
+        host.pump(lambda: listing.settled)
+        assert sorted(r.summary["id"] for r in host.view) == coerced_ids(capture)
+        assert {r.verdict for r in host.view} == {"coerced"}
+        assert not listing.progress
+
+        seen: list[int] = []
+        listing.refilter(parse_filter("-kind:pair"), then=lambda: seen.append(len(host.view)))
+        host.pump(lambda: listing.settled)
+        assert host.view and all(r.kind != Kind.PAIR for r in host.view)
+        assert seen == [len(host.view)]  # `then` ran once, with the new view in place
+    finally:
+        listing.close()
+
+
+def test_rows_on_screen_are_judged_before_those_a_filter_waits_for(capture: Path) -> None:
+    host = Host()
+    listing = loaded(host, capture)
+    try:
+        judged: list[Row] = []
+        judge_row = listing.sources.judge
+
+        def judge_and_note(row: Row) -> None:
+            judged.append(row)
+            judge_row(row)
+
+        listing.sources.judge = judge_and_note  # type: ignore[method-assign]
+        host.held = []  # the judging thread waits until both asks are queued
+        listing.refilter(parse_filter("verdict:applied"))
+        waiting = len([r for r in listing.index.rows if not r.judged])
+        on_screen = [r for r in listing.index.rows if not r.judged][-5:]
+        listing.want_verdicts(on_screen)
+        assert listing.progress == f"judging {waiting:,} pairs for the verdict filter"
+        (work,) = host.held
+        host.held = None
+        threading.Thread(target=work, daemon=True).start()
+        host.pump(lambda: listing.settled)
+        assert judged[:5] == on_screen
+        assert all(r.judged for r in listing.index.rows)
+        assert host.view and {r.verdict for r in host.view} == {"applied"}
+        assert not listing.progress
+    finally:
+        listing.close()
