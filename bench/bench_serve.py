@@ -161,7 +161,7 @@ async def client_run(url: str, capture: str, transport: str, timeout: float = 10
         def __init__(self, name: str, ops: list[tuple[str, bytes, str, str]]) -> None:
             self.name, self.ops = name, ops
             self.http = aiohttp.ClientSession(
-                headers={"Authorization": aiohttp.encode_basic_auth(name, "password")},
+                headers={"Authorization": gws.basic_authorization(name, "password")},
                 cookie_jar=aiohttp.CookieJar(unsafe=True),
             )
             self.seen: Counter[str] = Counter()

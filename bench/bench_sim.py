@@ -28,6 +28,7 @@ import aiohttp
 from _common import header, parse_args, print_results, verdict
 from aiohttp import web
 
+from gwsproxy import gws
 from gwsproxy.sim.agents import LoadConfig, LoadReport, run_load
 from gwsproxy.sim.server import SimConfig, start_simulator
 
@@ -57,7 +58,7 @@ async def bare_server() -> tuple[web.AppRunner, str]:
 async def bare_load(url: str, agents: int, ops: int) -> tuple[float, float]:
     """Requests per second of wall time and of CPU time: `agents` sessions, each sending `ops`
     POSTs one after another."""
-    auth = {"Authorization": aiohttp.BasicAuth("agent1", "password").encode()}
+    auth = {"Authorization": gws.basic_authorization("agent1", "password")}
     sessions = [aiohttp.ClientSession(headers=auth) for _ in range(agents)]
     target = f"{url}/api/v2/me/chats/0000BENCH0000000"
 

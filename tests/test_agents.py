@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gwsproxy import bayeux
+from gwsproxy import bayeux, gws
 from gwsproxy.bayeux.client import CometdClient
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.gws.session import GwsError
@@ -189,7 +189,7 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 def agent_session(agent: str = "agent1") -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        headers={"Authorization": aiohttp.encode_basic_auth(agent, "password")},
+        headers={"Authorization": gws.basic_authorization(agent, "password")},
         cookie_jar=aiohttp.CookieJar(unsafe=True),
     )
 

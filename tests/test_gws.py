@@ -976,3 +976,12 @@ def test_parse_notification_never_raises(message: Any) -> None:
         assert isinstance(note.media, str) and isinstance(note.data, dict)
         assert note.user_data is None or isinstance(note.user_data, dict)
         assert isinstance(note.reports_change, bool) and isinstance(note.is_error, bool)
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [("agent1", "password"), ("agent", "pa:ss"), ("agënt", "wörd")]
+)
+def test_basic_authorization_reads_back_as_the_same_credentials(user: str, password: str) -> None:
+    header = gws.basic_authorization(user, password)
+    assert header.startswith("Basic ")
+    assert gws.basic_credentials(header) == (user, password)

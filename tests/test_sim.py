@@ -6,7 +6,6 @@ simulator puts on the wire is what the tests see.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import time
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import aiohttp
 import pytest
 
+from gwsproxy import gws
 from gwsproxy.cli import build_parser
 from gwsproxy.lenient import Parsed, loads
 
@@ -54,8 +54,7 @@ class SimProcess(Protocol):
 
 
 def basic(user: str, password: str = PASSWORD) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    return {"Authorization": gws.basic_authorization(user, password)}
 
 
 class Agent:

@@ -10,7 +10,6 @@ random sequence, on every media.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ BODIES = st.one_of(
 
 
 def basic(user: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()}
+    return {"Authorization": gws.basic_authorization(user, PASSWORD)}
 
 
 async def wire_pairs(http: aiohttp.ClientSession, url: str, key: str) -> list[tuple[str, Any]]:

@@ -132,6 +132,11 @@ def media_of(word: str | None) -> str:
     )
 
 
+def basic_authorization(user: str, password: str) -> str:
+    """The HTTP Basic `Authorization` value of a user and password (UTF-8, as GWS reads it)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def basic_credentials(authorization: str) -> tuple[str, str] | None:
     """(user, password) of an HTTP Basic `Authorization` value; None if it is not one."""
     if authorization[:6].lower() != "basic ":

@@ -35,7 +35,7 @@ class GwsSession:
         self.cometd: CometdClient | None = None
         self._transport = transport
         self.http = aiohttp.ClientSession(
-            headers={"Authorization": aiohttp.BasicAuth(user, password).encode()},
+            headers={"Authorization": gws.basic_authorization(user, password)},
             # unsafe: keep cookies (JSESSIONID) from IP-address hosts such as 127.0.0.1 too.
             cookie_jar=aiohttp.CookieJar(unsafe=True),
         )

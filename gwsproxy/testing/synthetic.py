@@ -8,7 +8,6 @@ notifications and raw (unreadable) messages.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import Iterator
@@ -56,10 +55,9 @@ Record = tuple[int, dict[str, Any], dict[str, Any] | None]
 
 def request_headers(user: str, password: str, body: bytes) -> Headers:
     """A JSON POST's header fields, with Basic credentials."""
-    credentials = base64.b64encode(f"{user}:{password}".encode())
     return [
         (b"Host", b"127.0.0.1:8090"),
-        (b"Authorization", b"Basic " + credentials),
+        (b"Authorization", gws.basic_authorization(user, password).encode()),
         *JSON,
         (b"Content-Length", str(len(body)).encode()),
     ]

@@ -13,7 +13,6 @@ out is the ground truth, and three numbers are asserted after every run:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -33,6 +32,7 @@ import aiohttp
 import pytest
 from faultproxy import DOWN, UP, FaultProxy
 
+from gwsproxy import gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.record.records import notification_of
@@ -674,7 +674,7 @@ class RawBayeux:
     def __init__(self, base: str, user: str) -> None:
         self.base = base
         self.headers = {
-            "Authorization": "Basic " + base64.b64encode(f"{user}:password".encode()).decode(),
+            "Authorization": gws.basic_authorization(user, "password"),
             "Content-Type": "application/json",
         }
         self.client_id: str | None = None
@@ -833,7 +833,7 @@ async def third_party_session(r: Rig, transport: str) -> tuple[list[tuple[str, S
 
     user = "agent2"
     kind = ConnectionType.WEBSOCKET if transport == "websocket" else ConnectionType.LONG_POLLING
-    auth = "Basic " + base64.b64encode(f"{user}:password".encode()).decode()
+    auth = gws.basic_authorization(user, "password")
     journal: list[tuple[str, Sent]] = []
     notified = 0
     async with aiohttp.ClientSession(headers={"Authorization": auth}) as http:

@@ -8,7 +8,6 @@ what survives a crash, and that secrets stay out of the file.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import hashlib
@@ -35,7 +34,7 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from gwsproxy import bayeux
+from gwsproxy import bayeux, gws
 from gwsproxy.bayeux.client import CometdClient
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.capture.format import Damage, Kind
@@ -155,7 +154,7 @@ def run_agents(target: str, **kwargs: Any) -> LoadReport:
 
 
 def basic(user: str, password: str = "password") -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return gws.basic_authorization(user, password)
 
 
 def sha(data: bytes) -> str:

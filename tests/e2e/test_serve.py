@@ -11,7 +11,6 @@ own loader, so the two are checked against each other.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -71,7 +70,7 @@ def free_port() -> int:
 
 
 def basic(user: str, password: str = "password") -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return gws.basic_authorization(user, password)
 
 
 async def _wait_port(port: int, process: subprocess.Popen, log: Path) -> None:

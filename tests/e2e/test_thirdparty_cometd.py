@@ -7,7 +7,6 @@ over long polling and over WebSocket, so our Bayeux server is checked by code no
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any, Protocol
 
@@ -15,6 +14,8 @@ import aiohttp
 import pytest
 from aiocometd_auth import BasicAuth
 from aiocometd_ng import Client, ConnectionType
+
+from gwsproxy import gws
 
 PASSWORD = "password"
 RECEIVE_TIMEOUT = 5.0
@@ -35,7 +36,7 @@ class SimProcess(Protocol):
 
 
 def basic(user: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    return gws.basic_authorization(user, PASSWORD)
 
 
 async def update(
