@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from textual.binding import Binding
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
@@ -198,6 +198,35 @@ async def test_filters_count_the_right_rows(capture: Path) -> None:
         assert await filtered(pilot, "") == len(rows)
         # the filter hides nothing of the status line's total
         assert str(len(rows)) in static_text(app, "#status").replace(",", "")
+
+
+async def until_found(pilot: Pilot, selector: str) -> Input:
+    found: list[Input] = []
+
+    def present() -> bool:
+        found[:] = pilot.app.screen.query(selector).results(Input)
+        return bool(found)
+
+    await until(pilot, present)
+    return found[0]
+
+
+async def test_a_slash_typed_in_the_filter_is_text(capture: Path) -> None:
+    """ "/" opens the filter from the list; inside it, "/" is a character like any other (a
+    path such as calls/ is a filter a user types)."""
+    app = InspectorApp([capture])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *"me/calls/")
+        await until(pilot, lambda: app.query_one("#filter-input", Input).value == "me/calls/")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.listing.filter.text == "me/calls/")
+        await pilot.press("r")  # the replay dialog: its target is a URL, slashes and all
+        target = await until_found(pilot, "#replay-target")
+        target.focus()
+        target.value = ""
+        await pilot.press(*"http://gws:8090/")
+        await until(pilot, lambda: target.value == "http://gws:8090/")
 
 
 async def test_unsolicited_and_raw_rows_can_be_hidden(capture: Path) -> None:

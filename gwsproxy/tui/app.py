@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Input
 
 from gwsproxy.capture.format import CaptureError
 from gwsproxy.tui.help_screen import HelpScreen
@@ -50,7 +50,8 @@ class InspectorApp(App[int]):
     CSS_PATH = "gwsproxy.tcss"
     TITLE = "gwsproxy inspector"
     BINDINGS = [
-        Binding("slash", "focus_filter", "Filter"),
+        # Priority: decided as the key arrives, so the keys typed right after it reach the input.
+        Binding("slash", "focus_filter", "Filter", priority=True),
         Binding("d", "changed_only", "Changed/all"),
         Binding("p", "playback", "Play"),
         Binding("e", "export", "Export"),
@@ -217,6 +218,8 @@ class InspectorApp(App[int]):
         # The list's keys only act (and only show in the footer) on the main screen.
         if action == "stop_replay" and not self._replaying():
             return False
+        if action == "focus_filter" and isinstance(self.focused, Input):
+            return False  # a "/" typed into an input (the filter, a replay target) is text
         return not (action in MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
 
     def action_focus_filter(self) -> None:
