@@ -985,3 +985,10 @@ def test_basic_authorization_reads_back_as_the_same_credentials(user: str, passw
     header = gws.basic_authorization(user, password)
     assert header.startswith("Basic ")
     assert gws.basic_credentials(header) == (user, password)
+
+
+def test_an_interaction_shows_its_user_data_as_gws_does() -> None:
+    assert gws.with_user_data({"id": "c1"}, [], "chat") == {"id": "c1", "userData": {}}
+    assert gws.with_user_data({"id": "v1"}, [], "voice") == {"id": "v1"}  # voice leaves it out
+    shown = gws.with_user_data({"id": "v1"}, [("k", 1), ("k", 2)], "voice")
+    assert json.dumps(shown["userData"]) == '{"k": 1, "k": 2}'  # a repeated voice key stays

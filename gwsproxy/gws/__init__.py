@@ -270,6 +270,17 @@ def json_object(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return obj if len(obj) == len(pairs) else KVList(pairs)
 
 
+def with_user_data(
+    interaction: dict[str, Any], pairs: Iterable[tuple[Any, Any]], media: str
+) -> dict[str, Any]:
+    """The interaction object as GWS shows it holding these (key, value) pairs: `userData` (with
+    repeated keys kept), except that voice leaves out user data it has emptied."""
+    items = list(pairs)
+    if items or media != "voice":
+        interaction["userData"] = json_object(items)
+    return interaction
+
+
 @dataclass(frozen=True, slots=True)
 class Effect:
     """What a user-data operation does: the keys it writes, the keys it deletes, or every key."""

@@ -115,9 +115,7 @@ class Known:
 
     def snapshot(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": self.id, **(self.fields or {})}
-        if self.user_data or self.media != "voice":  # voice omits emptied user data
-            obj["userData"] = dict(self.user_data)
-        return obj
+        return gws.with_user_data(obj, self.user_data.items(), self.media)
 
 
 @dataclass(slots=True)

@@ -43,9 +43,7 @@ class Interaction:
     def snapshot(self, base_url: str) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": self.id, **self.fields}
         obj.setdefault("uri", f"{base_url}/api/v2/{self.media.collections[0]}/{self.id}")
-        if self.pairs or self.media.name != "voice":  # voice omits emptied user data
-            obj["userData"] = gws.json_object(list(self.pairs))
-        return obj
+        return gws.with_user_data(obj, self.pairs, self.media.name)
 
 
 @dataclass(frozen=True, slots=True)
