@@ -7,7 +7,7 @@ Targets (issue):
   3. a cursor step (a `down` key posted to the app until the detail shows the next row) < 50 ms;
   4. RSS (VmRSS from /proc/self/status) at the end < 400 MB.
 
-The capture is written by gwsproxy.testing.synthetic (real Correlator, record schema, every
+The capture is written by gwsproxy.testing.synthetic (through the recording core, every
 outcome, unsolicited and raw records) into a temp dir. The bare reader runs first in odd
 rounds and second in even ones. The app's own collector tuning (gc.freeze of summaries while
 indexing) is undone between rounds, so every round starts alike.
