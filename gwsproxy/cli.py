@@ -138,9 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", help="capture file")
     info.set_defaults(run=cmd_info)
 
-    export = sub.add_parser("export", help="a capture's pairs as JSON lines")
+    export = sub.add_parser("export", help="a capture's pairs as JSON lines, or as a HAR file")
     export.add_argument("file", help="capture file")
-    export.add_argument("--format", choices=("jsonl",), default="jsonl", help="output format")
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "har"),
+        default="jsonl",
+        help="jsonl (one object per pair) or har (HAR 1.2: browsers, mitmproxy)",
+    )
     export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     export.set_defaults(run=cmd_export)
 
@@ -397,13 +402,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gwsproxy.report import write_jsonl
+    from gwsproxy.report_har import write_har
 
+    write = write_har if args.format == "har" else write_jsonl
     try:
         if args.output == "-":
-            write_jsonl(args.file, sys.stdout)
+            write(args.file, sys.stdout)
         else:
             with open(args.output, "w", encoding="utf-8") as out:
-                write_jsonl(args.file, out)
+                write(args.file, out)
     except GwsProxyError:  # the capture cannot be read: said by main
         raise
     except BrokenPipeError:  # `| head`: the reader has what it wanted

@@ -19,7 +19,7 @@ STAGES = (
     ("verdict",),
     ("capture",),
     ("record",),
-    ("report",),
+    ("report", "report_har"),
     ("replay",),
     ("sim",),
     ("testing",),
