@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import tracemalloc
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,32 @@ def test_export_writes_har_to_stdout_without_o(tmp_path: Path, capsys: pytest.Ca
     doc = json.loads(capsys.readouterr().out)
     _check_har(doc)
     assert doc["log"]["entries"]
+
+
+class _Counted(io.TextIOBase):
+    """A sink that keeps only how much was written to it."""
+
+    written = 0
+
+    def write(self, s: str) -> int:
+        self.written += len(s)
+        return len(s)
+
+
+def test_the_har_is_written_as_it_goes_in_bounded_memory(tmp_path: Path):
+    capture = tmp_path / "big.gwscap"
+    write_capture(capture, 1000, seed=2)
+    tracemalloc.start()
+    with CaptureReader(str(capture)) as reader:  # what reading every record costs anyway
+        for entry in reader.iter_entries():
+            reader.body(entry)
+    reading = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    tracemalloc.start()
+    sink = _Counted()
+    write_har(str(capture), sink)
+    exporting = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sink.written > 2_000_000
+    # the document is never held whole: the export costs little more than reading the capture
+    assert exporting - reading < sink.written / 10
