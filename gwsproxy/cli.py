@@ -374,11 +374,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import import_flows
 
     try:
-        path, recorder = import_flows(args.flows, args.output, args.timeout)
+        result = import_flows(args.flows, args.output, args.timeout)
     except OSError as e:
         raise GwsProxyError(str(e)) from None
-    counts = recorder.counts()
-    print(f"{path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications")
+    said = result.reading()  # where reading stopped and why, what was passed over
+    if said:
+        print(f"gwsproxy import: {said}", file=sys.stderr)
+    counts = result.counts
+    print(
+        f"{result.path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications"
+    )
     return 0
 
 
