@@ -25,6 +25,14 @@ if TYPE_CHECKING:  # each command imports its stage only when it runs
 EXIT_USAGE = 2
 
 
+def _console(stderr: bool = False) -> Console:
+    """rich's Console for our output. Only a terminal wraps lines: to a pipe or a file (where
+    rich assumes 80 columns) a line stays one line, for grep and logs; tables keep rich's width."""
+    console = Console(stderr=stderr)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def _positive(kind: type) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         try:
@@ -337,7 +345,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     from gwsproxy.sim.agents import run_load
 
     report = asyncio.run(run_load(_load_config(args, args.target.rstrip("/"))))
-    Console().print(report.table())
+    _console().print(report.table())
     return 0 if report.timeouts == 0 else 1
 
 
@@ -354,7 +362,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         interactive=interactive,
     )
-    return run_demo(config, Console())
+    return run_demo(config, _console())
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -379,11 +387,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import import_flows
 
     try:
-        path, recorder = import_flows(args.flows, args.output, args.timeout)
+        result = import_flows(args.flows, args.output, args.timeout)
     except OSError as e:
         raise GwsProxyError(str(e)) from None
-    counts = recorder.counts()
-    print(f"{path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications")
+    said = result.reading()  # where reading stopped and why, what was passed over
+    if said:
+        print(f"gwsproxy import: {said}", file=sys.stderr)
+    counts = result.counts
+    print(
+        f"{result.path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications"
+    )
     return 0
 
 
@@ -396,7 +409,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from gwsproxy.report import info
 
-    Console().print(info(args.file))
+    _console().print(info(args.file))
     return 0
 
 
@@ -464,12 +477,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         transport=args.transport,
         timeout=args.timeout,
     )
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     total = len(load_pairs(args.file))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=total)
         result = asyncio.run(replay(config, lambda c: progress.advance(task)))
-    out = Console()
+    out = _console()
     for c in result.failed[:20]:
         out.print(f"[red]FAIL[/] {c.describe()}", highlight=False)
     if len(result.failed) > 20:

@@ -10,8 +10,9 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, TextIO
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, TextIO
 
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 from gwsproxy.record import shutdown
@@ -127,17 +128,158 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
     return str(path)
 
 
-def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[str, GwsRecorder]:
-    """A capture from a mitmproxy flow dump, events replayed into the recorder in time order."""
-    from mitmproxy import http, io
+@dataclass(slots=True)
+class ImportResult:
+    """What an import read and wrote. Every reader (mitmproxy dumps, HARs) fills one, and
+    `import` says it the same way: where reading stopped and why, the entries passed over."""
 
+    source: str
+    path: str = ""  # the capture written
+    entries: int = 0  # entries (flows) read whole
+    skipped: list[str] = field(default_factory=list)  # "where: why" of each entry passed over
+    stopped: str | None = None  # where reading stopped before the end of the file
+    why: str | None = None  # and why
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def stop(self, where: str, why: str) -> None:
+        self.stopped, self.why = where, why
+
+    @property
+    def usable(self) -> bool:
+        """Anything kept: a pair, a notification, a raw record of GWS traffic."""
+        c = self.counts
+        return c.get("pairs", 0) + c.get("unsolicited", 0) + c.get("raw", 0) > 0
+
+    def reading(self) -> str:
+        """How reading went, in one line ('' when the whole file was read)."""
+        parts = []
+        if self.stopped:
+            parts.append(f"stopped reading {self.source} at {self.stopped}: {self.why}")
+            parts.append(f"kept the {self.entries} entries read before it")
+        if self.skipped:
+            shown = "; ".join(self.skipped[:3])
+            more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+            parts.append(f"passed over {len(self.skipped)} unreadable entries ({shown}{more})")
+        return ", ".join(parts)
+
+    def nothing_usable(self) -> RecordError:
+        """The error when nothing usable was read (the import then writes no capture)."""
+        if self.entries == 0:
+            why = [f"{self.why} (at {self.stopped})"] if self.why else []
+            if self.skipped:
+                why.append(f"{len(self.skipped)} unreadable entries, first {self.skipped[0]}")
+            return RecordError(
+                f"nothing read from {self.source}: {'; '.join(why) or 'it holds no entries'}"
+            )
+        said = self.reading()
+        return RecordError(
+            f"{self.source}: {self.entries} entries read, no GWS user-data traffic among them"
+            + (f" ({said})" if said else "")
+            + "; no capture written"
+        )
+
+
+class _Cut(Exception):
+    """The framing of a dump is broken at this point: nothing after it can be found."""
+
+
+def _dump_frame(f: BinaryIO, number: int) -> tuple[int, bytes] | None:
+    """The next top-level tnetstring of a mitmproxy dump (type byte, payload), None at the end."""
+    start = f.tell()
+    c = f.read(1)
+    if c == b"":
+        return None
+    length = b""
+    while c.isdigit() and len(length) <= 12:
+        length += c
+        c = f.read(1)
+    if c != b":" or not length:
+        f.seek(start)
+        raise _Cut(f"found {f.read(16)!r} where a flow should start (a tnetstring's length)")
+    size = int(length)
+    payload = f.read(size)
+    kind = f.read(1)
+    if len(payload) < size or not kind:
+        short = size + 1 - len(payload) - len(kind)
+        raise _Cut(f"the file ends {short} bytes short of the end of flow {number} (cut short)")
+    return kind[0], payload
+
+
+def _dump_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
+    """The flows of a `mitmdump -w` file, one at a time. A flow whose framing is whole but
+    whose content cannot be read is passed over (said in `result.skipped`); reading stops,
+    said in `result.stopped`, where the framing itself is broken: truncated or not a dump."""
+    from mitmproxy import flow
+    from mitmproxy.io import compat, tnetstring
+
+    number = 0
+    while True:
+        start = f.tell()
+        number += 1
+        try:
+            frame = _dump_frame(f, number)
+        except _Cut as e:
+            result.stop(f"byte {start} (flow {number})", str(e))
+            return
+        if frame is None:
+            return
+        try:
+            state = tnetstring.parse(frame[0], memoryview(frame[1]))
+            if not isinstance(state, dict):
+                raise ValueError(f"a {type(state).__name__}, not a flow")
+            item = flow.Flow.from_state(compat.migrate_flow(state))
+        except Exception as e:  # noqa: BLE001 - mitmproxy raises many types for a bad flow
+            result.skipped.append(f"flow {number} at byte {start}: {str(e) or type(e).__name__}")
+            continue
+        result.entries += 1
+        yield item
+
+
+def _har_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
+    """A HAR read by mitmproxy's own converter, entry by entry: an entry it cannot convert
+    (a `blob:` or `data:` URL) is passed over. Stands until gwsproxy reads HAR itself."""
+    import json
+
+    from mitmproxy.io.har import request_to_flow
+
+    try:
+        entries = json.loads(f.read().decode("utf-8-sig"))["log"]["entries"]
+    except (ValueError, KeyError, TypeError) as e:
+        result.stop("its start", f"not a HAR file ({e})")
+        return
+    for number, entry in enumerate(entries, 1):
+        try:
+            item = request_to_flow(entry)
+        except Exception as e:  # noqa: BLE001 - mitmproxy raises many types for a bad entry
+            url = (
+                str(entry.get("request", {}).get("url", "?"))[:60]
+                if isinstance(entry, dict)
+                else "?"
+            )
+            result.skipped.append(f"entry {number} ({url}): {str(e) or type(e).__name__}")
+            continue
+        result.entries += 1
+        yield item
+
+
+def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportResult:
+    """A capture from a mitmproxy flow dump, events replayed into the recorder in time order.
+
+    Reads what can be read (see ImportResult); raises RecordError, writing nothing, when
+    nothing usable was read."""
+    from mitmproxy import http
+
+    result = ImportResult(flows_path)
     recorder = GwsRecorder()
     recorder.use_worker = False  # no proxy to keep fast here: record in this process
     recorder.settings["timeout"] = timeout
     events: list[tuple[float, int, Any, Any]] = []
     try:
         with open(flows_path, "rb") as f:
-            for flow in io.FlowReader(f).stream():
+            head = f.read(4)
+            f.seek(0)
+            is_json = head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+            for flow in (_har_flows if is_json else _dump_flows)(f, result):
                 if not isinstance(flow, http.HTTPFlow):
                     continue
                 events.append((flow.request.timestamp_start, 0, flow, None))
@@ -151,14 +293,15 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
                         events.append((m.timestamp, 2, flow, m))
     except FileNotFoundError:
         raise RecordError(f"{flows_path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - mitmproxy raises several types for bad dumps
-        if not events:
-            raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {e}") from None
+    if result.entries == 0:
+        if result.stopped == "byte 0 (flow 1)":
+            raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {result.why}")
+        raise result.nothing_usable()
     events.sort(key=lambda e: (e[0], e[1]))
     if os.path.exists(time.strftime(output)):
         # A recorder continues an existing capture; an import is a conversion of its own.
         raise RecordError(f"{output} exists: import writes a new capture, choose another -o")
-    path = recorder.open(output, upstream=f"import:{flows_path}")
+    result.path = path = recorder.open(output, upstream=f"import:{flows_path}")
     last = events[-1][0] if events else time.time()
     for t, kind, flow, message in events:
         recorder.advance(t)
@@ -173,4 +316,8 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
             recorder.frame(flow, message)
     recorder.advance(last + timeout)
     recorder.close(last + timeout)
-    return path, recorder
+    result.counts = recorder.counts()
+    if not result.usable:
+        os.unlink(path)
+        raise result.nothing_usable()
+    return result

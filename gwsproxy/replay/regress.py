@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Closed, Correlator, Pair
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.gws.session import GwsError, GwsSession
 from gwsproxy.record.records import after_of, pair_record
 from gwsproxy.redact import Redactor
@@ -166,7 +168,12 @@ class Replayer:
             await asyncio.gather(*(s.open() for s in sessions.values()))
             if self.config.output:
                 header = {"upstream": self.config.target, "replay_of": self.config.capture}
-                self.writer = CaptureWriter(time.strftime(self.config.output), header)
+                path = time.strftime(self.config.output)
+                try:  # the default output is in ./captures/, made here as `demo` does
+                    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                    self.writer = CaptureWriter(path, header)
+                except OSError as e:
+                    raise GwsProxyError(f"cannot write capture {path}: {e.strerror or e}") from None
             results = await asyncio.gather(
                 *(self._agent(scope, sessions[scope], recs) for scope, recs in by_scope.items())
             )

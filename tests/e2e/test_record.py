@@ -1367,3 +1367,12 @@ def test_import_of_a_mitmdump_flow_file_pairs_like_the_live_recording(
     again = procs.run(procs.cli("import", str(flows), "-o", str(imported)))
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
     assert "exists" in again.stderr and read_capture(imported).pairs == capture.pairs
+    # The same dump cut in half (a disk that filled up, a copy cut short): the first half is
+    # imported, and the import says where and why it stopped reading.
+    half = tmp_path / "half.mitm"
+    half.write_bytes(flows.read_bytes()[: flows.stat().st_size // 2])
+    cut = procs.run(procs.cli("import", str(half), "-o", str(tmp_path / "half.gwscap")))
+    assert cut.returncode == 0, cut.stderr
+    assert f"stopped reading {half} at byte" in cut.stderr and "cut short" in cut.stderr
+    kept = read_capture(tmp_path / "half.gwscap")
+    assert 0 < len(kept.pairs) < 120 and f"{len(kept.pairs)} pairs" in cut.stdout
