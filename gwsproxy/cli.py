@@ -212,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(run=cmd_replay)
 
+    chk = sub.add_parser(
+        "check", help="a CI gate: exit 1 if a pair's verdict is one to fail on, else 0"
+    )
+    chk.add_argument("files", nargs="+", metavar="FILE", help="capture files")
+    chk.add_argument(
+        "--fail-on",
+        default="coerced,not applied,error,rejected,timeout",
+        metavar="VERDICTS",
+        help="verdicts that fail, separated by commas "
+        "(default: coerced,not applied,error,rejected,timeout)",
+    )
+    chk.add_argument(
+        "--ignore", action="append", default=[], metavar="KEY_REGEX", help="keys not judged"
+    )
+    chk.add_argument("--report", metavar="FILE", help="write junit (.xml) or JSON report")
+    chk.set_defaults(run=cmd_check)
+
     demo = sub.add_parser(
         "demo", help="simulator + recording proxy + simulated agents + the inspector, live"
     )
@@ -447,12 +464,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(config)
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def _check_ignore(patterns: list[str]) -> None:
+    """`--ignore KEY_REGEX` of replay and check: each must compile."""
     import re
 
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise GwsProxyError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from gwsproxy.replay.regress import ReplayConfig, load_pairs, replay, write_report
+    from gwsproxy.replay.regress import (
+        ReplayConfig,
+        failure_lines,
+        load_pairs,
+        replay,
+        write_report,
+    )
 
     maps = []
     for item in args.map:
@@ -460,11 +492,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not sep or not old:
             raise GwsProxyError(f"--map {item!r}: expected OLD=NEW")
         maps.append((old, new))
-    for pattern in args.ignore:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise GwsProxyError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
+    _check_ignore(args.ignore)
     config = ReplayConfig(
         capture=args.file,
         target=args.target.rstrip("/"),
@@ -483,10 +511,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         task = progress.add_task("replaying", total=total)
         result = asyncio.run(replay(config, lambda c: progress.advance(task)))
     out = _console()
-    for c in result.failed[:20]:
-        out.print(f"[red]FAIL[/] {c.describe()}", highlight=False)
-    if len(result.failed) > 20:
-        out.print(f"... and {len(result.failed) - 20} more failures")
+    for line in failure_lines(result):
+        out.print(line, highlight=False)
     rate = len(result.comparisons) / result.elapsed if result.elapsed else 0.0
     colour = "green" if result.ok else "red"
     out.print(
@@ -495,6 +521,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if args.report:
         write_report(result, args.report)
+    return 0 if result.ok else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gwsproxy.replay.check import check, fail_on
+    from gwsproxy.replay.regress import failure_lines, write_report
+
+    failing = fail_on(args.fail_on)
+    _check_ignore(args.ignore)
+    result = check(args.files, failing, args.ignore)
+    out = Console()
+    for line in failure_lines(result):
+        out.print(line, highlight=False)
+    colour = "green" if result.ok else "red"
+    out.print(
+        f"[{colour}]{result.passed} passed, {len(result.failed)} failed[/] "
+        f"(failing on: {', '.join(sorted(failing)) or 'nothing'})",
+        highlight=False,
+    )
+    if args.report:
+        try:
+            write_report(result, args.report)
+        except OSError as e:
+            raise GwsProxyError(f"cannot write {args.report}: {e.strerror}") from None
     return 0 if result.ok else 1
 
 

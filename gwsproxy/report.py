@@ -9,27 +9,35 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
+from rich.columns import Columns
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
 from gwsproxy.capture.format import CaptureError, Kind
-from gwsproxy.capture.reader import CaptureReader, Session
+from gwsproxy.capture.reader import CaptureReader, Entry, Session
+from gwsproxy.correlate import Status
 from gwsproxy.record.records import after_of
+from gwsproxy.verdict import MISSING, SIDE_EFFECT, Verdict, VerdictName, judge, type_name
 
-EXPORT_SCHEMA = 2
+EXPORT_SCHEMA = 3
+ABSENT = "absent"  # a finding's type for a key that is not there
 
 
 def info(path: str) -> Group:
     """Counts by media, operation and status, the time span, the sessions (one per recorder
     that wrote to the file: a restarted recorder continues it) with the gaps between them, and
     any damage."""
+    verdicts: Counter[str] = Counter()
     with CaptureReader(path) as reader:
         entries = reader.index()
         header, damage, ended = reader.header, reader.damage, reader.ended
         sessions = list(reader.sessions)
+        for e in entries:
+            if e.kind == Kind.PAIR:
+                verdicts[verdict_name(_judge_entry(reader, e.summary, e))] += 1
     pairs = [e.summary for e in entries if e.kind == Kind.PAIR]
     times = [e.summary["t"] for e in entries if isinstance(e.summary.get("t"), int | float)]
     overview = Table(title=escape(str(path)), show_header=False, title_justify="left")
@@ -56,18 +64,16 @@ def info(path: str) -> Group:
     parts: list[Any] = [overview]
     if len(sessions) > 1:
         parts.append(_sessions_table(sessions))
-    for field, title in (
-        ("media", "by media"),
-        ("operation", "by operation"),
-        ("status", "by status"),
-    ):
-        counts = Counter(str(p.get(field)) for p in pairs)
-        table = Table(title=title, title_justify="left")
-        table.add_column(field)
-        table.add_column("pairs", justify="right")
-        for name, n in counts.most_common():
-            table.add_row(name, str(n))
-        parts.append(table)
+    for field in ("media", "operation"):
+        parts.append(_counts_table(field, Counter(str(p.get(field)) for p in pairs)))
+    parts.append(
+        Columns(
+            [
+                _counts_table("status", Counter(str(p.get("status")) for p in pairs)),
+                _counts_table("verdict", verdicts),
+            ]
+        )
+    )
     if damage:
         table = Table(title="damage", title_justify="left", style="red")
         table.add_column("offset", justify="right")
@@ -77,6 +83,25 @@ def info(path: str) -> Group:
             table.add_row(str(d.offset), str(d.length), escape(d.reason))
         parts.append(table)
     return Group(*parts)
+
+
+def _counts_table(field: str, counts: Counter[str]) -> Table:
+    table = Table(title=f"by {field}", title_justify="left")
+    table.add_column(field)
+    table.add_column("pairs", justify="right")
+    for name, n in counts.most_common():
+        table.add_row(escape(name), str(n))
+    return table
+
+
+def _judge_entry(reader: CaptureReader, summary: dict[str, Any], entry: Entry) -> Verdict | None:
+    """A pair's verdict; only a matched pair's body is read (the others pass their status on)."""
+    if summary.get("status") != Status.MATCHED:
+        return judge_pair(summary, {})
+    try:
+        return judge_pair(summary, reader.body(entry) or {})
+    except CaptureError as e:
+        return judge_pair(summary, {}, str(e))
 
 
 def _sessions_table(sessions: list[Session]) -> Table:
@@ -105,23 +130,83 @@ def _sessions_table(sessions: list[Session]) -> Table:
     return table
 
 
-def export_pairs(path: str) -> Iterator[dict[str, Any]]:
-    """Each pair as the documented export object, in file order."""
+UNREADABLE = "unreadable"  # the verdict of a matched pair whose body cannot be decoded
+
+# The per-key outcomes a finding reports (ok and unchanged keys are no finding).
+FINDING_OUTCOMES: Final = frozenset({VerdictName.COERCED, VerdictName.NOT_APPLIED, SIDE_EFFECT})
+
+
+def read_pairs(path: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], str | None]]:
+    """Each pair's summary, body and why its body could not be read (None: it could), in file
+    order. A pair whose body is damaged still comes out: its summary is sound."""
     with CaptureReader(path) as reader:
         for entry in reader.iter_entries():
             if entry.kind != Kind.PAIR:
                 continue
             try:
                 body = reader.body(entry) or {}
-            except CaptureError as e:  # the summary is sound: the pair is still exported
-                yield {**pair_object(entry.summary, {}), "body_error": str(e)}
+            except CaptureError as e:
+                yield entry.summary, {}, str(e)
                 continue
-            yield pair_object(entry.summary, body)
+            yield entry.summary, body, None
 
 
-def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+def judge_pair(
+    summary: dict[str, Any], body: dict[str, Any], body_error: str | None = None
+) -> Verdict | None:
+    """A recorded pair's verdict by `verdict.judge`; None for a matched pair whose body could not
+    be read (nothing to judge it by: its verdict reads `unreadable`)."""
+    if body_error is not None and summary.get("status") == Status.MATCHED:
+        return None
+    before = body.get("before")
+    return judge(
+        str(summary.get("status")),
+        str(summary.get("operation")),
+        str(summary.get("media")),
+        body.get("requested"),
+        before if isinstance(before, dict) else None,
+        after_of(summary, body),
+    )
+
+
+def verdict_name(verdict: Verdict | None) -> str:
+    return UNREADABLE if verdict is None else str(verdict.name)
+
+
+def findings(verdict: Verdict | None) -> list[dict[str, Any]]:
+    """One JSON object per key whose outcome is coerced, not applied or side effect: the key,
+    that outcome (`kind`), the value the request should have left (`expected`) and the value that
+    came back (`actual`), with their types. An absent key has no value field, and its type reads
+    `absent` (null is a value)."""
+    out: list[dict[str, Any]] = []
+    for c in verdict.changes if verdict is not None else ():
+        if c.outcome not in FINDING_OUTCOMES:
+            continue
+        finding: dict[str, Any] = {"key": c.key if isinstance(c.key, str) else repr(c.key)}
+        finding["kind"] = str(c.outcome)
+        for field, value in (("expected", c.expected), ("actual", c.after)):
+            if value is not MISSING:
+                finding[field] = _json_safe(value)
+            finding[f"{field}_type"] = ABSENT if value is MISSING else type_name(value)
+        out.append(finding)
+    return out
+
+
+def export_pairs(path: str) -> Iterator[dict[str, Any]]:
+    """Each pair as the documented export object, in file order."""
+    for summary, body, body_error in read_pairs(path):
+        if body_error is not None:
+            yield {**pair_object(summary, {}, body_error), "body_error": body_error}
+        else:
+            yield pair_object(summary, body)
+
+
+def pair_object(
+    summary: dict[str, Any], body: dict[str, Any], body_error: str | None = None
+) -> dict[str, Any]:
     t = summary.get("t")
     t_note = summary.get("t_note")
+    verdict = judge_pair(summary, body, body_error)
     return {
         "schema": EXPORT_SCHEMA,
         "id": summary.get("id"),
@@ -134,6 +219,8 @@ def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
         "reference_id": summary.get("reference_id"),
         "correlation": summary.get("correlation"),
         "status": summary.get("status"),
+        "verdict": verdict_name(verdict),
+        "findings": findings(verdict),
         "http_status": summary.get("http_status"),
         "status_code": summary.get("status_code"),
         "error": summary.get("error"),
@@ -149,6 +236,18 @@ def pair_object(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
             else None,
         },
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """A user-data value as JSON can hold it: maps with string keys, lists, scalars; anything
+    else (bytes from a msgpack record, say) by its repr."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return repr(value)
 
 
 def write_jsonl(path: str, out: TextIO) -> int:

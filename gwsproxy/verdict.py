@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -59,6 +60,15 @@ class VerdictName(StrEnum):
 
 # Pair statuses that end a pair without a judgeable change: each is its own verdict.
 PASS_THROUGH: Final = frozenset(Status) - {Status.MATCHED}
+# The names only a matched pair gets.
+JUDGED: Final = frozenset(
+    {
+        VerdictName.APPLIED,
+        VerdictName.COERCED,
+        VerdictName.NOT_APPLIED,
+        VerdictName.SIDE_EFFECTS,
+    }
+)
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 TYPE_CHANGED, UNCHANGED = "type changed", "unchanged"
@@ -189,24 +199,49 @@ def judge(
             side_effects.append(key)
         changes.append(KeyChange(key, b, a, wants.get(key, MISSING), kind, False, outcome))
 
-    if not is_matched:
-        name = VerdictName(status) if status in PASS_THROUGH else VerdictName.INCOMPLETE
-    elif not_applied:
-        name = VerdictName.NOT_APPLIED
-    elif coerced:
-        name = VerdictName.COERCED
-    elif side_effects:
-        name = VerdictName.SIDE_EFFECTS
-    else:
-        name = VerdictName.APPLIED
     return Verdict(
-        name=name,
+        name=_name(status, not_applied, coerced, side_effects),
         changes=tuple(changes),
         not_applied=tuple(not_applied),
         coerced=tuple(coerced),
         side_effects=tuple(side_effects),
         before_known=before_known,
         after_known=after_known,
+    )
+
+
+def _name(status: str, not_applied: Any, coerced: Any, side_effects: Any) -> VerdictName:
+    """The verdict's name: a pass-through status, else the worst per-key outcome."""
+    if status != Status.MATCHED:
+        return VerdictName(status) if status in PASS_THROUGH else VerdictName.INCOMPLETE
+    if not_applied:
+        return VerdictName.NOT_APPLIED
+    if coerced:
+        return VerdictName.COERCED
+    if side_effects:
+        return VerdictName.SIDE_EFFECTS
+    return VerdictName.APPLIED
+
+
+def ignoring(verdict: Verdict, ignored: Callable[[Any], bool]) -> Verdict:
+    """`verdict` as if the keys `ignored` says yes to were not compared (`--ignore KEY_REGEX`):
+    their changes dropped, the name decided again from what is left."""
+    changes = tuple(c for c in verdict.changes if not ignored(c.key))
+    if len(changes) == len(verdict.changes):
+        return verdict
+    not_applied = tuple(k for k in verdict.not_applied if not ignored(k))
+    coerced = tuple(k for k in verdict.coerced if not ignored(k))
+    side_effects = tuple(k for k in verdict.side_effects if not ignored(k))
+    name = verdict.name
+    if name in JUDGED:
+        name = _name(Status.MATCHED, not_applied, coerced, side_effects)
+    return replace(
+        verdict,
+        name=name,
+        changes=changes,
+        not_applied=not_applied,
+        coerced=coerced,
+        side_effects=side_effects,
     )
 
 
@@ -270,6 +305,11 @@ _KIND_OF_TYPE = {
     list: "list",
     tuple: "list",
 }
+
+
+def type_name(value: Any) -> str:
+    """A value's JSON type as the verdicts see it: str, int, float, bool, null, map or list."""
+    return _type_kind(value)
 
 
 def _type_kind(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from gwsproxy import cli, gws, report
+from gwsproxy import cli, gws, report, verdict
 from gwsproxy.capture import CaptureWriter, Kind
 from gwsproxy.correlate import Correlator, Pair, Unsolicited
 from gwsproxy.record.records import pair_record, raw_record, unsolicited_record
@@ -298,3 +298,105 @@ def test_info_shows_a_path_with_brackets_verbatim(tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     console.print(report.info(str(path)))
     assert str(path) in console.export_text()
+
+
+# ---- verdicts and findings (export schema 3) ---------------------------------------------------
+
+
+def test_export_has_a_verdict_per_pair(capture: tuple[Path, dict[str, int]]) -> None:
+    path, _ = capture
+    got = {(o["interaction_id"], o["status"]): o for o in report.export_pairs(str(path))}
+    assert {k: o["verdict"] for k, o in got.items()} == {
+        ("WI1", "matched"): "applied",
+        ("CH1", "error"): "error",
+        ("CALL1", "rejected"): "rejected",
+        ("CALL2", "matched"): "applied",  # voice delete-all: everything gone, as asked
+        ("CH2", "timeout"): "timeout",
+        ("CH3", "incomplete"): "incomplete",
+    }
+    assert all(o["findings"] == [] and o["schema"] == 3 for o in got.values())
+
+
+def _findings(before: Any, requested: Any, after: Any, op: str = "UpdateUserData") -> list:
+    v = verdict.judge("matched", op, "chat", requested, before, after)
+    found = report.findings(v)
+    assert json.loads(json.dumps(found)) == found  # JSON as it is
+    return found
+
+
+def test_findings_of_a_coerced_key_say_both_types() -> None:
+    found = _findings({"UserData1": 1}, {"UserData1": 987654321}, {"UserData1": "987654321"})
+    assert found == [
+        {
+            "key": "UserData1",
+            "kind": "coerced",
+            "expected": 987654321,
+            "expected_type": "int",
+            "actual": "987654321",
+            "actual_type": "str",
+        }
+    ]
+
+
+def test_findings_of_a_missing_key_invent_no_value() -> None:
+    # An update that never arrived: the key is absent after; nothing stands in for its value.
+    (found,) = _findings({}, {"Disposition": "sale"}, {})
+    assert found == {
+        "key": "Disposition",
+        "kind": "not applied",
+        "expected": "sale",
+        "expected_type": "str",
+        "actual_type": "absent",
+    }
+    # A delete that did not happen: expected absent, the value still there.
+    (found,) = _findings({"k": None}, ["k"], {"k": None}, op="DeleteUserData")
+    assert found == {
+        "key": "k",
+        "kind": "not applied",
+        "expected_type": "absent",
+        "actual": None,
+        "actual_type": "null",
+    }
+
+
+def test_findings_of_side_effects_and_nothing_for_applied_keys() -> None:
+    found = _findings({"a": 1, "b": [1, 2], "c": "x"}, {"a": 2}, {"a": 2, "b": {"n": 1}, "c": "x"})
+    assert found == [
+        {
+            "key": "b",
+            "kind": "side effect",
+            "expected": [1, 2],
+            "expected_type": "list",
+            "actual": {"n": 1},
+            "actual_type": "map",
+        }
+    ]
+    assert report.findings(None) == []
+
+
+def test_findings_values_are_json_safe() -> None:
+    found = _findings({}, {"blob": 1}, {"blob": b"\x00\x01"})
+    assert found[0]["actual"] == repr(b"\x00\x01") and found[0]["actual_type"] == "bytes"
+
+
+def test_a_pair_whose_body_cannot_be_read_is_not_judged() -> None:
+    """Its summary is sound: a matched pair reads `unreadable`, any other its status."""
+    matched = {"id": 1, "status": "matched", "operation": "UpdateUserData", "media": "chat"}
+    obj = report.pair_object(matched, {}, "cannot decode the body")
+    assert (obj["verdict"], obj["findings"]) == ("unreadable", [])
+    timeout = {**matched, "status": "timeout"}
+    assert report.pair_object(timeout, {}, "cannot decode the body")["verdict"] == "timeout"
+
+
+def test_info_counts_verdicts_beside_statuses(
+    capture: tuple[Path, dict[str, int]],
+) -> None:
+    path, _ = capture
+    console = Console(record=True, width=100)
+    console.print(report.info(str(path)))
+    text = console.export_text()
+    assert "by verdict" in text and "by status" in text
+    # side by side: the status table's rows and the verdict table's share lines
+    assert re.search(r"│\s*matched\s*│\s*2\s*│\s*│\s*applied\s*│\s*2\s*│", text), text
+    for name in ("error", "rejected", "timeout", "incomplete"):
+        assert len(re.findall(rf"│\s*{name}\s*│\s*1\s*│", text)) == 2, name

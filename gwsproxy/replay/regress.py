@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
+
 from gwsproxy import gws
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
@@ -52,9 +54,13 @@ class Recorded:
 
 @dataclass(slots=True)
 class ReplayResult:
+    """Pass or fail per pair: a replay's comparisons, or a check's verdicts (`gwsproxy check`)."""
+
     comparisons: list[Comparison] = field(default_factory=list)
     output: str | None = None
     elapsed: float = 0.0
+    sources: list[str] = field(default_factory=list)  # each comparison's capture, when several
+    suite: str = "gwsproxy replay"  # the report's name
 
     @property
     def passed(self) -> int:
@@ -275,25 +281,45 @@ class Replayer:
                 future.set_result(item)
 
 
+def failure_lines(result: ReplayResult, limit: int = 20) -> list[str]:
+    """The failing pairs as `replay` and `check` print them (rich markup), at most `limit`."""
+    lines: list[str] = []
+    for i, c in enumerate(result.comparisons):
+        if c.passed:
+            continue
+        if len(lines) == limit:
+            lines.append(f"... and {len(result.failed) - limit} more failures")
+            break
+        where = f"{escape(result.sources[i])}: " if _several(result.sources) else ""
+        lines.append(f"[red]FAIL[/] {where}{escape(c.describe())}")
+    return lines
+
+
+def _several(sources: list[str]) -> bool:
+    return len(set(sources)) > 1
+
+
 def write_report(result: ReplayResult, path: str) -> None:
     """A JUnit XML (path ending .xml) or JSON report of the comparisons."""
+    several = _several(result.sources)
     if path.endswith(".xml"):
         from xml.etree import ElementTree as ET
 
         suite = ET.Element(
             "testsuite",
-            name="gwsproxy replay",
+            name=result.suite,
             tests=str(len(result.comparisons)),
             failures=str(len(result.failed)),
             time=f"{result.elapsed:.3f}",
         )
-        for c in result.comparisons:
+        for i, c in enumerate(result.comparisons):
             r = c.recorded
             case = ET.SubElement(
                 suite,
                 "testcase",
                 classname=f"{r.media}.{r.operation}",
-                name=f"pair {r.id} {r.interaction_id}",
+                name=f"pair {r.id} {r.interaction_id}"
+                + (f" ({result.sources[i]})" if several else ""),
             )
             if not c.passed:
                 ET.SubElement(
@@ -308,6 +334,7 @@ def write_report(result: ReplayResult, path: str) -> None:
         "capture": result.output,
         "pairs": [
             {
+                **({"file": result.sources[i]} if several else {}),
                 "id": c.recorded.id,
                 "media": c.recorded.media,
                 "operation": c.recorded.operation,
@@ -324,7 +351,7 @@ def write_report(result: ReplayResult, path: str) -> None:
                     for m in c.mismatches
                 ],
             }
-            for c in result.comparisons
+            for i, c in enumerate(result.comparisons)
         ],
     }
     with open(path, "w", encoding="utf-8") as f:
