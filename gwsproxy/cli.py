@@ -116,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.set_defaults(run=cmd_record)
 
-    imp = sub.add_parser("import", help="a capture from a mitmproxy flow dump (mitmdump -w)")
-    imp.add_argument("flows", help="the flow dump")
+    imp = sub.add_parser(
+        "import", help="a capture from a HAR file or a mitmproxy flow dump (mitmdump -w)"
+    )
+    imp.add_argument("flows", metavar="FILE", help="the HAR file or flow dump (told by content)")
     imp.add_argument("-o", "--output", required=True, help="capture file to write")
     imp.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
@@ -371,12 +373,14 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gwsproxy.record.command import import_flows
+    from gwsproxy.record.command import import_file
 
     try:
-        path, recorder = import_flows(args.flows, args.output, args.timeout)
+        path, recorder, notes = import_file(args.flows, args.output, args.timeout)
     except OSError as e:
         raise GwsProxyError(str(e)) from None
+    for note in notes:
+        print(note, file=sys.stderr)
     counts = recorder.counts()
     print(f"{path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications")
     return 0

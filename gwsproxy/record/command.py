@@ -174,3 +174,22 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
     recorder.advance(last + timeout)
     recorder.close(last + timeout)
     return path, recorder
+
+
+def import_file(path: str, output: str, timeout: float = 10.0) -> tuple[str, Any, list[str]]:
+    """`gwsproxy import`: a HAR or a mitmproxy dump, told apart by content. Returns the
+    capture's path, what counts() its pairs, and lines to tell the user."""
+    from gwsproxy.record import har
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RecordError(f"{path}: {e.strerror or e}") from None
+    if har.is_har(head):
+        result = har.import_har(path, output, timeout)
+        return result.path, result, result.summary()
+    capture, recorder = import_flows(path, output, timeout)
+    return capture, recorder, []
