@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
 
     tui = sub.add_parser("tui", help="inspect captures in a terminal UI")
-    tui.add_argument("files", nargs="+", metavar="FILE", help="capture files (merged by time)")
+    tui.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="captures, HAR files or mitmproxy dumps (merged by time)",
+    )
     tui.add_argument(
         "--follow", action="store_true", help="tail a capture that is still being written"
     )

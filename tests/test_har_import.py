@@ -389,3 +389,20 @@ def test_a_har_is_told_by_its_first_bytes(head):
     assert har.is_har(head)
     assert not har.is_har(b"1234:5:flows,")
     assert copy.copy(head)
+
+
+def test_the_inspector_opens_a_har_through_a_capture_beside_it(tmp_path, capsys):
+    from gwsproxy.tui.app import _as_capture, run_tui
+
+    source = _mitmproxy_har(tmp_path)
+    beside = str(source) + ".gwscap"
+    assert _as_capture(str(source), str(tmp_path / "scratch")) == beside
+    assert "2 pairs, imported into" in capsys.readouterr().err
+    pairs, _, _ = _records(Path(beside))
+    assert [s["reference_id"] for s, _ in pairs] == [11, 12]
+    assert _as_capture(str(source), str(tmp_path / "scratch")) == beside  # used again
+    assert capsys.readouterr().err == ""
+    assert _as_capture(beside, str(tmp_path / "scratch")) == beside  # a capture as it is
+    (tmp_path / "junk.har").write_text('{"not": "a har"}')
+    assert run_tui([str(tmp_path / "junk.har")], follow=False) == 2
+    assert "junk.har is not a HAR file" in capsys.readouterr().err

@@ -176,9 +176,12 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> tuple[s
     return path, recorder
 
 
-def import_file(path: str, output: str, timeout: float = 10.0) -> tuple[str, Any, list[str]]:
+def import_file(
+    path: str, output: str, timeout: float = 10.0, progress: Any = None
+) -> tuple[str, Any, list[str]]:
     """`gwsproxy import`: a HAR or a mitmproxy dump, told apart by content. Returns the
-    capture's path, what counts() its pairs, and lines to tell the user."""
+    capture's path, what counts() its pairs, and lines to tell the user. `progress(read,
+    size)` hears how far a HAR has been read."""
     from gwsproxy.record import har
 
     try:
@@ -189,7 +192,7 @@ def import_file(path: str, output: str, timeout: float = 10.0) -> tuple[str, Any
     except OSError as e:
         raise RecordError(f"{path}: {e.strerror or e}") from None
     if har.is_har(head):
-        result = har.import_har(path, output, timeout)
+        result = har.import_har(path, output, timeout, progress)
         return result.path, result, result.summary()
     capture, recorder = import_flows(path, output, timeout)
     return capture, recorder, []

@@ -25,6 +25,7 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -103,8 +104,14 @@ class HarImport:
         return lines
 
 
-def import_har(har_path: str, output: str, timeout: float = 10.0) -> HarImport:
-    """A capture from a HAR file, its events recorded in time order."""
+def import_har(
+    har_path: str,
+    output: str,
+    timeout: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> HarImport:
+    """A capture from a HAR file, its events recorded in time order; `progress(read, size)`
+    is told how many of the file's bytes have been read, now and then."""
     import ijson  # type: ignore[import-untyped]  # ijson ships no types
 
     if os.path.exists(time.strftime(output)):
@@ -116,6 +123,7 @@ def import_har(har_path: str, output: str, timeout: float = 10.0) -> HarImport:
     except OSError as e:
         raise HarError(f"{har_path}: {e.strerror or e}") from None
     with f, tempfile.TemporaryFile() as spill:
+        size = os.fstat(f.fileno()).st_size
         recording = Recording(timeout)
         result = HarImport(output, recording)
         index: list[tuple[float, int, int, int]] = []  # (sort time, order, offset, length)
@@ -124,6 +132,8 @@ def import_har(har_path: str, output: str, timeout: float = 10.0) -> HarImport:
             f.seek(0)
             for entry in ijson.items(f, "log.entries.item", use_float=True):
                 result.entries += 1
+                if progress is not None and result.entries % 256 == 0:
+                    progress(f.tell(), size)
                 for event in entry_events(entry, result):
                     data = pickle.dumps(tuple(event), pickle.HIGHEST_PROTOCOL)
                     lead = REQUEST_LEAD if event[0] == REQUEST else 0.0
@@ -140,6 +150,8 @@ def import_har(har_path: str, output: str, timeout: float = 10.0) -> HarImport:
             f.seek(0)
             if not _has_log(f, ijson):
                 raise HarError(f"{har_path} is not a HAR file: it has no log.entries")
+        if progress is not None:
+            progress(size, size)
         index.sort()
         result.path = recording.open(output, upstream=f"import:{har_path}")
         last = index[-1][0] if index else time.time()
