@@ -124,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.set_defaults(run=cmd_record)
 
-    imp = sub.add_parser("import", help="a capture from a mitmproxy flow dump (mitmdump -w)")
-    imp.add_argument("flows", help="the flow dump")
+    imp = sub.add_parser(
+        "import", help="a capture from a HAR file or a mitmproxy flow dump (mitmdump -w)"
+    )
+    imp.add_argument("flows", metavar="FILE", help="the HAR file or flow dump (told by content)")
     imp.add_argument("-o", "--output", required=True, help="capture file to write")
     imp.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
@@ -133,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
 
     tui = sub.add_parser("tui", help="inspect captures in a terminal UI")
-    tui.add_argument("files", nargs="+", metavar="FILE", help="capture files (merged by time)")
+    tui.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="captures, HAR files or mitmproxy dumps (merged by time)",
+    )
     tui.add_argument(
         "--follow", action="store_true", help="tail a capture that is still being written"
     )
@@ -401,15 +408,14 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gwsproxy.record.command import import_flows
+    from gwsproxy.record.command import import_file
 
     try:
-        result = import_flows(args.flows, args.output, args.timeout)
+        result = import_file(args.flows, args.output, args.timeout)
     except OSError as e:
         raise GwsProxyError(str(e)) from None
-    said = result.reading()  # where reading stopped and why, what was passed over
-    if said:
-        print(f"gwsproxy import: {said}", file=sys.stderr)
+    for line in result.told():  # where reading stopped and why, what the file lacked
+        print(f"gwsproxy import: {line}", file=sys.stderr)
     counts = result.counts
     print(
         f"{result.path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications"

@@ -140,6 +140,7 @@ class ImportResult:
     stopped: str | None = None  # where reading stopped before the end of the file
     why: str | None = None  # and why
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the file held besides, or lacked
 
     def stop(self, where: str, why: str) -> None:
         self.stopped, self.why = where, why
@@ -161,6 +162,11 @@ class ImportResult:
             more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
             parts.append(f"passed over {len(self.skipped)} unreadable entries ({shown}{more})")
         return ", ".join(parts)
+
+    def told(self) -> list[str]:
+        """What to tell the user besides the counts: how reading went, what the file lacked."""
+        reading = self.reading()
+        return ([reading] if reading else []) + self.notes
 
     def nothing_usable(self) -> RecordError:
         """The error when nothing usable was read (the import then writes no capture)."""
@@ -235,33 +241,6 @@ def _dump_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
         yield item
 
 
-def _har_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
-    """A HAR read by mitmproxy's own converter, entry by entry: an entry it cannot convert
-    (a `blob:` or `data:` URL) is passed over. Stands until gwsproxy reads HAR itself."""
-    import json
-
-    from mitmproxy.io.har import request_to_flow
-
-    try:
-        entries = json.loads(f.read().decode("utf-8-sig"))["log"]["entries"]
-    except (ValueError, KeyError, TypeError) as e:
-        result.stop("its start", f"not a HAR file ({e})")
-        return
-    for number, entry in enumerate(entries, 1):
-        try:
-            item = request_to_flow(entry)
-        except Exception as e:  # noqa: BLE001 - mitmproxy raises many types for a bad entry
-            url = (
-                str(entry.get("request", {}).get("url", "?"))[:60]
-                if isinstance(entry, dict)
-                else "?"
-            )
-            result.skipped.append(f"entry {number} ({url}): {str(e) or type(e).__name__}")
-            continue
-        result.entries += 1
-        yield item
-
-
 def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportResult:
     """A capture from a mitmproxy flow dump, events replayed into the recorder in time order.
 
@@ -276,10 +255,7 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportR
     events: list[tuple[float, int, Any, Any]] = []
     try:
         with open(flows_path, "rb") as f:
-            head = f.read(4)
-            f.seek(0)
-            is_json = head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
-            for flow in (_har_flows if is_json else _dump_flows)(f, result):
+            for flow in _dump_flows(f, result):
                 if not isinstance(flow, http.HTTPFlow):
                     continue
                 events.append((flow.request.timestamp_start, 0, flow, None))
@@ -319,5 +295,31 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportR
     result.counts = recorder.counts()
     if not result.usable:
         os.unlink(path)
+        raise result.nothing_usable()
+    return result
+
+
+def import_file(
+    path: str, output: str, timeout: float = 10.0, progress: Any = None
+) -> ImportResult:
+    """`gwsproxy import`: a HAR or a mitmproxy dump, told apart by content. `progress(read,
+    size)` hears how far a HAR has been read. Raises RecordError, writing nothing, when nothing
+    usable was read."""
+    from gwsproxy.record import har
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RecordError(f"{path}: {e.strerror or e}") from None
+    if not har.is_har(head):
+        return import_flows(path, output, timeout)
+    done = har.import_har(path, output, timeout, progress)
+    result = ImportResult(path, done.path, done.entries, counts=done.counts())
+    result.notes = done.summary()
+    if not result.usable:
+        os.unlink(done.path)
         raise result.nothing_usable()
     return result

@@ -9,7 +9,9 @@ host methods below.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -20,7 +22,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
-from gwsproxy.capture.format import CaptureError
+from gwsproxy.capture.format import MAGIC, CaptureError
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.tui.help_screen import HelpScreen
 from gwsproxy.tui.listing import Listing
 from gwsproxy.tui.messages import JumpTo, NeedVerdicts
@@ -404,13 +407,50 @@ def run_tui(paths: list[str], follow: bool, replay_target: str | None = None) ->
     if not paths:
         print("gwsproxy tui: give at least one capture file", file=sys.stderr)
         return 2
-    for p in paths:
+    with tempfile.TemporaryDirectory(prefix="gwsproxy-tui-") as scratch:
         try:
-            source = open_source(p, follow)
-        except CaptureError as e:
+            paths = [_as_capture(p, scratch) for p in paths]
+        except GwsProxyError as e:
             print(f"gwsproxy tui: {e}", file=sys.stderr)
             return 2
-        Sources([source]).close()
-    app = InspectorApp(list(paths), follow=follow, replay_target=replay_target)
-    app.run()
-    return app.return_code or 0
+        for p in paths:
+            try:
+                source = open_source(p, follow)
+            except CaptureError as e:
+                print(f"gwsproxy tui: {e}", file=sys.stderr)
+                return 2
+            Sources([source]).close()
+        app = InspectorApp(list(paths), follow=follow, replay_target=replay_target)
+        app.run()
+        return app.return_code or 0
+
+
+def _as_capture(path: str, scratch: str) -> str:
+    """A capture as it is; a HAR or a mitmproxy dump imported first, to `FILE.gwscap` beside it
+    (used again while it is newer than FILE) or, where that cannot be written, into `scratch`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+        if head == MAGIC or not head:  # an empty file may be a capture about to be written
+            return path
+    except OSError:
+        return path  # open_source says why
+    beside = path + ".gwscap"
+    if os.path.exists(beside) and os.path.getmtime(beside) >= os.path.getmtime(path):
+        return beside
+    target = beside if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) else None
+    if target is None or os.path.exists(target):
+        target = os.path.join(scratch, os.path.basename(path) + ".gwscap")
+    from rich.progress import Progress
+
+    from gwsproxy.record.command import import_file
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"importing {os.path.basename(path)}", total=None)
+        result = import_file(
+            path, target, progress=lambda read, size: bar.update(task, completed=read, total=size)
+        )
+    print(f"{path}: {result.counts['pairs']} pairs, imported into {target}", file=sys.stderr)
+    for line in result.told():
+        print(line, file=sys.stderr)
+    return target
