@@ -151,8 +151,11 @@ def _assert_no_secrets(blob: bytes) -> None:
 
 def test_a_har_from_mitmproxys_writer_pairs_as_live_traffic(tmp_path):
     out = tmp_path / "mitm.gwscap"
-    capture, counter, notes = import_file(str(_mitmproxy_har(tmp_path)), str(out))
-    assert counter.counts()["pairs"] == 2
+    result = import_file(str(_mitmproxy_har(tmp_path)), str(out))
+    capture = result.path
+    counter = result.counts
+    notes = result.notes
+    assert counter["pairs"] == 2
     assert notes == []
     pairs, raws, blob = _records(Path(capture))
     assert [(s["reference_id"], s["status"], s["http_status"]) for s, _ in pairs] == [
@@ -276,7 +279,9 @@ def _chrome_har(with_content: bool = True) -> dict[str, Any]:
 def test_a_chrome_har_with_websocket_frames_pairs_by_reference_id(tmp_path):
     path = tmp_path / "chrome.har"
     path.write_text(json.dumps(_chrome_har()))
-    capture, counter, notes = import_file(str(path), str(tmp_path / "chrome.gwscap"))
+    result = import_file(str(path), str(tmp_path / "chrome.gwscap"))
+    capture = result.path
+    notes = result.notes
     pairs, raws, blob = _records(Path(capture))
     assert [(s["reference_id"], s["status"]) for s, _ in pairs] == [
         (21, "matched"),
@@ -294,7 +299,8 @@ def test_playwright_frame_times_in_milliseconds(tmp_path):
         frame["time"] *= 1000
     path = tmp_path / "pw.har"
     path.write_text(json.dumps(doc))
-    capture, _, _ = import_file(str(path), str(tmp_path / "pw.gwscap"))
+    result = import_file(str(path), str(tmp_path / "pw.gwscap"))
+    capture = result.path
     pairs, _, _ = _records(Path(capture))
     assert [(s["reference_id"], s["status"]) for s, _ in pairs] == [
         (21, "matched"),
@@ -305,7 +311,9 @@ def test_playwright_frame_times_in_milliseconds(tmp_path):
 def test_what_a_har_did_not_save_is_said_per_pair(tmp_path):
     path = tmp_path / "nocontent.har"
     path.write_text(json.dumps(_chrome_har(with_content=False)))
-    capture, _, notes = import_file(str(path), str(tmp_path / "nc.gwscap"))
+    result = import_file(str(path), str(tmp_path / "nc.gwscap"))
+    capture = result.path
+    notes = result.notes
     pairs, raws, blob = _records(Path(capture))
     # The notifications still pair them; the answers' bodies are said to be missing, one each.
     assert [(s["reference_id"], s["status"]) for s, _ in pairs] == [
@@ -325,7 +333,8 @@ def test_a_long_poll_answer_not_saved_is_said_not_guessed(tmp_path):
             del entry["response"]["content"]["text"]
     path = tmp_path / "lp.har"
     path.write_text(json.dumps(doc))
-    capture, _, _ = import_file(str(path), str(tmp_path / "lp.gwscap"), timeout=1.0)
+    result = import_file(str(path), str(tmp_path / "lp.gwscap"), timeout=1.0)
+    capture = result.path
     pairs, raws, _ = _records(Path(capture))
     assert [s["status"] for s, _ in pairs] == ["timeout", "timeout"]
     assert [r["reason"].split(":")[0] for r in raws] == [
@@ -342,7 +351,8 @@ def test_a_sanitized_har_without_secrets_still_pairs(tmp_path):
         entry["request"]["cookies"] = []
     path = tmp_path / "sanitized.har"
     path.write_text(json.dumps(doc))
-    capture, _, _ = import_file(str(path), str(tmp_path / "s.gwscap"))
+    result = import_file(str(path), str(tmp_path / "s.gwscap"))
+    capture = result.path
     pairs, _, _ = _records(Path(capture))
     assert [s["status"] for s, _ in pairs] == ["matched", "matched"]
 
@@ -352,7 +362,8 @@ def test_a_truncated_har_keeps_what_it_read_and_says_where_it_stopped(tmp_path):
     cut = text.index('"startedDateTime"', text.index("data:image"))  # inside the 4th entry
     path = tmp_path / "cut.har"
     path.write_text(text[:cut])
-    _, counter, notes = import_file(str(path), str(tmp_path / "cut.gwscap"))
+    result = import_file(str(path), str(tmp_path / "cut.gwscap"))
+    notes = result.notes
     assert "reading stopped after entry 3" in notes[-1]
 
 
@@ -375,7 +386,8 @@ def test_entries_out_of_order_are_recorded_in_time_order(tmp_path):
     doc["log"]["entries"].reverse()
     path = tmp_path / "rev.har"
     path.write_text(json.dumps(doc))
-    capture, _, _ = import_file(str(path), str(tmp_path / "rev.gwscap"))
+    result = import_file(str(path), str(tmp_path / "rev.gwscap"))
+    capture = result.path
     pairs, _, _ = _records(Path(capture))
     assert [(s["reference_id"], s["status"]) for s, _ in pairs] == [
         (11, "matched"),

@@ -178,7 +178,7 @@ def test_a_dump_without_gws_traffic_is_an_error_and_writes_no_capture(
     assert not out.exists()
 
 
-def test_a_har_entry_mitmproxy_cannot_convert_is_passed_over(
+def test_a_har_of_blob_entries_only_is_nothing_usable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A Playwright HAR holds `blob:` entries, on which mitmproxy says 'No hostname given'."""
@@ -219,4 +219,5 @@ def test_a_har_entry_mitmproxy_cannot_convert_is_passed_over(
     path.write_text(json.dumps(har))
     run = cli(capsys, "import", str(path), "-o", str(out))
     assert run.returncode == 2 and not out.exists(), run.stderr
-    assert "1 unreadable entries, first entry 1 (blob:http://127.0.0.1/1c7e)" in run.stderr
+    assert "no GWS user-data traffic" in run.stderr
+    assert "1 entries skipped: not HTTP (blob:" in run.stderr, run.stderr

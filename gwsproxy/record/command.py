@@ -177,7 +177,7 @@ class ImportResult:
             return RecordError(
                 f"nothing read from {self.source}: {'; '.join(why) or 'it holds no entries'}"
             )
-        said = self.reading()
+        said = "; ".join(self.told())
         return RecordError(
             f"{self.source}: {self.entries} entries read, no GWS user-data traffic among them"
             + (f" ({said})" if said else "")
