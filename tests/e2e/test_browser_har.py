@@ -1,0 +1,112 @@
+"""A real agent desktop: headless Chromium runs the official CometD JavaScript client against the
+simulator through `gwsproxy record`, while Playwright saves the session as a HAR, as a support
+engineer gets it from an agent's browser. Importing that HAR must give the pairs the live
+recording gave (same referenceIds, before, after, verdicts), and none of the HAR's secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Procs
+
+from gwsproxy.capture.reader import CaptureReader
+from gwsproxy.processes import gwsproxy_command
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAGE = Path(__file__).parent / "browser"
+OPS = 5
+USER, PASSWORD = "agent1", "password"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+
+
+def browser_session(url: str, transport: str, har: Path) -> None:
+    """Open the agent page at `url` (the recorder), let it make OPS updates, save the HAR."""
+    from playwright.sync_api import Route, sync_playwright
+
+    def serve_page(route: Route) -> None:  # the page and the CometD modules, from the tests
+        name = route.request.url.split("/desktop/", 1)[1].split("?", 1)[0]
+        kind = "text/html" if name.endswith(".html") else "text/javascript"
+        route.fulfill(path=str(PAGE / name), content_type=kind)
+
+    with sync_playwright() as p:
+        # Chromium checks requests to loopback addresses ("local network access"); the test's
+        # page and GWS are both on 127.0.0.1.
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-features=LocalNetworkAccessChecks"],
+        )
+        try:
+            context = browser.new_context(record_har_path=str(har))
+            context.route("**/desktop/**", serve_page)
+            page = context.new_page()
+            query = f"user={USER}&password={PASSWORD}&transport={transport}&ops={OPS}"
+            page.goto(f"{url}/desktop/agent.html?{query}")
+            page.wait_for_function("window.done || window.failed", timeout=60_000)
+            assert page.evaluate("window.failed") is None, page.inner_text("#log")
+            context.close()  # writes the HAR
+        finally:
+            browser.close()
+
+
+def exported(procs: Procs, capture: Path) -> list[dict[str, Any]]:
+    done = procs.run(gwsproxy_command("export", str(capture)))
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def what_matters(pair: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        pair["reference_id"],
+        pair["operation"],
+        pair["interaction_id"],
+        json.dumps(pair["before"], sort_keys=True),
+        json.dumps(pair["after"], sort_keys=True),
+        pair["status"],
+        pair.get("verdict"),
+    )
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+def test_a_browser_har_imports_to_the_pairs_a_live_recording_made(
+    procs: Procs, tmp_path: Path, transport: str
+) -> None:
+    sim = procs.sim()
+    live, har, imported = tmp_path / "live.gwscap", tmp_path / "agent.har", tmp_path / "har.gwscap"
+    recorder, port = procs.record(sim.url, live)
+    browser_session(f"http://127.0.0.1:{port}", transport, har)
+    assert recorder.signal() == 0, recorder.describe()
+
+    entries = json.loads(har.read_text())["log"]["entries"]
+    if transport == "websocket":
+        assert any(e.get("_webSocketMessages") for e in entries), "no WebSocket in the HAR"
+
+    done = procs.run(gwsproxy_command("import", str(har), "-o", str(imported)), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    recorded, from_har = exported(procs, live), exported(procs, imported)
+    assert len(recorded) == OPS and all(p["status"] == "matched" for p in recorded), recorded
+    assert sorted(map(what_matters, from_har)) == sorted(map(what_matters, recorded))
+
+    # Whatever the HAR holds in clear (Basic credentials, the session cookies, Bayeux clientIds)
+    # must not reach the capture, in any record.
+    secrets = {USER + ":" + PASSWORD}
+    for entry in entries:
+        for header in entry["request"]["headers"]:
+            if header["name"].lower() in ("authorization", "cookie"):
+                secrets.add(header["value"])
+                secrets.update(
+                    part.split("=", 1)[1] for part in header["value"].split("; ") if "=" in part
+                )
+    secrets.update(re.findall(r'clientId\\?"\s*:\s*\\?"([0-9a-z]+)', har.read_text()))
+    with CaptureReader(imported) as reader:
+        records = [(entry.summary, body) for entry, body in reader.records()]
+    text = json.dumps(records, default=repr)
+    leaked = sorted(s for s in secrets if s and s in text)
+    assert not leaked, f"secrets of the HAR in the capture: {leaked}"
