@@ -96,6 +96,7 @@ class Pair:
     error: str | None = None  # a transport failure seen on the way, or why the pair closed so
     lost_in: int | None = None  # the pair whose notification showed this one's effect
     evidence: Any = None  # how the Correlator decided on `note` (its own business)
+    before_of: int = 0  # the pair whose notification `before` is, once one replaced the snapshot
 
     @property
     def answer_reference(self) -> int | str | None:
@@ -548,6 +549,27 @@ class Correlator:
             older[:] = [u for u in older if u[0] > pair.id]
             if not older:
                 del self._unconfirmed[lane]
+        self._carried_out(pair, h.note)
+
+    def _carried_out(self, pair: Pair, note: gws.Notification) -> None:
+        """GWS carries out an interaction's operations in the order they came: an open request
+        made after `pair`'s, still without its notification, met the user data this notification
+        shows, whatever was known when it was made (a client that does not wait for each
+        notification, the coarse times of a HAR)."""
+        if note.is_error or pair.id == self._next_id - 1:
+            return
+        state = (
+            note.user_data if note.user_data is not None else {} if note.reports_change else None
+        )
+        if state is None:
+            return
+        for later in self._open.values():
+            if (
+                later.id > pair.id > later.before_of
+                and later.note is None
+                and later.request.interaction_id == note.interaction_id
+            ):
+                later.before, later.before_of = state, pair.id
 
     def _see(self, scope: str, ref: Any, pair_id: int) -> None:
         """Where a notification went (0: nowhere), to know a second copy of it."""

@@ -203,7 +203,9 @@ def test_two_requests_notifications_in_order() -> None:
     assert (first.key, first.after) == ("A", {"X": 1})
     assert (second.key, second.after) == ("B", {"X": 1, "Y": 2})
     assert {first.correlation, second.correlation} == {INFERRED}
-    assert first.before is None and second.before is None  # CH1 was never seen before
+    assert first.before is None  # CH1 was never seen before
+    # GWS carried the second out on what the first left, whatever was known when it was sent.
+    assert second.before == {"X": 1}
 
 
 def test_two_requests_out_of_order_the_consistent_request_wins() -> None:

@@ -51,8 +51,9 @@ from gwsproxy.record.events import (
 # What the live recorder keeps of a body, at most (gwsproxy.record.addon's gws_max_body default).
 MAX_BODY = 4 * 1024 * 1024
 # A request sorts this much ahead of what carries the same time: HAR times are rounded to the
-# millisecond, and a notification cannot come before the request that caused it.
-REQUEST_LEAD = 0.005
+# millisecond, and a notification cannot come before the request that caused it. (Which user
+# data a request met is the Correlator's: the state its interaction's earlier operations left.)
+REQUEST_LEAD = 0.001
 # Playwright writes WebSocket frame times in milliseconds, Chrome and mitmproxy in seconds.
 _MILLISECONDS = 1e11
 
