@@ -323,3 +323,29 @@ def test_the_har_is_written_as_it_goes_in_bounded_memory(tmp_path: Path):
     assert sink.written > 2_000_000
     # the document is never held whole: the export costs little more than reading the capture
     assert exporting - reading < sink.written / 10
+
+
+def _what_matters(pair: dict[str, Any]) -> tuple[Any, ...]:
+    fields = ("reference_id", "interaction_id", "operation", "status", "verdict")
+    shown = ("before", "after", "findings")
+    return tuple(pair[f] for f in fields) + tuple(
+        json.dumps(pair[f], sort_keys=True) for f in shown
+    )
+
+
+@pytest.mark.parametrize("capture", [*EXAMPLES, "synthetic", "websocket"], ids=str)
+def test_a_har_export_imports_back_to_the_same_pairs(capture: Any, tmp_path: Path):
+    """The round trip: `export --format har`, then `import` of that HAR, gives the pairs again
+    (referenceIds, before, after, statuses, verdicts and findings)."""
+    from gwsproxy.record.command import import_file
+
+    if capture == "synthetic":
+        capture = tmp_path / "synthetic.gwscap"
+        write_capture(capture, 120, seed=3)
+    elif capture == "websocket":
+        capture = tmp_path / "ws.gwscap"
+        _websocket_capture(capture)
+    har, _ = _export(capture, tmp_path)
+    back = import_file(str(har), str(tmp_path / "back.gwscap"))
+    original = sorted(map(_what_matters, export_pairs(str(capture))), key=repr)
+    assert sorted(map(_what_matters, export_pairs(back.path)), key=repr) == original

@@ -133,6 +133,7 @@ class Recording:
             lambda e: self.advance(e.now),
             lambda e: self.configure(e.settings),
             lambda e: self.close(e.now, e.clean),
+            lambda e: self.correlator.observe(e.interaction_id, e.user_data),
         )
 
     # ---- the file ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE = range(8)
+REQUEST, RESPONSE, FRAME, FAILED, RAW, ADVANCE, CONFIGURE, CLOSE, KNOWN = range(9)
 
 Identity = tuple[str | None, str | None, str | None]
 Headers = Sequence[tuple[bytes, bytes]]
@@ -103,9 +103,29 @@ class Close(NamedTuple):
     clean: bool = True
 
 
-Event = Request | Response | Frame | Failed | Raw | Advance | Configure | Close
+class Known(NamedTuple):
+    """User data an interaction was known to hold, from a source other than traffic (a HAR that
+    gwsproxy exported carries each request's `before`)."""
+
+    kind: int  # KNOWN
+    interaction_id: str
+    user_data: dict[str, Any]
+    t: float
+
+
+Event = Request | Response | Frame | Failed | Raw | Advance | Configure | Close | Known
 # Indexed by kind.
-TYPES: tuple[type[Event], ...] = (Request, Response, Frame, Failed, Raw, Advance, Configure, Close)
+TYPES: tuple[type[Event], ...] = (
+    Request,
+    Response,
+    Frame,
+    Failed,
+    Raw,
+    Advance,
+    Configure,
+    Close,
+    Known,
+)
 
 
 def decode(item: Sequence[Any]) -> Event:

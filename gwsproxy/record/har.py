@@ -37,12 +37,14 @@ from gwsproxy.record.core import JSESSIONID, Recording
 from gwsproxy.record.events import (
     FAILED,
     FRAME,
+    KNOWN,
     RAW,
     REQUEST,
     RESPONSE,
     Failed,
     Frame,
     Identity,
+    Known,
     Raw,
     Request,
     Response,
@@ -59,7 +61,7 @@ _MILLISECONDS = 1e11
 
 
 # The events an entry makes: all of them carry their time `t`.
-EntryEvent = Request | Response | Frame | Failed | Raw
+EntryEvent = Request | Response | Frame | Failed | Raw | Known
 
 
 class HarError(GwsProxyError):
@@ -137,7 +139,7 @@ def import_har(
                     progress(f.tell(), size)
                 for event in entry_events(entry, result):
                     data = pickle.dumps(tuple(event), pickle.HIGHEST_PROTOCOL)
-                    lead = REQUEST_LEAD if event[0] == REQUEST else 0.0
+                    lead = REQUEST_LEAD if event[0] in (REQUEST, KNOWN) else 0.0
                     index.append((event.t - lead, len(index), spill.tell(), len(data)))
                     spill.write(data)
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
@@ -160,8 +162,8 @@ def import_har(
             spill.seek(offset)
             recording.advance(t)
             recording.handle(pickle.loads(spill.read(length)))
-        recording.advance(last + timeout)
-        recording.close(last + timeout)
+        # As a recorder stops: what is still open when the file ends is incomplete, not timed out.
+        recording.close(last)
     return result
 
 
@@ -221,6 +223,9 @@ def entry_events(entry: Any, result: HarImport) -> list[EntryEvent]:
             reason = f"body of {len(body)} bytes exceeds gws_max_body ({MAX_BODY})"
             events.append(Raw(RAW, start, reason, "request", body[:MAX_BODY], identity, path))
             return events
+        known = _exported_before(entry)
+        if known is not None:
+            events.append(Known(KNOWN, *known, start))
         events.append(Request(REQUEST, flow_id, identity, method, path, headers, body, start))
 
     messages = entry.get("_webSocketMessages")
@@ -233,8 +238,8 @@ def entry_events(entry: Any, result: HarImport) -> list[EntryEvent]:
     if "/api/v2/" not in path:
         return events
     if not status:  # no answer: Chrome's status 0 with `_error`, mitmproxy's broken flow
-        why = response.get("_error") or "no answer in the HAR (status 0)"
-        events.append(Failed(FAILED, flow_id, str(why), end))
+        why = str(response.get("_error") or "no answer in the HAR (status 0)")
+        events.append(Failed(FAILED, flow_id, why, end, _reached(entry, why)))
         return events
     body = _content(response.get("content"))
     response_headers = _headers(response.get("headers"))
@@ -290,6 +295,37 @@ def _frames(messages: list[Any], identity: Identity, path: str) -> list[EntryEve
             content = data.encode("utf-8", "surrogateescape")
         frames.append(Frame(FRAME, identity, path, content, t))
     return frames
+
+
+def _exported_before(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(interaction, user data) a request met, where gwsproxy's HAR export wrote it down."""
+    marks = entry.get("_gwsproxy")
+    if not isinstance(marks, dict) or marks.get("role") != "request":
+        return None
+    before, interaction = marks.get("before"), marks.get("interaction_id")
+    if isinstance(before, dict) and isinstance(interaction, str):
+        return interaction, before
+    return None
+
+
+# Chrome's errors for a request that never got to a server (no connection was made).
+_UNREACHED = (
+    "net::ERR_CONNECTION_REFUSED",
+    "net::ERR_NAME_NOT_RESOLVED",
+    "net::ERR_ADDRESS_UNREACHABLE",
+    "net::ERR_CONNECTION_TIMED_OUT",
+    "net::ERR_CERT_",
+    "net::ERR_SSL_",
+)
+
+
+def _reached(entry: dict[str, Any], why: str) -> bool:
+    """Whether a request without an answer may have reached GWS: not if the connection was never
+    made (Chrome's error says so), or if gwsproxy's HAR export marked its pair failed."""
+    marks = entry.get("_gwsproxy")
+    if isinstance(marks, dict) and marks.get("status") == "failed":
+        return False
+    return not why.startswith(_UNREACHED)
 
 
 def _started(value: Any) -> float | None:
