@@ -92,7 +92,9 @@ def test_a_browser_har_imports_to_the_pairs_a_live_recording_made(
 
     recorded, from_har = exported(procs, live), exported(procs, imported)
     assert len(recorded) == OPS and all(p["status"] == "matched" for p in recorded), recorded
-    assert sorted(map(what_matters, from_har)) == sorted(map(what_matters, recorded))
+    assert sorted(map(what_matters, from_har), key=repr) == sorted(
+        map(what_matters, recorded), key=repr
+    )
 
     # Whatever the HAR holds in clear (Basic credentials, the session cookies, Bayeux clientIds)
     # must not reach the capture, in any record.
@@ -110,3 +112,32 @@ def test_a_browser_har_imports_to_the_pairs_a_live_recording_made(
     text = json.dumps(records, default=repr)
     leaked = sorted(s for s in secrets if s and s in text)
     assert not leaked, f"secrets of the HAR in the capture: {leaked}"
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+def test_mitmproxys_own_har_of_a_session_imports_to_the_pairs_it_recorded(
+    procs: Procs, tmp_path: Path, transport: str
+) -> None:
+    """mitmdump with our addon and its own HAR writer (`--set hardump=FILE`) on the same
+    traffic: importing the HAR gives the pairs the addon recorded live."""
+    import asyncio
+
+    from gwsproxy.sim.agents import LoadConfig, run_load
+
+    sim = procs.sim()
+    live, har, imported = tmp_path / "live.gwscap", tmp_path / "dump.har", tmp_path / "har.gwscap"
+    mitm = procs.mitmdump(sim.url, live, options={"hardump": str(har)})
+    config = LoadConfig(
+        target=f"http://127.0.0.1:{mitm.port}", agents=2, ops=8, transport=transport, seed=7
+    )
+    report = asyncio.run(run_load(config))
+    assert report.sent == 16 and report.notified + report.errors == 16, report
+    assert mitm.signal() == 0, mitm.describe()  # mitmdump writes the HAR as it stops
+
+    done = procs.run(gwsproxy_command("import", str(har), "-o", str(imported)), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    recorded, from_har = exported(procs, live), exported(procs, imported)
+    assert len(recorded) == 16
+    assert sorted(map(what_matters, from_har), key=repr) == sorted(
+        map(what_matters, recorded), key=repr
+    )
