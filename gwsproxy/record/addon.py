@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import sys
 import time
@@ -21,10 +20,10 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from gwsproxy import bayeux, gws
+from gwsproxy import bayeux
 from gwsproxy.capture.writer import previous_sessions
 from gwsproxy.record import shutdown
-from gwsproxy.record.core import JSESSIONID, Recording, text
+from gwsproxy.record.core import Recording, identity_of
 from gwsproxy.record.events import (
     ADVANCE,
     CONFIGURE,
@@ -415,28 +414,10 @@ class GwsRecorder:
         flow (a CometD WebSocket asks for it on every frame) in one pass over the headers."""
         identity = flow.metadata.get(IDENTITY)
         if identity is None:
-            auth, cookies = None, []
-            for name, value in flow.request.headers.fields:
-                name = name.lower()
-                if name == b"authorization":
-                    auth = auth or value
-                elif name == b"cookie":
-                    cookies.append(value)
-            found = JSESSIONID.search(b"; ".join(cookies)) if cookies else None
             peer = flow.client_conn.peername
-            identity = (
-                _basic_user(text(auth)) if auth else None,
-                text(found[1]) if found else None,
-                peer[0] if peer else None,
-            )
+            identity = identity_of(flow.request.headers.fields, peer[0] if peer else None)
             flow.metadata[IDENTITY] = identity
         return identity
-
-
-@functools.lru_cache(maxsize=1024)  # the same Authorization comes with each request of a session
-def _basic_user(value: str) -> str | None:
-    found = gws.basic_credentials(value)
-    return found[0] if found else None
 
 
 def _seconds(option: str | float) -> float:

@@ -7,12 +7,13 @@ worker process fed through a pipe (`gwsproxy.record.worker`), or over an importe
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +49,32 @@ JSESSIONID = re.compile(rb"(?:^|;)\s*JSESSIONID=([^;\s]*)")
 def text(value: bytes) -> str:
     """A raw header value as mitmproxy's Headers would give it."""
     return value.decode("utf-8", "surrogateescape")
+
+
+def identity_of(
+    fields: Iterable[tuple[bytes, bytes]], client: str | None, session: str | None = None
+) -> Identity:
+    """(Basic-auth user, JSESSIONID, client address) of a request's raw header fields, in one
+    pass; `session` where the JSESSIONID is known apart from the headers (a HAR's cookie list)."""
+    auth, cookies = None, []
+    for field, value in fields:
+        field = field.lower()
+        if field == b"authorization":
+            auth = auth or value
+        elif field == b"cookie":
+            cookies.append(value)
+    found = JSESSIONID.search(b"; ".join(cookies)) if cookies else None
+    return (
+        _basic_user(text(auth)) if auth else None,
+        text(found[1]) if found else session,
+        client,
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # the same Authorization comes with each request of a session
+def _basic_user(value: str) -> str | None:
+    found = gws.basic_credentials(value)
+    return found[0] if found else None
 
 
 @dataclass(slots=True)

@@ -31,9 +31,9 @@ from datetime import datetime
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from gwsproxy import bayeux, gws
+from gwsproxy import bayeux
 from gwsproxy.errors import GwsProxyError
-from gwsproxy.record.core import JSESSIONID, Recording
+from gwsproxy.record.core import Recording, identity_of
 from gwsproxy.record.events import (
     FAILED,
     FRAME,
@@ -363,27 +363,10 @@ def _headers(fields: Any) -> list[tuple[bytes, bytes]]:
 
 
 def _identity(headers: list[tuple[bytes, bytes]], cookies: Any) -> Identity:
-    """(Basic-auth user, JSESSIONID, client address): a HAR names no client address."""
-    auth = None
-    cookie_values = []
-    for name, value in headers:
-        name = name.lower()
-        if name == b"authorization":
-            auth = auth or value
-        elif name == b"cookie":
-            cookie_values.append(value)
-    found = JSESSIONID.search(b"; ".join(cookie_values)) if cookie_values else None
-    session = found[1].decode("utf-8", "surrogateescape") if found else None
-    if session is None:  # a HAR may list the cookies apart from the headers
-        for c in cookies or ():
-            if isinstance(c, dict) and c.get("name") == "JSESSIONID":
-                session = str(c.get("value"))
-                break
-    user = None
-    if auth:
-        credentials = gws.basic_credentials(auth.decode("utf-8", "surrogateescape"))
-        user = credentials[0] if credentials else None
-    return (user, session, None)
+    """(Basic-auth user, JSESSIONID, client address): a HAR names no client address, and may
+    list the cookies apart from the headers."""
+    jar = [c for c in cookies or () if isinstance(c, dict) and c.get("name") == "JSESSIONID"]
+    return identity_of(headers, None, str(jar[0].get("value")) if jar else None)
 
 
 def _post_data(post: Any) -> bytes | None:
