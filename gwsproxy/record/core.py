@@ -57,11 +57,11 @@ def identity_of(
     """(Basic-auth user, JSESSIONID, client address) of a request's raw header fields, in one
     pass; `session` where the JSESSIONID is known apart from the headers (a HAR's cookie list)."""
     auth, cookies = None, []
-    for field, value in fields:
-        field = field.lower()
-        if field == b"authorization":
+    for header, value in fields:
+        header = header.lower()
+        if header == b"authorization":
             auth = auth or value
-        elif field == b"cookie":
+        elif header == b"cookie":
             cookies.append(value)
     found = JSESSIONID.search(b"; ".join(cookies)) if cookies else None
     return (
