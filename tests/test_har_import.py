@@ -315,13 +315,13 @@ def test_what_a_har_did_not_save_is_said_per_pair(tmp_path):
     capture = result.path
     notes = result.notes
     pairs, raws, blob = _records(Path(capture))
-    # The notifications still pair them; the answers' bodies are said to be missing, one each.
+    # The notifications still pair them; each pair says its answer's body is missing.
     assert [(s["reference_id"], s["status"]) for s, _ in pairs] == [
         (21, "matched"),
         (22, "matched"),
     ]
-    assert [(r["where"], r["path"]) for r in raws] == [("response", CHAT), ("response", CHAT)]
-    assert all("no body for this answer (HTTP 200, not saved)" in r["reason"] for r in raws)
+    assert all("no body for this answer (HTTP 200, not saved)" in s["error"] for s, _ in pairs)
+    assert raws == []
     assert "2 exchanges without their body in the HAR" in notes[1]
     _assert_no_secrets(blob)
 

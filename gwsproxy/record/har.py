@@ -13,8 +13,9 @@ so the events are sorted by time before they are recorded. Times in a HAR are go
 millisecond or so: a request sorts a few milliseconds ahead of what has the same time, and
 referenceIds, not times, pair a request with its notification.
 
-What a HAR lacks is not guessed: an exchange whose body the HAR did not save (a browser's HAR
-"without content", a sanitized one) is recorded raw with what is missing, beside its pair.
+What a HAR lacks is not guessed: an answer whose body the HAR did not save (a browser's HAR
+"without content") is said on its pair (`error`); a request or a long-poll answer without its
+body, which no pair can hold, is recorded raw with what is missing.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class HarImport:
             lines.append(f"{self.not_http} entries skipped: not HTTP (blob:, data: ...)")
         if self.lacking:
             lines.append(
-                f"{self.lacking} exchanges without their body in the HAR: recorded raw with what"
-                " is missing"
+                f"{self.lacking} exchanges without their body in the HAR: said on their pairs or"
+                " recorded raw, with what is missing"
             )
         if self.unsaved_gets:
             lines.append(f"{self.unsaved_gets} GWS GET answers without their body in the HAR")
@@ -248,18 +249,14 @@ def entry_events(entry: Any, result: HarImport) -> list[EntryEvent]:
             result.unsaved_gets += 1
             return events
         result.lacking += 1
-        if notifications:
-            reason = (
-                "the HAR has no body for this long-poll answer (not saved): the notifications"
-                " it carried are unknown"
-            )
-        else:
+        if not notifications:  # said on the pair, which its notification may still close
             reason = f"the HAR has no body for this answer (HTTP {status}, not saved)"
-            events.append(
-                Response(
-                    RESPONSE, flow_id, identity, method, path, status, response_headers, b"", end
-                )
-            )
+            events.append(Failed(FAILED, flow_id, reason, end, True))
+            return events
+        reason = (
+            "the HAR has no body for this long-poll answer (not saved): the notifications"
+            " it carried are unknown"
+        )
         events.append(Raw(RAW, end, reason, "response", b"", identity, path))
         return events
     if len(body) > MAX_BODY:
