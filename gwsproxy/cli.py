@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.set_defaults(run=cmd_import)
 
+    ca = sub.add_parser(
+        "ca", help="where mitmproxy's CA certificate is, and how to make a client trust it"
+    )
+    ca.add_argument(
+        "--confdir", default="~/.mitmproxy", help="mitmproxy's confdir (default: ~/.mitmproxy)"
+    )
+    ca.add_argument(
+        "--proxy", default="http://127.0.0.1:8080", help="the proxy to name in the examples"
+    )
+    ca.set_defaults(run=cmd_ca)
+
     tui = sub.add_parser("tui", help="inspect captures in a terminal UI")
     tui.add_argument(
         "files",
@@ -427,6 +438,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from gwsproxy.tui.app import run_tui
 
     return run_tui(args.files, args.follow, args.replay_target)  # prints its own one-line errors
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from gwsproxy.record.ca import authority, how_to_trust
+
+    for line in how_to_trust(authority(args.confdir), args.proxy):
+        print(line)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
