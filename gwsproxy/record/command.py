@@ -120,6 +120,12 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
     listen = f"http://{config.host}:{config.port}"
     target = f" -> {config.upstream}" if mode != "regular" else " (as an HTTP proxy)"
     out.write(f"recording {listen}{target} into {path}  (Ctrl-C stops)\n")
+    if mode == "regular":
+        out.write(
+            f"point clients at the proxy: chromium --proxy-server={listen}"
+            " --proxy-bypass-list='<-loopback>' (Chromium bypasses proxies for 127.0.0.1"
+            " otherwise); for HTTPS they must trust mitmproxy's CA: gwsproxy ca\n"
+        )
     out.flush()
     # The first SIGINT/SIGTERM stops in order (the addon's done() ends the connections and
     # closes the capture), a second one ends the process at once.

@@ -26,8 +26,9 @@ USER, PASSWORD = "agent1", "password"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 
 
-def browser_session(url: str, transport: str, har: Path) -> None:
-    """Open the agent page at `url` (the recorder), let it make OPS updates, save the HAR."""
+def browser_session(url: str, transport: str, har: Path, proxy: str | None = None) -> None:
+    """Open the agent page at `url` (the recorder, or GWS itself through `proxy`), let it make
+    OPS updates, save the HAR."""
     from playwright.sync_api import Route, sync_playwright
 
     def serve_page(route: Route) -> None:  # the page and the CometD modules, from the tests
@@ -41,6 +42,8 @@ def browser_session(url: str, transport: str, har: Path) -> None:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-features=LocalNetworkAccessChecks"],
+            # As `gwsproxy record --mode regular` says: loopback goes direct unless told so.
+            proxy={"server": proxy, "bypass": "<-loopback>"} if proxy else None,
         )
         try:
             context = browser.new_context(record_har_path=str(har))
@@ -141,3 +144,19 @@ def test_mitmproxys_own_har_of_a_session_imports_to_the_pairs_it_recorded(
     assert sorted(map(what_matters, from_har), key=repr) == sorted(
         map(what_matters, recorded), key=repr
     )
+
+
+def test_a_browser_pointed_at_the_recorder_as_its_proxy_is_recorded(
+    procs: Procs, tmp_path: Path
+) -> None:
+    """Regular (explicit proxy) mode, set up as the recorder's banner says."""
+    sim = procs.sim()
+    live = tmp_path / "proxied.gwscap"
+    recorder, port = procs.record(sim.url, live, "--mode", "regular")
+    proxy = f"http://127.0.0.1:{port}"
+    procs.wait_until(lambda: "--proxy-bypass-list" in recorder.stderr(), 10, "the banner")
+    assert f"--proxy-server={proxy}" in recorder.stderr()
+    browser_session(sim.url, "websocket", tmp_path / "agent.har", proxy=proxy)
+    assert recorder.signal() == 0, recorder.describe()
+    recorded = exported(procs, live)
+    assert len(recorded) == OPS and all(p["status"] == "matched" for p in recorded), recorded
