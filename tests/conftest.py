@@ -9,8 +9,10 @@ they may not start a process: one that tries fails with "... starts a process: m
 property tests that count theirs in multiples of the profile's (`settings.default.max_examples`).
 """
 
+import asyncio
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import settings
 
 from gwsproxy.processes import SimProcess, start_sim, stop
+from gwsproxy.sim.server import SimConfig, start_simulator
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "gwsproxy" / "data"
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
@@ -92,3 +95,24 @@ def sim(sim_factory: Callable[..., SimProcess]) -> SimProcess:
 @pytest.fixture(scope="session")
 def seed_dir() -> Path:
     return SEED_DIR
+
+
+@pytest.fixture
+def simulator() -> Iterator[Callable[..., str]]:
+    """Simulators in a background loop of this process: `simulator(**SimConfig fields) -> url`."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    running = []
+
+    def start(**options: object) -> str:
+        config = SimConfig(port=0, delay=0, jitter=0, **options)  # type: ignore[arg-type]
+        sim = asyncio.run_coroutine_threadsafe(start_simulator(config), loop).result(10)
+        running.append(sim)
+        return sim.url
+
+    yield start
+    for sim in running:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)

@@ -5,44 +5,20 @@ line. `replay` makes its default output folder (./captures/) when it is missing.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gwsproxy.cli import main
 from gwsproxy.processes import gwsproxy_command
-from gwsproxy.sim.server import SimConfig, start_simulator
 
 EXAMPLES = Path(__file__).parent.parent / "captures" / "examples"
 SMS = EXAMPLES / "seed-sms-update.gwscap"
 MIXED = EXAMPLES / "sim-mixed.gwscap"
-
-
-@pytest.fixture
-def simulator() -> Iterator[Callable[..., str]]:
-    """Simulators in a background loop of this process: `simulator(**SimConfig fields) -> url`."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    running = []
-
-    def start(**options: object) -> str:
-        config = SimConfig(port=0, delay=0, jitter=0, **options)  # type: ignore[arg-type]
-        sim = asyncio.run_coroutine_threadsafe(start_simulator(config), loop).result(10)
-        running.append(sim)
-        return sim.url
-
-    yield start
-    for sim in running:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
 
 
 def test_replay_makes_its_default_output_folder_and_its_lines_are_not_wrapped(

@@ -1,14 +1,11 @@
 """The pytest plugin, driven through pytester: replay items, fixtures and record modes."""
 
-import asyncio
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.sim.server import SimConfig, start_simulator
 
 pytest_plugins = ["pytester"]
 
@@ -19,27 +16,6 @@ SMS = EXAMPLES / "seed-sms-update.gwscap"
 @pytest.fixture(autouse=True)
 def _quiet_ini(pytester):
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-
-
-@pytest.fixture
-def simulator():
-    """Start simulators in a background loop: `simulator(**SimConfig fields) -> url`."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    running = []
-
-    def start(**options):
-        config = SimConfig(port=0, delay=0, jitter=0, **options)
-        sim = asyncio.run_coroutine_threadsafe(start_simulator(config), loop).result(10)
-        running.append(sim)
-        return sim.url
-
-    yield start
-    for sim in running:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
 
 
 def test_replay_items_pass_against_a_simulator_seeded_from_the_capture(pytester, simulator):
