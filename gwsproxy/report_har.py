@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from typing import IO, Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from gwsproxy import __version__, bayeux, verdict
+from gwsproxy import __version__, bayeux
 from gwsproxy.capture.format import CaptureError, Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.record.records import after_of
+from gwsproxy.report import judge_pair, verdict_name
 
 HAR_VERSION = "1.2"
 LONG_POLLING, WEBSOCKET = "long-polling", "websocket"
@@ -115,17 +115,9 @@ def _entries(
 
 def _marks(summary: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     status = str(summary.get("status") or "")
-    judged = verdict.judge(
-        status,
-        str(summary.get("operation") or ""),
-        str(summary.get("media") or ""),
-        body.get("requested"),
-        body.get("before"),
-        after_of(summary, body),
-    )
     return {
         "pair": summary.get("id"),
-        "verdict": str(judged.name),
+        "verdict": verdict_name(judge_pair(summary, body)),
         "referenceId": summary.get("reference_id"),
         "status": status,
         "correlation": summary.get("correlation"),
