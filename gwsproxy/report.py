@@ -158,6 +158,11 @@ def judge_pair(
     be read (nothing to judge it by: its verdict reads `unreadable`)."""
     if body_error is not None and summary.get("status") == Status.MATCHED:
         return None
+    return judged(summary, body)
+
+
+def judged(summary: dict[str, Any], body: dict[str, Any]) -> Verdict:
+    """`verdict.judge` of a recorded pair's summary and decoded body."""
     before = body.get("before")
     return judge(
         str(summary.get("status")),

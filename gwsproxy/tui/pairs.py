@@ -15,8 +15,9 @@ from gwsproxy import gws
 from gwsproxy.capture.format import MAGIC, CaptureError, Kind
 from gwsproxy.capture.reader import INTERRUPTED, CaptureReader, Follower
 from gwsproxy.record.records import after_of, notification_of
+from gwsproxy.report import judged
 from gwsproxy.tui.model import Row
-from gwsproxy.verdict import Verdict, judge
+from gwsproxy.verdict import Verdict
 
 UNREADABLE = "unreadable"
 BODY_CACHE = 256
@@ -137,14 +138,7 @@ class Sources:
             before = body.get("before")
             after = after_of(s, body)
             try:
-                verdict = judge(
-                    str(s.get("status")),
-                    str(s.get("operation")),
-                    str(s.get("media")),
-                    body.get("requested"),
-                    before if isinstance(before, dict) else None,
-                    after,
-                )
+                verdict = judged(s, body)
             except Exception as e:  # noqa: BLE001 - one odd record must not break the view
                 return Detail(row, body, error=f"cannot judge this pair: {e!r}")
             if row.delta is None:

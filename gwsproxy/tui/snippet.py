@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gwsproxy.report import pair_object
-from gwsproxy.verdict import judge
+from gwsproxy.report import judged, pair_object
 
 FULL_AFTER_CHARS = 600  # a small `after` is asserted whole, a large one key by key
 VALUE_CHARS = 300  # a longer value is asserted by length
@@ -28,14 +27,7 @@ def export_pair(summary: dict[str, Any], body: dict[str, Any], directory: Path) 
 
 def pytest_snippet(capture: Path, summary: dict[str, Any], body: dict[str, Any]) -> str:
     obj = pair_object(summary, body)
-    v = judge(
-        str(obj["status"]),
-        str(obj["operation"]),
-        str(obj["media"]),
-        obj["requested"],
-        obj["before"] if isinstance(obj["before"], dict) else None,
-        obj["after"],
-    )
+    v = judged(summary, body)
     name = f"test_pair_{_slug(obj['id'])}_{_slug(obj['interaction_id'])}".lower()
     lines = [
         "from gwsproxy.report import export_pairs",
