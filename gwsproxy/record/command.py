@@ -280,9 +280,6 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportR
             raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {result.why}")
         raise result.nothing_usable()
     events.sort(key=lambda e: (e[0], e[1]))
-    if os.path.exists(time.strftime(output)):
-        # A recorder continues an existing capture; an import is a conversion of its own.
-        raise RecordError(f"{output} exists: import writes a new capture, choose another -o")
     result.path = path = recorder.open(output, upstream=f"import:{flows_path}")
     last = events[-1][0] if events else time.time()
     for t, kind, flow, message in events:
@@ -320,6 +317,9 @@ def import_file(
         raise RecordError(f"{path}: no such file") from None
     except OSError as e:
         raise RecordError(f"{path}: {e.strerror or e}") from None
+    if os.path.exists(time.strftime(output)):
+        # A recorder continues an existing capture; an import is a conversion of its own.
+        raise RecordError(f"{output} exists: import writes a new capture, choose another -o")
     if not har.is_har(head):
         return import_flows(path, output, timeout)
     done = har.import_har(path, output, timeout, progress)

@@ -118,8 +118,6 @@ def import_har(
     is told how many of the file's bytes have been read, now and then."""
     import ijson  # type: ignore[import-untyped]  # ijson ships no types
 
-    if os.path.exists(time.strftime(output)):
-        raise HarError(f"{output} exists: import writes a new capture, choose another -o")
     try:
         f = open(har_path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
