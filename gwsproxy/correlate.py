@@ -233,6 +233,7 @@ class Correlator:
         self.counts = Counts()
         self._next_id = first_id
         self._open: dict[Any, Pair] = {}  # by edge key, oldest first
+        self._last_request: dict[str, int] = {}  # interaction -> its newest request's pair id
         self._awaiting_ref: dict[tuple[str, Any], Pair] = {}  # answer gave a referenceId
         self._inferred_ref: dict[tuple[str, Any], Pair] = {}  # note ref -> pair it was guessed for
         self._held: dict[Lane, list[_Held]] = {}  # undecided notifications, in arrival order
@@ -274,6 +275,7 @@ class Correlator:
         )
         self._next_id += 1
         self._open[key] = pair
+        self._last_request[request.interaction_id] = pair.id
         return closed
 
     def answer(
@@ -556,8 +558,9 @@ class Correlator:
         made after `pair`'s, still without its notification, met the user data this notification
         shows, whatever was known when it was made (a client that does not wait for each
         notification, the coarse times of a HAR)."""
-        if note.is_error or pair.id == self._next_id - 1:
-            return
+        interaction = pair.request.interaction_id
+        if note.is_error or self._last_request.get(interaction, 0) <= pair.id:
+            return  # (the usual case: no request of the interaction came after this one)
         state = (
             note.user_data if note.user_data is not None else {} if note.reports_change else None
         )
@@ -567,7 +570,7 @@ class Correlator:
             if (
                 later.id > pair.id > later.before_of
                 and later.note is None
-                and later.request.interaction_id == note.interaction_id
+                and later.request.interaction_id == interaction
             ):
                 later.before, later.before_of = state, pair.id
 
