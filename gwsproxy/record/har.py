@@ -10,7 +10,7 @@ The file is streamed (`ijson`): memory holds one entry at a time and, for the ti
 index of the events kept (their bodies wait in a temporary file). Entries come in the order their
 writer chose (browsers: by start; mitmproxy: as flows ended, a WebSocket's frames all at its end),
 so the events are sorted by time before they are recorded. Times in a HAR are good to a
-millisecond or so: a request sorts a few milliseconds ahead of what has the same time, and
+millisecond or so: a request sorts a millisecond ahead of what has the same time, and
 referenceIds, not times, pair a request with its notification.
 
 What a HAR lacks is not guessed: an answer whose body the HAR did not save (a browser's HAR
