@@ -238,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on",
         default="coerced,not applied,error,rejected,timeout",
         metavar="VERDICTS",
-        help="verdicts that fail, separated by commas "
-        "(default: coerced,not applied,error,rejected,timeout)",
+        help="verdicts that fail, separated by commas (default: %(default)s)",
     )
     chk.add_argument(
         "--ignore", action="append", default=[], metavar="KEY_REGEX", help="keys not judged"
@@ -556,7 +555,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failing = fail_on(args.fail_on)
     _check_ignore(args.ignore)
     result = check(args.files, failing, args.ignore)
-    out = Console()
+    out = _console()
     for line in failure_lines(result):
         out.print(line, highlight=False)
     colour = "green" if result.ok else "red"

@@ -17,7 +17,13 @@ from gwsproxy.report import FINDING_OUTCOMES, UNREADABLE, judge_pair, read_pairs
 from gwsproxy.verdict import VerdictName, ignoring
 
 VERDICTS: Final = (*(str(v) for v in VerdictName), UNREADABLE)
-FAIL_ON: Final = ("coerced", "not applied", "error", "rejected", "timeout")
+FAIL_ON: Final = (
+    VerdictName.COERCED,
+    VerdictName.NOT_APPLIED,
+    VerdictName.ERROR,
+    VerdictName.REJECTED,
+    VerdictName.TIMEOUT,
+)
 
 
 def fail_on(text: str) -> frozenset[str]:
@@ -66,7 +72,7 @@ def check(
                     for c in changes
                     if c.outcome in FINDING_OUTCOMES
                 )
-                problem = f"{name}" + (f" ({summary.get('error')})" if summary.get("error") else "")
+                problem = name + (f" ({summary.get('error')})" if summary.get("error") else "")
                 comparison = Comparison(outcome, outcome, mismatches, problem)
             result.comparisons.append(comparison)
             result.sources.append(path)
