@@ -12,7 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gwsproxy"
 
 # The pipeline, first to last. A module may import from its own stage and earlier ones.
 STAGES = (
-    ("errors", "lenient", "redact", "processes"),  # leaves: nothing of gwsproxy but each other
+    (
+        "errors",
+        "lenient",
+        "redact",
+        "processes",
+        "tls",
+    ),  # leaves: nothing of gwsproxy but each other
     ("bayeux",),
     ("gws",),
     ("correlate",),
