@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -19,8 +20,9 @@ from rich.console import Console
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 
 if TYPE_CHECKING:  # each command imports its stage only when it runs
+    from gwsproxy.gws.session import Access
     from gwsproxy.sim.agents import LoadConfig
-    from gwsproxy.sim.server import RunningSim, SimConfig
+    from gwsproxy.sim.server import RunningSim, SimConfig, Simulator
 
 EXIT_USAGE = 2
 
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="simulated agents sending user-data operations to a GWS")
     load.add_argument("--target", required=True, help="GWS base URL, e.g. http://127.0.0.1:8090")
     _load_options(load)
+    _client_options(load)
     load.set_defaults(run=cmd_load)
 
     record = sub.add_parser("record", help="record GWS traffic through mitmproxy into a capture")
@@ -228,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
     )
+    _client_options(rep)
     rep.set_defaults(run=cmd_replay)
 
     chk = sub.add_parser(
@@ -277,6 +281,18 @@ def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
         "--seed-from", metavar="CAPTURE", help="start with the interactions a capture saw"
     )
     p.add_argument(
+        "--csrf",
+        action="store_true",
+        help="as GWS with CSRF on: a token per HTTP session (from a GET) on every POST, "
+        "and a load balancer's stickiness cookie",
+    )
+    p.add_argument(
+        "--bearer",
+        action="store_true",
+        help="bearer tokens instead of Basic (USER TOKEN lines in a 0600 file it names)",
+    )
+    p.add_argument("--api-key", metavar="KEY", help="require this x-api-key header")
+    p.add_argument(
         "--coerce",
         action="append",
         default=[],
@@ -301,6 +317,67 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument("--think", type=_positive(float), default=0.0, help="pause between ops (s)")
 
 
+def _client_options(p: argparse.ArgumentParser) -> None:
+    """How `replay` and `load` reach a GWS beyond Basic: bearer tokens, headers, TLS."""
+    p.add_argument(
+        "--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic (every user)"
+    )
+    p.add_argument(
+        "--bearer-file",
+        metavar="FILE",
+        help="a file of one bearer token, or of USER TOKEN lines (a token per user)",
+    )
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="send this header too, e.g. x-api-key:KEY (repeatable)",
+    )
+    p.add_argument(
+        "--cacert",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust this CA (PEM) besides the system's (repeatable)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="do not check the GWS's certificate (warns)"
+    )
+
+
+def _access(args: argparse.Namespace) -> Access:
+    """`_client_options` as the shared GWS client takes them; GwsProxyError for a bad value."""
+    from gwsproxy.gws.session import Access, read_bearer_file
+    from gwsproxy.tls import client_context
+
+    if args.bearer is not None and args.bearer_file is not None:
+        raise GwsProxyError("--bearer and --bearer-file: give one of them")
+    bearer, bearers = args.bearer, dict[str, str]()
+    if args.bearer is not None and not args.bearer.strip():
+        raise GwsProxyError("--bearer: the token is empty")
+    if args.bearer_file is not None:
+        bearer, bearers = read_bearer_file(args.bearer_file)
+    headers = []
+    for item in args.header:  # (its value may be a secret: never shown)
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise GwsProxyError("--header: expected NAME:VALUE, one has no ':'")
+        if not name.strip() or any(c.isspace() for c in name.strip()):
+            raise GwsProxyError(f"--header {name.strip()!r}: not a header name")
+        headers.append((name.strip(), value.strip()))
+    tls = None
+    if args.cacert or args.insecure:
+        if args.insecure:
+            print(
+                f"gwsproxy {args.command}: warning: --insecure: the GWS's certificate is "
+                "not checked",
+                file=sys.stderr,
+            )
+        tls = client_context(args.cacert, args.insecure)
+    return Access(bearer, bearers, tuple(headers), tls)
+
+
 def _sim_config(args: argparse.Namespace) -> SimConfig:
     from gwsproxy.sim.server import SimConfig
 
@@ -316,6 +393,9 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
         seed=args.seed,
         seed_from=args.seed_from,
         cometd_timeout=args.cometd_timeout,
+        csrf=args.csrf,
+        bearer=args.bearer,
+        api_key=args.api_key,
         coerce=tuple(args.coerce),
     )
 
@@ -341,6 +421,28 @@ def _media_names() -> list[str]:
     return [m.name for m in MEDIA]
 
 
+def _sim_sessions(simulator: Simulator) -> str | None:
+    """The lines after the simulator's banner on its sessions (csrf, bearer, API key modes);
+    bearer mode writes the agents' tokens into a 0600 file in a new private folder, whose path
+    it returns (the caller removes it)."""
+    import tempfile
+
+    config = simulator.config
+    folder = None
+    if config.bearer:
+        folder = tempfile.mkdtemp(prefix="gwsproxy-sim-")  # mode 0700
+        path = os.path.join(folder, "bearer-tokens")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(simulator.tokens_text())
+        print(f"bearer tokens (USER TOKEN lines): {path}  (Basic is refused)", flush=True)
+    if config.csrf:
+        print("CSRF on: GET /api/v2/me gives the token, every POST must carry it", flush=True)
+    if config.api_key is not None:
+        print("x-api-key required", flush=True)
+    return folder
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     async def main() -> None:
         running = await _start_sim(_sim_config(args))
@@ -349,6 +451,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             f"password 'password'  (Ctrl-C stops it)",
             flush=True,
         )
+        folder = _sim_sessions(running.simulator)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # an orderly stop, not a cancelled task
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -356,6 +459,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await running.stop()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     asyncio.run(main())
     return 0
@@ -372,6 +477,7 @@ def _load_config(args: argparse.Namespace, target: str) -> LoadConfig:
         seed=args.seed,
         timeout=args.timeout,
         think=args.think,
+        access=_access(args),
     )
 
 
@@ -528,6 +634,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rate=args.rate,
         transport=args.transport,
         timeout=args.timeout,
+        access=_access(args),
     )
     console = _console(stderr=True)
     total = len(load_pairs(args.file))

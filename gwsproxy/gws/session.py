@@ -1,4 +1,5 @@
-"""A GWS client session for one agent: Basic auth, JSESSIONID, CSRF token, and its CometD client.
+"""A GWS client session for one agent: Basic or bearer auth, its cookies (JSESSIONID and any
+load balancer's stickiness cookie), the CSRF token, and its CometD client.
 
 Shared by the simulated agents and the regression replayer; failures are one-line GwsErrors.
 """
@@ -6,6 +7,10 @@ Shared by the simulated agents and the regression replayer; failures are one-lin
 from __future__ import annotations
 
 import contextlib
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -16,28 +21,86 @@ from gwsproxy.errors import GwsProxyError
 from gwsproxy.lenient import Unreadable
 
 SUBSCRIPTION = "/v2/me/**"
+CSRF_REFUSED = "csrf token"  # in GWS's 403 "Missing or invalid Csrf token" (any case)
+
+log = logging.getLogger(__name__)
 
 
 class GwsError(GwsProxyError):
     """Why talking to a GWS failed, in one line."""
 
 
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How our clients reach a GWS beyond the user's password: a bearer token (one for every
+    user, or one per user), extra headers (e.g. x-api-key) and the TLS context (None: aiohttp's
+    default checks)."""
+
+    bearer: str | None = None
+    bearers: Mapping[str, str] = field(default_factory=dict)  # user -> token
+    headers: tuple[tuple[str, str], ...] = ()
+    tls: ssl.SSLContext | None = None
+
+    def authorization(self, user: str, password: str) -> str:
+        if self.bearers:
+            token = self.bearers.get(user)
+            if token is None:
+                raise GwsError(f"{user}: the bearer file has no token for this user")
+            return f"Bearer {token}"
+        if self.bearer is not None:
+            return f"Bearer {self.bearer}"
+        return gws.basic_authorization(user, password)
+
+
+def read_bearer_file(path: str) -> tuple[str | None, dict[str, str]]:
+    """A file of one token (for every user), or of lines `USER TOKEN` (blank lines and lines
+    starting with # skipped). Errors name the file and line, never a token."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeError) as e:
+        why = e.strerror.lower() if isinstance(e, OSError) and e.strerror else "not text"
+        raise GwsError(f"--bearer-file {path}: {why}") from None
+    found = [(n, line.split()) for n, line in enumerate(lines, 1)]
+    found = [(n, words) for n, words in found if words and not words[0].startswith("#")]
+    if len(found) == 1 and len(found[0][1]) == 1:
+        return found[0][1][0], {}
+    tokens: dict[str, str] = {}
+    for n, words in found:
+        if len(words) != 2:
+            raise GwsError(f"--bearer-file {path}: line {n} is not USER TOKEN")
+        tokens[words[0]] = words[1]
+    if not tokens:
+        raise GwsError(f"--bearer-file {path}: no token in it")
+    return None, tokens
+
+
 class GwsSession:
     """Log in, keep the cookies and the CSRF token, open CometD; `async with` closes it all."""
 
     def __init__(
-        self, base: str, user: str, password: str, *, transport: str, timeout: float
+        self,
+        base: str,
+        user: str,
+        password: str,
+        *,
+        transport: str,
+        timeout: float,
+        access: Access | None = None,
     ) -> None:
+        access = access or Access()
         self.base = base.rstrip("/")
         self.user = user
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.csrf: dict[str, str] = {}
         self.cometd: CometdClient | None = None
         self._transport = transport
+        headers = {"Authorization": access.authorization(user, password), **dict(access.headers)}
         self.http = aiohttp.ClientSession(
-            headers={"Authorization": gws.basic_authorization(user, password)},
-            # unsafe: keep cookies (JSESSIONID) from IP-address hosts such as 127.0.0.1 too.
+            headers=headers,
+            # unsafe: keep cookies (JSESSIONID, AWSELB) from IP-address hosts such as 127.0.0.1.
             cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=access.tls if access.tls is not None else True),
         )
 
     async def __aenter__(self) -> GwsSession:
@@ -85,7 +148,42 @@ class GwsSession:
         name = headers.get("X-CSRF-HEADER")
         token = (headers.get(name) if name else None) or headers.get("X-CSRF-TOKEN")
         if name and token:
-            self.csrf = {name: token}
+            self.csrf.clear()  # in place: whoever holds this dict sees the new token
+            self.csrf[name] = token
+
+    async def post(
+        self, url: str, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """POST with the CSRF header; the status and the body of the answer. A 403 refusing the
+        CSRF token (GWS's "Missing or invalid Csrf token", or any refusal while a token is in
+        use) fetches the token again (GET /api/v2/me) and retries once; a second 403 is the
+        answer. aiohttp errors are the caller's (see `errors`)."""
+        status, raw = await self._post(url, body, content_type)
+        if status == 403 and self._refuses_csrf(raw):
+            log.info("%s: 403 for the CSRF token at %s: fetching it again", self.user, url)
+            try:
+                await self.login()
+            except GwsError as e:  # the first refusal is the answer
+                log.info("%s", e)
+                return status, raw
+            status, raw = await self._post(url, body, content_type)
+        return status, raw
+
+    async def _post(self, url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        headers = {"Content-Type": content_type, **self.csrf}
+        async with self.http.post(
+            url, data=body, headers=headers, timeout=self.timeout
+        ) as response:
+            return response.status, await response.read()
+
+    def _refuses_csrf(self, raw: bytes) -> bool:
+        parsed = gws.parse_answer(raw)
+        doc = None if isinstance(parsed, Unreadable) else parsed.value
+        if not isinstance(doc, dict):
+            return bool(self.csrf)
+        if CSRF_REFUSED in str(doc.get("statusMessage", "")).lower():
+            return True
+        return bool(self.csrf) and doc.get("statusCode") != 0
 
     async def get(self, url: str) -> tuple[int, str, Any, Any]:
         """Status, reason, the parsed GWS document (None if unreadable) and the headers."""

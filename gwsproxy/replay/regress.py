@@ -22,7 +22,7 @@ from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.correlate import Closed, Correlator, Pair
 from gwsproxy.errors import GwsProxyError
-from gwsproxy.gws.session import GwsError, GwsSession
+from gwsproxy.gws.session import Access, GwsError, GwsSession
 from gwsproxy.record.records import after_of, pair_record
 from gwsproxy.redact import Redactor
 from gwsproxy.replay.compare import Comparison, Outcome, compare
@@ -40,6 +40,7 @@ class ReplayConfig:
     rate: float = 0.0  # requests per second over all agents; 0: as fast as answers come
     transport: str = "long-polling"
     timeout: float = 10.0
+    access: Access = field(default_factory=Access)  # bearer tokens, extra headers, TLS
 
 
 @dataclass(slots=True)
@@ -166,6 +167,7 @@ class Replayer:
                 self.config.password,
                 transport=self.config.transport,
                 timeout=self.config.timeout,
+                access=self.config.access,
             )
             for scope in by_scope
         }
@@ -239,15 +241,13 @@ class Replayer:
             "repairs": [],
         }
         self._settle(self.correlator.request(key, scope, request, time.time(), raw_request))
-        headers = {"Content-Type": rec.content_type or "application/json", **session.csrf}
-        with session.errors():
-            async with session.http.request(
-                rec.method, url, data=body, headers=headers, timeout=session.timeout
-            ) as response:
-                answer_body = await response.read()
-                raw = {"status": response.status, "headers": [], "body": answer_body}
-                answer = gws.parse_answer(answer_body)
-                self._settle(self.correlator.answer(key, answer, response.status, time.time(), raw))
+        with session.errors():  # (a user-data request is a POST: classify_request says so)
+            status, answer_body = await session.post(
+                url, body, rec.content_type or "application/json"
+            )
+        raw = {"status": status, "headers": [], "body": answer_body}
+        answer = gws.parse_answer(answer_body)
+        self._settle(self.correlator.answer(key, answer, status, time.time(), raw))
         return await done
 
     async def _listen(self, scope: str, session: GwsSession) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import math
 import random
@@ -24,7 +25,7 @@ from gwsproxy import gws
 from gwsproxy.bayeux.client import TRANSPORTS
 from gwsproxy.correlate import Closed, Correlator, Pair, Status
 from gwsproxy.errors import url_problem
-from gwsproxy.gws.session import GwsError, GwsSession, one_line
+from gwsproxy.gws.session import Access, GwsError, GwsSession, one_line
 from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class LoadConfig:
     in_flight: int = 1  # ops in flight per agent
     think: float = 0.0  # seconds an agent pauses between its ops
     fallback: bool = False  # a WebSocket that keeps failing gives way to long polling
+    access: Access = field(default_factory=Access)  # bearer tokens, extra headers, TLS
 
 
 @dataclass(slots=True)
@@ -244,6 +246,7 @@ class Agent:
             config.password,
             transport=config.transport,
             timeout=config.timeout,
+            access=config.access,
         )
         try:
             with self._session.errors():
@@ -344,10 +347,7 @@ class Agent:
         # Open before sending: the notification may overtake the HTTP answer.
         self._settle(self._correlator.request(key, self._scope, request, started))
         try:
-            async with session.http.post(
-                url, json=body, headers=session.csrf, timeout=session.timeout
-            ) as response:
-                status, raw = response.status, await response.read()
+            status, raw = await session.post(url, json.dumps(body).encode())
         except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError and resets too
             log.info("%s: %s on %s failed: %s", self.name, request.operation, ix.id, one_line(exc))
             unreached = isinstance(exc, aiohttp.ClientConnectorError)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import string
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.gws.server import error_answer, logged_in
+from gwsproxy.gws.server import CSRF_HEADER, error_answer, logged_in
 from gwsproxy.lenient import Parsed, loads
 
 PASSWORD = "password"
@@ -27,6 +28,8 @@ SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
 # The keys the seed documents' UpdateUserData added: absent before it, so replaying the
 # documented request against the simulator yields the documented notification.
 SEED_UPDATE_KEYS = ("UserData1", "UserData2")
+STICKY = "AWSELB"  # the stickiness cookie a load balancer in front of GWS sets (csrf mode)
+CSRF_REFUSED = "Missing or invalid Csrf token"
 
 
 @dataclass(slots=True)
@@ -58,6 +61,12 @@ class SimConfig:
     faults: float = 0.0  # rate of Error notifications (the change is then not applied)
     seed: int = 0
     cometd_timeout: float = 30.0
+    # Sessions as deployments have them. csrf: a token per HTTP session (from GET /api/v2/me)
+    # on every user-data POST, and a load balancer's stickiness cookie; bearer: a token per
+    # agent instead of Basic; api_key: an x-api-key header every request must carry.
+    csrf: bool = False
+    bearer: bool = False
+    api_key: str | None = None
     seed_from: str | None = None  # a capture: start with the interactions it saw
     coerce: tuple[str, ...] = ()  # media whose int values come back as strings (a GWS bug)
 
@@ -96,6 +105,13 @@ class Simulator:
                 self.agents.update({a: PASSWORD for a in ix.agents})
             # so that a replay in the recorded order meets the recorded referenceIds
             self.reference = max(0, first_reference - 1)
+        # bearer mode: token -> agent
+        self.bearer = {secrets.token_urlsafe(24): a for a in sorted(self.agents)}
+        self.session_csrf: dict[str, str] = {}  # csrf mode: JSESSIONID -> its token
+        self.sticky: dict[str, str] = {}  # csrf mode: JSESSIONID -> its stickiness cookie
+        self.refuse_csrf = False  # POST /_sim/csrf {"refuse": true}: refuse every token
+        self.posts = 0  # user-data POSTs received
+        self.csrf_refused = 0  # of which refused for their CSRF token
 
     # ---- state ----------------------------------------------------------------------------------
 
@@ -141,12 +157,34 @@ class Simulator:
     # ---- auth -----------------------------------------------------------------------------------
 
     def agent_of(self, request: web.Request) -> str | None:
-        """The agent behind a request: Basic auth, else the JSESSIONID cookie."""
+        """The agent behind a request: Basic auth (a bearer token in bearer mode), else the
+        session cookie; None without the x-api-key an API key mode wants."""
+        key = self.config.api_key
+        if key is not None and request.headers.get("x-api-key") != key:
+            return None
         auth = request.headers.get("Authorization", "")
         if auth:
+            if self.config.bearer:
+                scheme, _, token = auth.partition(" ")
+                return self.bearer.get(token.strip()) if scheme.lower() == "bearer" else None
             found = gws.basic_credentials(auth)
             return found[0] if found and self.agents.get(found[0]) == found[1] else None
-        return self.sessions.get(request.cookies.get("JSESSIONID", ""))
+        return self.sessions.get(self._session_of(request) or "")
+
+    def _session_of(self, request: web.Request) -> str | None:
+        """The request's known JSESSIONID. In csrf mode only with its stickiness cookie: a
+        request that lost it lands, behind a load balancer, on a node that never saw the
+        session (the session and its CSRF token are then unknown, as on another node)."""
+        session = request.cookies.get("JSESSIONID")
+        if session not in self.sessions:
+            return None
+        if self.config.csrf and request.cookies.get(STICKY) != self.sticky.get(session):
+            return None
+        return session
+
+    def tokens_text(self) -> str:
+        """Bearer mode: `USER TOKEN` lines, for the file `gwsproxy sim --bearer` writes."""
+        return "".join(f"{agent} {token}\n" for token, agent in self.bearer.items())
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
@@ -159,13 +197,54 @@ class Simulator:
         app.router.add_get("/_sim/log", self.get_log)
         app.router.add_get("/_sim/state", self.get_state)
         app.router.add_put("/_sim/state", self.put_state)
+        app.router.add_get("/_sim/csrf", self.get_csrf)
+        app.router.add_post("/_sim/csrf", self.post_csrf)
         return app
 
     async def me(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
         if agent is None:
             return error_answer(401, 20, "Not authenticated")
-        return logged_in(request, agent, agent, self.sessions, self.csrf)
+        response = logged_in(request, agent, agent, self.sessions, self.csrf)
+        if not self.config.csrf:
+            return response
+        new = response.cookies.get("JSESSIONID")
+        session = new.value if new is not None else self._session_of(request)
+        if session is None:  # a known session without its stickiness cookie: a new one here
+            session = secrets.token_hex(16)
+            self.sessions[session] = agent
+            response.set_cookie("JSESSIONID", session, httponly=True)
+        if session not in self.sticky:
+            self.sticky[session] = secrets.token_hex(8)
+            response.set_cookie(STICKY, self.sticky[session])
+        response.headers[CSRF_HEADER] = self.session_csrf.setdefault(session, secrets.token_hex(12))
+        return response
+
+    def _csrf_refusal(self, request: web.Request) -> web.Response | None:
+        """csrf mode: GWS's 403 for a POST without its session's token, else None."""
+        if not self.config.csrf:
+            return None
+        session = self._session_of(request)
+        token = self.session_csrf.get(session) if session else None
+        if self.refuse_csrf or token is None or request.headers.get(CSRF_HEADER) != token:
+            self.csrf_refused += 1
+            return error_answer(403, 3, CSRF_REFUSED)
+        return None
+
+    async def get_csrf(self, request: web.Request) -> web.Response:
+        """For tests: user-data POSTs received and refused for their CSRF token."""
+        counts = {"posts": self.posts, "refused": self.csrf_refused, "refuse": self.refuse_csrf}
+        return web.json_response(counts)
+
+    async def post_csrf(self, request: web.Request) -> web.Response:
+        """For tests: `{"expire": true}` makes every session's token stale (a GET /api/v2/me
+        gives the session a new one), `{"refuse": true|false}` refuses every token or not."""
+        order = await request.json()
+        if order.get("expire"):
+            self.session_csrf.clear()
+        if "refuse" in order:
+            self.refuse_csrf = bool(order["refuse"])
+        return await self.get_csrf(request)
 
     async def get(self, request: web.Request) -> web.Response:
         agent = self.agent_of(request)
@@ -210,9 +289,13 @@ class Simulator:
         return web.json_response({"statusCode": 0})
 
     async def post(self, request: web.Request) -> web.Response:
+        self.posts += 1
         agent = self.agent_of(request)
         if agent is None:
             return error_answer(401, 20, "Not authenticated")
+        refusal = self._csrf_refusal(request)
+        if refusal is not None:
+            return refusal
         body = await request.read()
         classified = gws.classify_request("POST", request.path, body)
         try:
