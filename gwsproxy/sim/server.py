@@ -232,9 +232,11 @@ class Simulator:
         return None
 
     async def get_csrf(self, request: web.Request) -> web.Response:
-        """For tests: user-data POSTs received and refused for their CSRF token."""
+        """For tests: user-data POSTs received and refused for their CSRF token, and each HTTP
+        session's secrets (JSESSIONID, stickiness cookie, CSRF token) to look for in captures."""
+        sessions = [[s, self.sticky.get(s), self.session_csrf.get(s)] for s in self.sessions]
         counts = {"posts": self.posts, "refused": self.csrf_refused, "refuse": self.refuse_csrf}
-        return web.json_response(counts)
+        return web.json_response({**counts, "sessions": sessions})
 
     async def post_csrf(self, request: web.Request) -> web.Response:
         """For tests: `{"expire": true}` makes every session's token stale (a GET /api/v2/me
