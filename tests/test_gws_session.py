@@ -207,3 +207,66 @@ def test_a_bad_client_option_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"gwsproxy {command}: {said}") and err.count("\n") == 1, err
     assert "sekrit" not in err
+
+
+@pytest.mark.asyncio
+async def test_a_refreshed_token_reaches_the_cometd_client_too(running) -> None:
+    sim: RunningSim = await running(csrf=True)
+    async with _session(sim) as session:
+        await session.open()
+        assert session.cometd is not None and session.cometd.headers == session.csrf
+        sim.simulator.session_csrf.clear()
+        status, _ = await session.post(_chat_url(sim.simulator, "agent1"), UPDATE)
+        assert status == 200
+        assert session.cometd.headers == session.csrf
+        assert session.csrf["X-CSRF-TOKEN"] in sim.simulator.session_csrf.values()
+
+
+@pytest_asyncio.fixture
+async def https_gws(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """A GWS login over HTTPS with a throwaway CA: its URL and the CA file."""
+    from aiohttp import web
+
+    from gwsproxy.gws.server import logged_in
+    from gwsproxy.tls import server_context, throwaway
+
+    cert = throwaway(tmp_path / "tls")
+    sessions: dict[str, str] = {}
+    csrf: dict[str, str] = {}
+
+    async def me(request: web.Request) -> web.Response:
+        return logged_in(request, "agent1", "agent1", sessions, csrf)
+
+    app = web.Application()
+    app.router.add_get("/api/v2/me", me)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert))
+    await site.start()
+    assert cert.ca is not None
+    yield f"https://127.0.0.1:{runner.addresses[0][1]}", cert.ca
+    await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_cacert_trusts_a_company_ca_and_without_it_one_line_says_so(https_gws) -> None:
+    from gwsproxy.tls import client_context
+
+    url, ca = https_gws
+
+    def session(access: Access) -> GwsSession:
+        return GwsSession(url, "agent1", "p", transport="long-polling", timeout=5, access=access)
+
+    async with session(Access(tls=client_context([str(ca)]))) as trusting:
+        with trusting.errors():
+            await trusting.login()
+        assert "X-CSRF-TOKEN" in trusting.csrf
+    async with session(Access(tls=client_context(insecure=True))) as insecure:
+        with insecure.errors():
+            await insecure.login()
+    async with session(Access()) as default:
+        with pytest.raises(GwsError) as caught, default.errors():
+            await default.login()
+    said = str(caught.value)
+    assert said.startswith(f"{url}: certificate not trusted (") and "--cacert FILE" in said
+    assert "\n" not in said

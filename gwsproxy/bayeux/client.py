@@ -44,7 +44,8 @@ class CometdClient:
     """One Bayeux client: handshake, subscriptions, a background connect loop, a message queue.
 
     `session` carries the credentials (Authorization header, cookies); `headers` are added to
-    every request (e.g. the CSRF token GWS hands out at login). With `fallback`, a WebSocket that
+    every request (e.g. the CSRF token GWS hands out at login; change them in place when it
+    hands out a new one). With `fallback`, a WebSocket that
     cannot be opened (at the handshake, or FALLBACK_AFTER times in a row later) gives way to long
     polling and a new handshake, as CometD's own clients do.
     """
@@ -71,7 +72,7 @@ class CometdClient:
         self.fell_back = False  # the WebSocket gave way to long polling
         self._ws_failures = 0  # openings failed in a row
         self._session = session
-        self._headers = dict(headers or {})
+        self.headers = dict(headers or {})
         self._server_timeout = DEFAULT_SERVER_TIMEOUT
         self._interval = 0.0
         self._next_id = 0
@@ -322,7 +323,7 @@ class CometdClient:
         async with self._session.post(
             self.url,
             data=json.dumps(batch),
-            headers={"Content-Type": "application/json", **self._headers},
+            headers={"Content-Type": "application/json", **self.headers},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             body = await response.read()
@@ -382,7 +383,7 @@ class CometdClient:
             await _cancel(self._reader)
         try:
             self._ws = await self._session.ws_connect(
-                self.url, headers=self._headers, autoping=True, heartbeat=None
+                self.url, headers=self.headers, autoping=True, heartbeat=None
             )
         except aiohttp.WSServerHandshakeError as exc:
             self._ws_failures += 1

@@ -129,6 +129,12 @@ class GwsSession:
         """aiohttp and CometD failures as one-line GwsErrors naming the user and the GWS."""
         try:
             yield
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = one_line(getattr(exc.certificate_error, "verify_message", None) or exc)
+            raise GwsError(
+                f"{self.base}: certificate not trusted ({why}): give its CA with --cacert FILE "
+                "(or --insecure)"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise GwsError(f"cannot reach {self.base}: {_reason(exc)}") from None
         except TimeoutError:
@@ -148,7 +154,11 @@ class GwsSession:
         name = headers.get("X-CSRF-HEADER")
         token = (headers.get(name) if name else None) or headers.get("X-CSRF-TOKEN")
         if name and token:
-            self.csrf.clear()  # in place: whoever holds this dict sees the new token
+            if self.cometd is not None:  # its POSTs carry the token too
+                for old in self.csrf:
+                    self.cometd.headers.pop(old, None)
+                self.cometd.headers[name] = token
+            self.csrf.clear()
             self.csrf[name] = token
 
     async def post(
