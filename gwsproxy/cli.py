@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--replay-target", metavar="URL", help="default GWS URL for replay (r) in the inspector"
     )
+    _client_options(tui)  # for its replay
     tui.set_defaults(run=cmd_tui)
 
     info = sub.add_parser("info", help="a capture's counts, time span, sessions and damage")
@@ -542,7 +543,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     from gwsproxy.tui.app import run_tui
 
-    return run_tui(args.files, args.follow, args.replay_target)  # prints its own one-line errors
+    access = _access(args)  # a bad option: one line from main, before the inspector starts
+    return run_tui(args.files, args.follow, args.replay_target, access)  # prints its own errors
 
 
 def cmd_ca(args: argparse.Namespace) -> int:

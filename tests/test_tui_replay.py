@@ -453,3 +453,26 @@ async def test_replay_run_keys_results_by_file_and_pair() -> None:
     assert late.replay is not None and not late.replay.passed
     run.clear()
     assert all(r.replay is None for r in [*rows, late])
+
+
+async def test_the_inspectors_replay_uses_the_command_lines_bearer_tokens_and_headers() -> None:
+    """`gwsproxy tui --bearer-file F --header x-api-key:K`: the dialog's replay carries them."""
+    from gwsproxy.gws.session import Access
+
+    sms = ROOT / "captures" / "examples" / "seed-sms-update.gwscap"
+    config = SimConfig(port=0, delay=0, jitter=0, seed_from=str(sms), bearer=True, api_key="k")
+    sim = await start_simulator(config)
+    try:
+        tokens = {agent: token for token, agent in sim.simulator.bearer.items()}
+        access = Access(bearers=tokens, headers=(("x-api-key", "k"),))
+        app = InspectorApp([sms], replay_access=access)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await replayed(pilot, sim.url)
+            run = app.listing.replay
+            assert run is not None and run.state == "done" and run.failed == 0, run.progress()
+            assert app.replay_request.access is access  # kept for the next replay
+            assert [r.replay.passed for r in app.listing.index.rows if r.replay] == [True]
+        assert len(sim.simulator.log) == 1
+    finally:
+        await sim.stop()

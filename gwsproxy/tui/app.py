@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -42,6 +43,9 @@ from gwsproxy.tui.widgets.notice_banner import NoticeBanner
 from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.status_line import StatusLine
 from gwsproxy.verdict import VerdictName
+
+if TYPE_CHECKING:
+    from gwsproxy.gws.session import Access
 
 MAIN_SCREEN_ACTIONS = frozenset(
     {"focus_filter", "changed_only", "playback", "export", "snippet", "toggle_others", "tab"}
@@ -73,10 +77,16 @@ class InspectorApp(App[int]):
     ]
 
     def __init__(
-        self, paths: list[str | Path], *, follow: bool = False, replay_target: str | None = None
+        self,
+        paths: list[str | Path],
+        *,
+        follow: bool = False,
+        replay_target: str | None = None,
+        replay_access: Access | None = None,
     ) -> None:
         super().__init__()
-        self.replay_request = ReplayRequest(replay_target or DEFAULT_TARGET)  # dialog defaults
+        # the dialog's defaults; bearer tokens, headers and TLS come from the command line only
+        self.replay_request = ReplayRequest(replay_target or DEFAULT_TARGET, access=replay_access)
         self.listing = Listing(self, [Path(p) for p in paths], follow=follow)
         self._notified: set[str] = set()
 
@@ -402,7 +412,12 @@ class InspectorApp(App[int]):
             self.refresh_bindings()  # Escape asks to stop only while a replay runs
 
 
-def run_tui(paths: list[str], follow: bool, replay_target: str | None = None) -> int:
+def run_tui(
+    paths: list[str],
+    follow: bool,
+    replay_target: str | None = None,
+    replay_access: Access | None = None,
+) -> int:
     """Run the inspector on captures; a file that cannot be opened is one line on stderr, exit 2."""
     if not paths:
         print("gwsproxy tui: give at least one capture file", file=sys.stderr)
@@ -420,7 +435,9 @@ def run_tui(paths: list[str], follow: bool, replay_target: str | None = None) ->
                 print(f"gwsproxy tui: {e}", file=sys.stderr)
                 return 2
             Sources([source]).close()
-        app = InspectorApp(list(paths), follow=follow, replay_target=replay_target)
+        app = InspectorApp(
+            list(paths), follow=follow, replay_target=replay_target, replay_access=replay_access
+        )
         app.run()
         return app.return_code or 0
 

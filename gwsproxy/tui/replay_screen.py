@@ -81,7 +81,8 @@ class ReplayScreen(ModalScreen[ReplayRequest | None]):
             return
         user = self.query_one("#replay-user", Input).value.strip() or None
         password = self.query_one("#replay-password", Input).value
-        self.dismiss(ReplayRequest(target.rstrip("/"), user, password, ignore))
+        request = ReplayRequest(target.rstrip("/"), user, password, ignore, self.last.access)
+        self.dismiss(request)
 
     def _problem(self, text: str | None, field: str | None = None) -> None:
         error = self.query_one("#replay-error", Static)

@@ -6,6 +6,7 @@ The run itself is gwsproxy.replay.regress on the app's loop; its comparisons lan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from gwsproxy.errors import GwsProxyError
 from gwsproxy.tui.model import Row
 
 if TYPE_CHECKING:
+    from gwsproxy.gws.session import Access
     from gwsproxy.replay.compare import Comparison
 
 DEFAULT_TARGET = "http://127.0.0.1:8090"
@@ -35,6 +37,7 @@ class ReplayRequest:
     user: str | None = None  # None: each agent of the capture as itself
     password: str = "password"
     ignore: tuple[str, ...] = ()  # regexes of user-data keys not to compare
+    access: Access | None = None  # bearer tokens, headers, TLS: `gwsproxy tui`'s options
 
 
 def parse_ignore(text: str) -> tuple[tuple[str, ...], str | None]:
@@ -147,6 +150,8 @@ async def _replay_files(
         config = ReplayConfig(
             str(path), target, request.user, request.password, ignore=request.ignore
         )
+        if request.access is not None:
+            config = dataclasses.replace(config, access=request.access)
         where = f"{path.name}: " if len(files) > 1 else ""
         try:
             # mypy cannot infer a lambda with a default argument
