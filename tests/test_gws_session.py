@@ -270,3 +270,16 @@ async def test_cacert_trusts_a_company_ca_and_without_it_one_line_says_so(https_
     said = str(caught.value)
     assert said.startswith(f"{url}: certificate not trusted (") and "--cacert FILE" in said
     assert "\n" not in said
+
+
+def test_replay_of_a_user_the_bearer_file_lacks_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("someone tok-secret\nother tok-2\n")
+    sms = EXAMPLES / "seed-sms-update.gwscap"
+    argv = ["replay", str(sms), "--target", "http://127.0.0.1:9", "--bearer-file", str(tokens)]
+    assert cli.main([*argv, "-o", str(tmp_path / "out.gwscap")]) == 2
+    err = capsys.readouterr().err
+    # (the blank line before it is the transient progress bar's)
+    assert err.strip() == "gwsproxy replay: agent1: the bearer file has no token for this user"

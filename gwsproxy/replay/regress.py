@@ -160,19 +160,18 @@ class Replayer:
         for r in pairs:
             by_scope.setdefault(r.scope, []).append(r)
         started = time.monotonic()
-        sessions = {
-            scope: GwsSession(
-                self.config.target,
-                self._user_of(scope),
-                self.config.password,
-                transport=self.config.transport,
-                timeout=self.config.timeout,
-                access=self.config.access,
-            )
-            for scope in by_scope
-        }
+        sessions: dict[str, GwsSession] = {}
         ticker = asyncio.create_task(self._tick())
         try:
+            for scope in by_scope:  # (a user without a bearer token: GwsError, the others closed)
+                sessions[scope] = GwsSession(
+                    self.config.target,
+                    self._user_of(scope),
+                    self.config.password,
+                    transport=self.config.transport,
+                    timeout=self.config.timeout,
+                    access=self.config.access,
+                )
             await asyncio.gather(*(s.open() for s in sessions.values()))
             if self.config.output:
                 header = {"upstream": self.config.target, "replay_of": self.config.capture}
