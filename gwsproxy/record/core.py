@@ -217,6 +217,7 @@ class Recording:
             "pairs": c.counts.pairs,
             "open": c.open_count,
             "unsolicited": c.counts.unsolicited,
+            "failed": c.counts.by_status.get(Status.FAILED, 0),  # never reached GWS
             "raw": self.raw,
             "internal_errors": self.internal_errors,
         }
