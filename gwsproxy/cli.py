@@ -235,13 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(rep)
     rep.set_defaults(run=cmd_replay)
 
+    from gwsproxy.verdict import FAIL_ON
+
     chk = sub.add_parser(
         "check", help="a CI gate: exit 1 if a pair's verdict is one to fail on, else 0"
     )
     chk.add_argument("files", nargs="+", metavar="FILE", help="capture files")
     chk.add_argument(
         "--fail-on",
-        default="coerced,not applied,error,rejected,timeout",
+        default=",".join(FAIL_ON),
         metavar="VERDICTS",
         help="verdicts that fail, separated by commas (default: %(default)s)",
     )

@@ -1,4 +1,5 @@
-"""Secrets out of captures: redacted headers, Bayeux clientIds, masked user-data values.
+"""Secrets out of captures: redacted headers and URL parameters, Bayeux clientIds, masked
+user-data values. One list for every way traffic comes in (live, mitmproxy dumps, HAR files).
 
 Stand-ins are keyed hashes, so equal secrets (or values) give equal stand-ins within a recording
 and diffs still work, while a low-entropy password cannot be recovered from its hash offline.
@@ -6,20 +7,44 @@ and diffs still work, while a low-entropy password cannot be recovered from its 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Iterable
 from typing import Any
 
+# Redacted by name (the recorder's gws_redact_headers default). Cookie and Set-Cookie are
+# redacted whole: JSESSIONID and every stickiness cookie (AWSELB, AWSALB, ...) with them.
 DEFAULT_HEADERS = (
-    "authorization",
+    "authorization",  # Basic, and OAuth 2 `Bearer` tokens
     "proxy-authorization",
     "cookie",
     "set-cookie",
     "x-csrf-token",
+    "x-xsrf-token",
+    "x-api-key",
+    "x-auth-token",
 )
+# A header or URL parameter whose name holds one of these is a secret too, whatever a deployment
+# calls it (`access_token`, `X-My-Csrf`, `;jsessionid=`), even before GWS announced it.
+SECRET_WORDS = (
+    *("token", "csrf", "xsrf", "secret", "password", "passwd", "apikey", "api-key"),
+    *("session", "auth", "credential", "signature"),
+)
+# Names that hold a secret word but carry none: GWS's X-CSRF-HEADER names the CSRF header.
+NOT_SECRET = frozenset({"x-csrf-header"})
+# `name=value` in a URL's query (after ?, split on &) or its path parameters (;jsessionid=...).
+_URL_PARAM = re.compile(r"([;?&])([^=;?&#/]+)=([^;?&#/]*)")
+
+
+@functools.lru_cache(maxsize=1024)
+def secret_name(name: str) -> bool:
+    """Whether a header or URL parameter of this name (any case) carries a secret by its name."""
+    name = name.lower().replace("_", "-")
+    return name not in NOT_SECRET and any(word in name for word in SECRET_WORDS)
 
 
 class Redactor:
@@ -53,9 +78,29 @@ class Redactor:
         """Header pairs with secret values replaced; `announced` adds names from X-CSRF-HEADER."""
         secret_names = self.headers | {a.lower() for a in announced}
         return [
-            [name, f"<redacted {self.stand_in(value)}>" if name.lower() in secret_names else value]
+            [
+                name,
+                f"<redacted {self.stand_in(value)}>" if self._secret(name, secret_names) else value,
+            ]
             for name, value in fields
         ]
+
+    @staticmethod
+    def _secret(name: str, secret_names: frozenset[str] | set[str]) -> bool:
+        return name.lower() in secret_names or secret_name(name)
+
+    def url(self, url: str) -> str:
+        """A path (or URL) with the values of its secret parameters (`?access_token=...`,
+        `;jsessionid=...`) replaced by stand-ins."""
+        if "=" not in url:
+            return url
+        return _URL_PARAM.sub(self._param, url)
+
+    def _param(self, found: re.Match[str]) -> str:
+        sep, name, value = found.groups()
+        if not value or not self._secret(name, self.headers):
+            return found[0]
+        return f"{sep}{name}=redacted-{self.stand_in(value)}"
 
     def scrub(self, text: bytes, secrets_in_it: Iterable[str]) -> bytes:
         """Raw bytes with each known secret value (a clientId) replaced by its stand-in."""

@@ -48,6 +48,14 @@ def info(path: str) -> Group:
     overview.add_row("pairs", str(len(pairs)))
     overview.add_row("unsolicited", str(sum(e.kind == Kind.NOTIFICATION for e in entries)))
     overview.add_row("raw (unreadable traffic)", str(sum(e.kind == Kind.RAW for e in entries)))
+    unreached = Counter(str(p.get("error")) for p in pairs if p.get("status") == Status.FAILED)
+    if unreached:
+        (why, _), *others = unreached.most_common()
+        more = f" and {len(others)} other reason{'s' * (len(others) > 1)}" if others else ""
+        overview.add_row(
+            "never reached GWS (failed)",
+            f"[red]{unreached.total()}[/]: {escape(why)}{more}",
+        )
     if times:
         overview.add_row(
             "time span",

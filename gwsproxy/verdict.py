@@ -58,6 +58,15 @@ class VerdictName(StrEnum):
     INCOMPLETE = Status.INCOMPLETE.value
 
 
+# The verdicts `gwsproxy check` fails on unless told otherwise (its --fail-on default).
+FAIL_ON: Final = (
+    VerdictName.COERCED,
+    VerdictName.NOT_APPLIED,
+    VerdictName.ERROR,
+    VerdictName.REJECTED,
+    VerdictName.TIMEOUT,
+    VerdictName.FAILED,  # never reached GWS: a run whose requests tested nothing must not pass
+)
 # Pair statuses that end a pair without a judgeable change: each is its own verdict.
 PASS_THROUGH: Final = frozenset(Status) - {Status.MATCHED}
 # The names only a matched pair gets.

@@ -118,3 +118,22 @@ def test_what_is_no_event_is_recorded_raw_as_an_internal_error(tmp_path: Path):
     ((kind, summary),) = _recorded(tmp_path / "bad.gwscap", [[99, "?"]])
     assert kind == Kind.RAW
     assert summary["reason"].startswith("internal error in event: ValueError")
+
+
+def test_the_live_line_counts_the_requests_that_never_reached_gws(tmp_path: Path):
+    import io
+
+    from gwsproxy.record.command import Counter
+
+    recording = Recording()
+    recording.open(str(tmp_path / "live.gwscap"), "http://gws.test")
+    for event in _events()[:-1]:  # before the timeout: the failed pair is closed already
+        recording.handle(event)
+
+    class Recorder:  # what Counter reads of GwsRecorder: its counts
+        def counts(self) -> dict[str, int]:
+            return recording.counts()
+
+    line = Counter(Recorder(), io.StringIO()).line()  # type: ignore[arg-type]
+    recording.close(T0 + 31)
+    assert line == "pairs 2  open 0  unmatched 0  failed 1  raw 1"

@@ -65,6 +65,18 @@ class Workitems:
         raw_note = {"transport": "long-polling", "raw": json.dumps(message).encode()}
         self.closed += self.c.notification(SCOPE, note, self.t + 0.05, raw_note)
 
+    def unreached(self, iid: str, asked: dict[str, Any], why: str) -> None:
+        """A request mitmproxy could not forward (refused, bad certificate): failed."""
+        self.t += 1
+        path = f"/api/v2/me/workitems/{iid}"
+        body = json.dumps({"operationName": "UpdateUserData", "userData": asked}).encode()
+        req = gws.classify_request("POST", path, body)
+        assert isinstance(req, gws.UserDataRequest)
+        key = f"u{self.t}"
+        raw = {"method": "POST", "path": path, "headers": [], "body": body, "repairs": []}
+        self.closed += self.c.request(key, SCOPE, req, self.t, raw)
+        self.closed += self.c.failed(key, why, self.t + 0.01, reached=False)
+
     def write(self, path: Path) -> Path:
         self.closed += self.c.expire(self.t + 20)  # no notification in 10 s: a timeout
         self.closed += self.c.close(self.t + 30)
@@ -121,6 +133,22 @@ def test_default_gate_fails_coerced_not_applied_and_timeout_not_side_effects(
     assert "  Disposition: before 'none' (str), expected 'sale' (str), actual (absent)" in out
     assert "timeout" in fails[2]
     assert "2 passed, 3 failed" in out
+
+
+def test_a_request_that_never_reached_gws_fails_the_default_gate_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wi = Workitems()
+    wi.update("WI1", {"a": 1}, {"a": 2}, {"a": 2})
+    wi.unreached("WI2", {"b": 1}, "Certificate verify failed: self-signed certificate")
+    code, out, _ = run(capsys, str(wi.write(tmp_path / "refused.gwscap")))
+    assert code == 1
+    fails = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert fails == [
+        "FAIL pair 2 UpdateUserData on workitem WI2: failed"
+        " (Certificate verify failed: self-signed certificate)"
+    ]
+    assert "1 passed, 1 failed" in out and "failed, not applied" in out
 
 
 def test_fail_on_chooses_the_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mitmproxy import flow as mitm_flow
 from mitmproxy import http
 from mitmproxy.addons.savehar import SaveHar
 from mitmproxy.test import tflow
@@ -417,3 +418,34 @@ def test_the_inspector_opens_a_har_through_a_capture_beside_it(tmp_path, capsys)
     (tmp_path / "junk.har").write_text('{"not": "a har"}')
     assert run_tui([str(tmp_path / "junk.har")], follow=False) == 2
     assert "junk.har is not a HAR file" in capsys.readouterr().err
+
+
+def test_a_mitmproxy_har_says_which_requests_never_reached_gws(tmp_path):
+    """mitmproxy's HAR of requests it could not forward: refused (no server address), a
+    certificate refused (connected, no TLS time), and one that broke after it reached GWS."""
+
+    def broken(chat: str, why: str, start: float, connected: bool, tls: bool):
+        flow = _flow("POST", f"/api/v2/me/chats/{chat}", _update({"K": chat}), b"", start, start)
+        flow.response = None
+        flow.error = mitm_flow.Error(why)
+        server = flow.server_conn
+        server.timestamp_start = start
+        server.peername = ("10.0.0.9", 443) if connected else None
+        server.timestamp_tcp_setup = start + 0.001 if connected else None
+        server.timestamp_tls_setup = start + 0.002 if tls else None
+        return flow
+
+    flows = [
+        broken("R1", "[Errno 111] Connect call failed ('10.0.0.9', 443)", T0, False, False),
+        broken("R2", "Certificate verify failed: self-signed certificate", T0 + 1, True, False),
+        broken("R3", "peer closed connection", T0 + 2, True, True),
+    ]
+    path = tmp_path / "refused.har"
+    path.write_text(json.dumps(SaveHar().make_har(flows)))
+    pairs, _, _ = _records(Path(import_file(str(path), str(tmp_path / "r.gwscap")).path))
+    got = {
+        s["interaction_id"]: (s["status"], s.get("error"), s.get("http_status")) for s, _ in pairs
+    }
+    assert got["R1"] == ("failed", "[Errno 111] Connect call failed ('10.0.0.9', 443)", None)
+    assert got["R2"] == ("failed", "Certificate verify failed: self-signed certificate", None)
+    assert got["R3"][0] in ("timeout", "incomplete")  # it reached GWS: it may have been done

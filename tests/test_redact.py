@@ -43,7 +43,42 @@ def test_secret_headers_are_replaced() -> None:
 
 def test_announced_header_only_when_announced() -> None:
     r = Redactor(salt=SALT)
-    assert _as_dict(r.header_fields(HEADERS))["x-my-csrf"] == "6f1e-csrf-token"
+    fields = [("X-Gws-Check", "6f1e-csrf-token")]  # a CSRF header named with no secret word
+    assert _as_dict(r.header_fields(fields))["X-Gws-Check"] == "6f1e-csrf-token"
+    assert _as_dict(r.header_fields(fields, ["x-gws-check"]))["X-Gws-Check"].startswith("<red")
+
+
+def test_deployment_headers_are_secrets_by_name_or_by_their_words() -> None:
+    """Bearer tokens, API keys, stickiness cookies, CSRF headers named as a deployment likes,
+    even before GWS announced them; what only names a header (X-CSRF-HEADER) is kept."""
+    r = Redactor(salt=SALT)
+    fields = [
+        ("Authorization", "Bearer eyJ-bearer-secret"),
+        ("x-api-key", "api-key-secret"),
+        ("Cookie", "AWSELB=elb-secret; AWSALB=alb-secret; JSESSIONID=js-secret"),
+        ("Set-Cookie", "AWSALBCORS=cors-secret; Path=/"),
+        ("X-My-Csrf", "csrf-secret-1"),
+        ("X_XSRF_TOKEN", "csrf-secret-2"),
+        ("X-Auth-Token", "auth-secret"),
+        ("X-CSRF-HEADER", "X-My-Csrf"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Accept", "application/json"),
+    ]
+    got = _as_dict(r.header_fields(fields))
+    kept = {"X-CSRF-HEADER", "Sec-WebSocket-Key", "Accept"}
+    assert {name for name, value in got.items() if not value.startswith("<redacted ")} == kept
+    assert "secret" not in json.dumps(got)
+    assert {"x-api-key", "authorization", "cookie", "set-cookie"} <= set(DEFAULT_HEADERS)
+
+
+def test_secret_url_parameters_are_replaced_the_rest_kept() -> None:
+    r = Redactor(salt=SALT)
+    assert r.url("/api/v2/me/chats/C1") == "/api/v2/me/chats/C1"
+    out = r.url("/api/v2/me;jsessionid=js-secret/chats?access_token=tok-secret&fields=*&api_key=k")
+    assert "secret" not in out and "api_key=k" not in out
+    assert out.startswith("/api/v2/me;jsessionid=redacted-") and "&fields=*&" in out
+    assert r.url("/x?access_token=a") == r.url("/x?access_token=a")  # stable within a recording
+    assert r.url("/x?token=&q=1") == "/x?token=&q=1"  # nothing to hide
 
 
 def test_header_names_match_in_any_case() -> None:

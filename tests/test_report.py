@@ -400,3 +400,29 @@ def test_info_counts_verdicts_beside_statuses(
     assert re.search(r"│\s*matched\s*│\s*2\s*│\s*│\s*applied\s*│\s*2\s*│", text), text
     for name in ("error", "rejected", "timeout", "incomplete"):
         assert len(re.findall(rf"│\s*{name}\s*│\s*1\s*│", text)) == 2, name
+
+
+def test_info_counts_the_requests_that_never_reached_gws_with_why(tmp_path: Path) -> None:
+    c = Correlator(timeout=10.0)
+    closed: list[Any] = []
+    for i, why in enumerate(("[Errno 111] Connect call failed", "Certificate verify failed")):
+        closed += _request(c, f"k{i}", "chat", f"CH{i}", T0 + i, "UpdateUserData", userData={})
+        closed += c.failed(f"k{i}", why, T0 + i + 0.01, reached=False)
+    closed += _request(c, "k2", "chat", "CH2", T0 + 3, "UpdateUserData", userData={})
+    closed += c.failed("k2", "[Errno 111] Connect call failed", T0 + 3.01, reached=False)
+    path = tmp_path / "refused.gwscap"
+    with CaptureWriter(path, {"upstream": "http://gws.example:8090", "created": T0}) as w:
+        for item in closed:
+            w.write(Kind.PAIR, *pair_record(item, Redactor()))
+    console = Console(record=True, width=120)
+    console.print(report.info(str(path)))
+    text = console.export_text()
+    assert re.search(
+        r"│ never reached GWS \(failed\)\s*│ 3: \[Errno 111\] Connect call failed and 1 other"
+        r" reason\s*│",
+        text,
+    )
+    assert re.search(r"│\s*failed\s*│\s*3\s*│", text)  # by status and by verdict
+    exported = list(report.export_pairs(str(path)))
+    assert [(o["status"], o["http_status"]) for o in exported] == [("failed", None)] * 3
+    assert exported[1]["error"] == "Certificate verify failed"

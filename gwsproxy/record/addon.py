@@ -185,7 +185,7 @@ class GwsRecorder:
             self.sink = None
 
     def counts(self) -> dict[str, int]:
-        """pairs, open, unsolicited, raw: so far (as last reported by the worker)."""
+        """pairs, open, unsolicited, failed, raw: so far (as last reported by the worker)."""
         return self.sink.counts() if self.sink is not None else self._counts
 
     def running(self) -> None:

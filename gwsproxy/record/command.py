@@ -52,7 +52,8 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class Counter:
-    """A live one-line counter on the terminal (pairs, open, unmatched), a summary at the end."""
+    """A live one-line counter on the terminal (pairs, open, unmatched, and requests that never
+    reached GWS), a summary at the end."""
 
     def __init__(self, recorder: GwsRecorder, out: TextIO) -> None:
         self.recorder = recorder
@@ -63,7 +64,8 @@ class Counter:
         c = self.recorder.counts()
         return (
             f"pairs {c.get('pairs', 0)}  open {c.get('open', 0)}"
-            f"  unmatched {c.get('unsolicited', 0)}  raw {c.get('raw', 0)}"
+            f"  unmatched {c.get('unsolicited', 0)}  failed {c.get('failed', 0)}"
+            f"  raw {c.get('raw', 0)}"
         )
 
     def running(self) -> None:

@@ -217,6 +217,7 @@ class Recording:
             "pairs": c.counts.pairs,
             "open": c.open_count,
             "unsolicited": c.counts.unsolicited,
+            "failed": c.counts.by_status.get(Status.FAILED, 0),  # never reached GWS
             "raw": self.raw,
             "internal_errors": self.internal_errors,
         }
@@ -257,7 +258,7 @@ class Recording:
             return
         raw = {
             "method": e.method,
-            "path": e.path,
+            "path": self.redactor.url(e.path),
             "headers": self._headers(e.headers),
             "body": self._masked_body(e.body),
             "repairs": list(found.repairs),
@@ -380,7 +381,7 @@ class Recording:
         if self.writer is not None:
             scope = self._scope(identity) if identity is not None else None
             if path is not None:
-                context["path"] = path
+                context["path"] = self.redactor.url(path)
             summary, body = raw_record(t, reason, where, data, scope, **context)
             summary["size"] = len(data) if size is None else size
             self.writer.write(Kind.RAW, summary, body)

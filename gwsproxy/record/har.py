@@ -238,7 +238,7 @@ def entry_events(entry: Any, result: HarImport) -> list[EntryEvent]:
         return events
     if not status:  # no answer: Chrome's status 0 with `_error`, mitmproxy's broken flow
         why = str(response.get("_error") or "no answer in the HAR (status 0)")
-        events.append(Failed(FAILED, flow_id, why, end, _reached(entry, why)))
+        events.append(Failed(FAILED, flow_id, why, end, _reached(entry, why, result.writer)))
         return events
     body = _content(response.get("content"))
     response_headers = _headers(response.get("headers"))
@@ -314,13 +314,30 @@ _UNREACHED = (
 )
 
 
-def _reached(entry: dict[str, Any], why: str) -> bool:
+def _reached(entry: dict[str, Any], why: str, writer: str) -> bool:
     """Whether a request without an answer may have reached GWS: not if the connection was never
-    made (Chrome's error says so), or if gwsproxy's HAR export marked its pair failed."""
+    made (Chrome's error says so; mitmproxy's entry names no server address, or its TLS never
+    completed), or if gwsproxy's HAR export marked its pair failed."""
     marks = entry.get("_gwsproxy")
     if isinstance(marks, dict) and marks.get("status") == "failed":
         return False
+    if writer == "mitmproxy":
+        return _mitmproxy_connected(entry)
     return not why.startswith(_UNREACHED)
+
+
+def _mitmproxy_connected(entry: dict[str, Any]) -> bool:
+    """mitmproxy writes `serverIPAddress` once a connection is made, and a connection's
+    `connect` and `ssl` times with its first request only (-1 with the later ones): a new
+    connection to an https URL without `ssl` time never completed its TLS handshake."""
+    if not entry.get("serverIPAddress"):
+        return False  # refused, unresolvable: no connection was made
+    timings = entry.get("timings") or {}
+    connect, ssl = timings.get("connect"), timings.get("ssl")
+    url = str((entry.get("request") or {}).get("url") or "")
+    fresh = isinstance(connect, int | float) and connect >= 0
+    handshake = isinstance(ssl, int | float) and ssl >= 0
+    return not (url.startswith("https:") and fresh and not handshake)
 
 
 def _started(value: Any) -> float | None:

@@ -96,8 +96,8 @@ class Worker:
         os.set_blocking(self._rfd, False)
 
     def counts(self) -> dict[str, int]:
-        """The latest counts the worker reported (pairs, open, unsolicited, raw); after close(),
-        its final ones."""
+        """The latest counts the worker reported (pairs, open, unsolicited, failed, raw); after
+        close(), its final ones."""
         if not self.process.stdout.closed:  # type: ignore[union-attr]
             self._read_reports()
         return dict(self._counts)

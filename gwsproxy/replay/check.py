@@ -14,16 +14,9 @@ from gwsproxy.errors import GwsProxyError
 from gwsproxy.replay.compare import Comparison, Mismatch
 from gwsproxy.replay.regress import ReplayResult, outcome_of
 from gwsproxy.report import FINDING_OUTCOMES, UNREADABLE, judge_pair, read_pairs, verdict_name
-from gwsproxy.verdict import VerdictName, ignoring
+from gwsproxy.verdict import FAIL_ON, VerdictName, ignoring
 
 VERDICTS: Final = (*(str(v) for v in VerdictName), UNREADABLE)
-FAIL_ON: Final = (
-    VerdictName.COERCED,
-    VerdictName.NOT_APPLIED,
-    VerdictName.ERROR,
-    VerdictName.REJECTED,
-    VerdictName.TIMEOUT,
-)
 
 
 def fail_on(text: str) -> frozenset[str]:
