@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -21,6 +25,7 @@ from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 if TYPE_CHECKING:  # each command imports its stage only when it runs
     from gwsproxy.sim.agents import LoadConfig
     from gwsproxy.sim.server import RunningSim, SimConfig
+    from gwsproxy.tls import ServerCert
 
 EXIT_USAGE = 2
 
@@ -201,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="first",
         help="among equal recorded requests, use the first or the last unused one (first)",
     )
+    _tls_options(serve)
     serve.set_defaults(run=cmd_serve)
 
     rep = sub.add_parser("replay", help="re-send a capture to a GWS and compare the changes")
@@ -283,6 +289,36 @@ def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
         metavar="MEDIA",
         help="misbehave: store int values as strings on this media (for regression tests)",
     )
+    _tls_options(p)
+
+
+def _tls_options(p: argparse.ArgumentParser) -> None:
+    """HTTPS for `sim` and `serve`: a throwaway certificate, or the user's own."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway CA and certificate (their paths are printed)",
+    )
+    group.add_argument("--certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--keyfile", metavar="FILE", help="its private key (default: in --certfile)")
+
+
+@contextlib.contextmanager
+def _served_cert(args: argparse.Namespace) -> Iterator[ServerCert | None]:
+    """The certificate `--tls` or `--certfile` asks for (None: plain HTTP); a throwaway one
+    lives in a fresh private folder, removed when the server stops."""
+    from gwsproxy import tls
+
+    if args.keyfile and not args.certfile:
+        raise GwsProxyError("--keyfile goes with --certfile FILE")
+    if args.certfile:
+        yield tls.given(args.certfile, args.keyfile)
+    elif args.tls:
+        with tempfile.TemporaryDirectory(prefix="gwsproxy-tls-") as folder:
+            yield tls.throwaway(Path(folder))
+    else:
+        yield None
 
 
 def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -> None:
@@ -342,11 +378,18 @@ def _media_names() -> list[str]:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    with _served_cert(args) as cert:
+        return _run_sim(args, cert)
+
+
+def _run_sim(args: argparse.Namespace, cert: ServerCert | None) -> int:
+    from gwsproxy.tls import told
+
     async def main() -> None:
-        running = await _start_sim(_sim_config(args))
-        print(  # the banner that gwsproxy.processes.SIM_BANNER reads
+        running = await _start_sim(dataclasses.replace(_sim_config(args), tls=cert))
+        print(  # the banner that gwsproxy.processes.SIM_BANNER (and SIM_TLS) reads
             f"GWS simulator on {running.url}  agents agent1..agent{args.agents}, "
-            f"password 'password'  (Ctrl-C stops it)",
+            f"password 'password'  (Ctrl-C stops it)" + (f"\n{told(cert)}" if cert else ""),
             flush=True,
         )
         stop = asyncio.Event()
@@ -485,7 +528,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         unmatched=args.unmatched,
         match=args.match,
     )
-    return serve_main(config)
+    with _served_cert(args) as cert:
+        return serve_main(dataclasses.replace(config, tls=cert))
 
 
 def _check_ignore(patterns: list[str]) -> None:

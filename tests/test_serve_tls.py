@@ -1,0 +1,126 @@
+"""`gwsproxy sim` and `gwsproxy serve` over HTTPS (`--tls`, `--certfile`), in this process:
+a client that trusts the printed CA logs in, reads `uri` fields that say https, and gets its
+notification over CometD on both transports (wss: for the WebSocket); one that does not trust it
+is refused."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gwsproxy import gws, tls
+from gwsproxy.bayeux.client import CometdClient
+from gwsproxy.cli import _served_cert, build_parser
+from gwsproxy.errors import GwsProxyError
+from gwsproxy.sim.server import SimConfig, start_simulator
+
+AGENT = {"Authorization": gws.basic_authorization("agent1", "password")}
+
+
+def _http(ca: Path | None) -> aiohttp.ClientSession:
+    context = tls.client_context([str(ca)] if ca else [])
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        timeout=aiohttp.ClientTimeout(total=10),
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+async def test_the_simulator_over_https_notifies_over_cometd(
+    tmp_path: Path, transport: str
+) -> None:
+    cert = tls.throwaway(tmp_path)
+    running = await start_simulator(SimConfig(port=0, agents=1, delay=0.0, jitter=0.0, tls=cert))
+    try:
+        assert running.url.startswith("https://127.0.0.1:")
+        async with _http(cert.ca) as http:
+            async with http.get(running.url + "/api/v2/me/chats", headers=AGENT) as r:
+                assert r.status == 200, await r.text()
+                chat = (await r.json())["chats"][0]
+            assert chat["uri"].startswith(running.url + "/api/v2/"), chat["uri"]
+            url = running.url + "/api/v2/notifications"
+            async with CometdClient(http, url, transport=transport, headers=AGENT) as cometd:
+                await cometd.handshake()
+                await cometd.subscribe("/v2/me/**")
+                await cometd.start()
+                body = {"operationName": "UpdateUserData", "userData": {"Tls": "yes"}}
+                path = f"/api/v2/me/chats/{chat['id']}"
+                async with http.post(running.url + path, json=body, headers=AGENT) as r:
+                    assert r.status == 200, await r.text()
+
+                async def note() -> dict:
+                    async for message in cometd.messages():
+                        if message.get("channel", "").startswith("/v2/me/"):
+                            return message
+                    raise AssertionError("CometD ended")
+
+                message = await asyncio.wait_for(note(), 10)
+        assert "Tls" in json.dumps(message)
+    finally:
+        await running.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_does_not_trust_the_ca_is_refused(tmp_path: Path) -> None:
+    cert = tls.throwaway(tmp_path)
+    running = await start_simulator(SimConfig(port=0, agents=1, tls=cert))
+    try:
+        async with _http(None) as http:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError) as refused:
+                await http.get(running.url + "/api/v2/me", headers=AGENT)
+        assert isinstance(refused.value.certificate_error, ssl.SSLCertVerificationError)
+    finally:
+        await running.stop()
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def test_tls_makes_a_throwaway_certificate_in_a_private_folder_removed_afterwards() -> None:
+    with _served_cert(_args("sim", "--tls")) as cert:
+        assert cert is not None and cert.ca is not None
+        folder = cert.ca.parent
+        assert cert.ca.exists() and cert.keyfile.stat().st_mode & 0o077 == 0
+        assert folder.stat().st_mode & 0o077 == 0  # a fresh private folder
+        told = tls.told(cert)
+        assert f"trust its CA: {cert.ca}" in told and cert.sha256 in told
+        assert "--upstream-ca" in told and "--cacert" in told
+    assert not folder.exists()
+    with _served_cert(_args("serve", "x.gwscap")) as none:
+        assert none is None
+
+
+def test_certfile_uses_the_given_certificate_and_keyfile(tmp_path: Path) -> None:
+    made = tls.throwaway(tmp_path)
+    args = _args(
+        "serve", "x.gwscap", "--certfile", str(made.certfile), "--keyfile", str(made.keyfile)
+    )
+    with _served_cert(args) as cert:
+        assert cert is not None and cert.ca is None
+        assert cert.sha256 == made.sha256
+        assert tls.told(cert) == f"TLS: certificate {made.certfile}  SHA-256 {made.sha256}"
+
+
+def test_keyfile_alone_or_a_key_that_is_missing_is_a_one_line_error(tmp_path: Path) -> None:
+    alone = _args("sim", "--keyfile", "k.pem")
+    with pytest.raises(GwsProxyError, match="--keyfile goes with --certfile"), _served_cert(alone):
+        pass
+    made = tls.throwaway(tmp_path)
+    args = _args("sim", "--certfile", str(made.certfile), "--keyfile", str(tmp_path / "no.pem"))
+    with pytest.raises(GwsProxyError, match="cannot serve HTTPS"), _served_cert(args):
+        pass
+
+
+def test_tls_and_certfile_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _args("sim", "--tls", "--certfile", "c.pem")
+    assert "not allowed with" in capsys.readouterr().err
