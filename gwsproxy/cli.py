@@ -108,8 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(run=cmd_load)
 
     record = sub.add_parser("record", help="record GWS traffic through mitmproxy into a capture")
-    record.add_argument("--upstream", help="the GWS to record, e.g. http://gws:8090 (reverse mode)")
-    record.add_argument("-p", "--port", type=_port, default=8080, help="port to listen on (8080)")
+    record.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL[@PORT]",
+        help="the GWS to record, e.g. https://gws:8443 (reverse mode); again for each node of a"
+        " cluster, each on its own port (--port, --port+1, ... or @PORT), into one capture",
+    )
+    record.add_argument(
+        "-p", "--port", type=_port, default=8080, help="(first) port to listen on (8080)"
+    )
     record.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     record.add_argument(
         "-o",
@@ -118,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="capture file (strftime)",
     )
     record.add_argument(
-        "--mode", choices=("reverse", "regular"), default="reverse", help="mitmproxy mode"
+        "--mode",
+        action="append",
+        metavar="MODE",
+        help="reverse (default: to each --upstream), regular (an HTTP proxy), or any mitmproxy"
+        " mode such as upstream:http://proxy:3128 or reverse:URL@PORT; repeatable",
     )
     record.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
@@ -126,6 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--fsync", action="store_true", help="fsync after every record")
     record.add_argument(
         "--mask-key", action="append", default=[], metavar="KEY", help="mask this user-data key"
+    )
+    record.add_argument(
+        "--upstream-ca",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust this CA (PEM) for the upstream, besides the usual ones; repeatable",
+    )
+    record.add_argument(
+        "--insecure", action="store_true", help="do not check the upstream's certificate at all"
+    )
+    record.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help="client certificate for the upstream (PEM, or a folder)",
+    )
+    record.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="NAME=VALUE",
+        help="any mitmproxy option (applied last); repeatable",
+    )
+    record.add_argument(
+        "--confdir",
+        default="~/.mitmproxy",
+        metavar="DIR",
+        help="mitmproxy's folder: its CA, and its config.yaml read first (~/.mitmproxy)",
     )
     record.set_defaults(run=cmd_record)
 
@@ -446,14 +488,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import RecordConfig, run_record
 
     config = RecordConfig(
-        upstream=args.upstream,
+        upstreams=tuple(args.upstream),
         output=args.output,
         host=args.host,
         port=args.port,
-        mode=args.mode,
+        modes=tuple(args.mode or ["reverse"]),
         timeout=args.timeout,
         fsync=args.fsync,
         mask_keys=tuple(args.mask_key),
+        upstream_ca=tuple(args.upstream_ca),
+        insecure=args.insecure,
+        client_cert=args.client_cert,
+        sets=tuple(args.sets),
+        confdir=args.confdir,
     )
     path = asyncio.run(run_record(config))
     print(f"capture: {path}", file=sys.stderr)
