@@ -138,7 +138,9 @@ class GwsRecorder:
             # mitmproxy refused an option and calls us back with the previous values: that is
             # no reason to start a capture (at the default path) nobody asked for.
             return
-        if "gws_capture" in updated or "gws_worker" in updated:
+        # gws_worker alone reopens a capture already open, it does not start one (that is the
+        # capture option's job): `gwsproxy record --set gws_worker=false` sets it first.
+        if "gws_capture" in updated or ("gws_worker" in updated and self.sink is not None):
             try:
                 self.open(opts.gws_capture, _upstream(), fsync=opts.gws_fsync)
             except OSError as e:

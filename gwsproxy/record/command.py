@@ -207,20 +207,52 @@ def _mitmproxy_options(config: RecordConfig, scratch: Path) -> dict[str, Any]:
     return opts
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def read_config_file(opts: Any, confdir: Path) -> None:
+    """mitmproxy's config.yaml (or .yml) in `confdir`, read as mitmdump reads it (scripts
+    relative to it; options of addons not loaded yet kept for them), but for gws_capture:
+    `-o` says where the capture goes."""
+    from mitmproxy import exceptions, optmanager
+
+    for path in (confdir / "config.yaml", confdir / "config.yml"):
+        if not path.is_file():
+            continue
+        try:
+            data = optmanager.parse(path.read_text(encoding="utf8"))
+            data.pop("gws_capture", None)
+            scripts = data.get("scripts")
+            if scripts is not None:
+                data["scripts"] = [
+                    str(optmanager.relative_path(Path(p), relative_to=path.absolute().parent))
+                    for p in scripts
+                ]
+            opts.update_defer(**data)
+        except (OSError, UnicodeDecodeError, exceptions.OptionsError) as e:
+            raise RecordError(f"{path}: {_one_line(e)}") from None
+
+
 def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
     """Set mitmproxy's options as mitmdump would: its config.yaml in --confdir first, then
-    ours, then each --set. RecordError (one line) for anything mitmproxy refuses."""
-    from mitmproxy import exceptions, optmanager
+    ours, then each --set, and the capture last (nothing is created before every option is
+    known to be good). RecordError (one line) for anything mitmproxy refuses."""
+    from mitmproxy import exceptions
 
     found = listens(config)
     for listen in found:
         check_port_free(listen.host, listen.port)
     opts = master.options
-    confdir = Path(config.confdir).expanduser()
-    try:
-        optmanager.load_paths(opts, confdir / "config.yaml", confdir / "config.yml")
-    except exceptions.OptionsError as e:
-        raise RecordError(" ".join(str(e).split())) from None
+    named: set[str] = set()
+    for spec in config.sets:
+        name, eq, _value = spec.partition("=")
+        if not eq or not name:
+            raise RecordError(f"--set {spec}: expected NAME=VALUE (a mitmproxy option)")
+        if name not in opts:
+            raise RecordError(f"--set {spec}: no option {name} (mitmdump --options lists them)")
+        named.add(name)
+    read_config_file(opts, Path(config.confdir).expanduser())
     ours = {
         "listen_host": config.host,
         "listen_port": config.port,
@@ -234,24 +266,22 @@ def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
         "gws_mask_keys": list(config.mask_keys),
         "gws_trim_websocket": True,
         **_mitmproxy_options(config, scratch),
+        "gws_capture": config.output,
     }
     try:
-        opts.update(**ours)
+        opts.update(**{k: v for k, v in ours.items() if k not in named and k != "gws_capture"})
     except exceptions.OptionsError as e:
-        raise RecordError(" ".join(str(e).split())) from None
-    for spec in config.sets:
-        name, eq, _value = spec.partition("=")
-        if not eq or not name.strip():
-            raise RecordError(f"--set {spec}: expected NAME=VALUE (a mitmproxy option)")
-        try:
-            opts.set(spec)
+        raise RecordError(_one_line(e)) from None
+    if config.sets:
+        try:  # at once: mitmproxy gathers a list option given several times
+            opts.set(*config.sets)
         except exceptions.OptionsError as e:
-            raise RecordError(f"--set {spec}: {' '.join(str(e).split())}") from None
-    if not any(spec.partition("=")[0].strip() == "gws_capture" for spec in config.sets):
-        try:  # last: nothing is created before every option is known to be good
+            raise RecordError(f"--set {' --set '.join(config.sets)}: {_one_line(e)}") from None
+    if "gws_capture" not in named:
+        try:
             opts.update(gws_capture=config.output)
         except exceptions.OptionsError as e:
-            raise RecordError(" ".join(str(e).split())) from None
+            raise RecordError(_one_line(e)) from None
     return found
 
 
