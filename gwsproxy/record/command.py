@@ -285,17 +285,24 @@ def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
     return found
 
 
-async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
-    """Proxy until SIGINT/SIGTERM; returns the capture's path."""
+def recording_master(config: RecordConfig, out: TextIO) -> tuple[Any, GwsRecorder]:
+    """mitmproxy's DumpMaster with the recorder, its counter and the TLS hint (in a loop)."""
     from mitmproxy import options
     from mitmproxy.tools.dump import DumpMaster
 
-    if not config.timeout > 0:
-        raise RecordError(f"--timeout {config.timeout:g} must be a positive number of seconds")
-    opts = options.Options(confdir=config.confdir)
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master = DumpMaster(
+        options.Options(confdir=config.confdir), with_termlog=True, with_dumper=False
+    )
     recorder = GwsRecorder()
     master.addons.add(recorder, Counter(recorder, out), UpstreamTlsHint(out))
+    return master, recorder
+
+
+async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
+    """Proxy until SIGINT/SIGTERM; returns the capture's path."""
+    if not config.timeout > 0:
+        raise RecordError(f"--timeout {config.timeout:g} must be a positive number of seconds")
+    master, recorder = recording_master(config, out)
     quiet = _NoHandshakeWarnings()
     server_log = logging.getLogger("mitmproxy.proxy.server")
     with contextlib.ExitStack() as stack:
