@@ -130,7 +130,10 @@ def test_a_cluster_of_upstreams_is_recorded_into_one_capture(procs: Procs, tmp_p
 
 @pytest.mark.parametrize(
     ("spec", "said"),
-    [("nosuch=1", "no option nosuch"), ("listen_port=x", "Not an integer: x")],
+    [
+        ("nosuch=1", "no option nosuch (mitmdump --options lists them)"),
+        ("listen_port=x", "Not an integer: x"),
+    ],
 )
 def test_a_bad_set_stops_before_anything_listens(
     procs: Procs, tmp_path: Path, spec: str, said: str
