@@ -124,3 +124,21 @@ def test_tls_and_certfile_exclude_each_other(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         _args("sim", "--tls", "--certfile", "c.pem")
     assert "not allowed with" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_the_mock_serves_https_and_says_what_to_trust(tmp_path: Path) -> None:
+    from gwsproxy.replay.mock import MockConfig, start_mock
+    from gwsproxy.testing import examples
+
+    capture = tmp_path / "seed.gwscap"
+    examples.seed_capture(examples.SEEDS[0], capture)
+    cert = tls.throwaway(tmp_path / "tls")
+    running = await start_mock(MockConfig(str(capture), port=0, tls=cert))
+    try:
+        assert running.url.startswith("https://127.0.0.1:")
+        agent = {"Authorization": gws.basic_authorization(examples.AGENT, examples.PASSWORD)}
+        async with _http(cert.ca) as http, http.get(running.url + "/api/v2/me", headers=agent) as r:
+            assert r.status == 200, await r.text()
+    finally:
+        await running.stop()
