@@ -171,6 +171,7 @@ async def test_config_file_then_ours_then_set(make: Make, tmp_path: Path) -> Non
         "stream_large_bodies: 3m\n"  # the file's, nobody else says
         "anticache: true\n"  # the file's, but --set says otherwise
         "gws_max_body: 1234\n"  # an option of our addon, known once it is loaded
+        "gws_timeout: '4'\n"  # the file's, as no --timeout is given
         "gws_capture: elsewhere.gwscap\n"  # -o says where the capture goes
     )
     opts, recorder = make(sets=("anticache=false", "gws_mask_keys=A", "gws_mask_keys=B"))
@@ -178,6 +179,7 @@ async def test_config_file_then_ours_then_set(make: Make, tmp_path: Path) -> Non
     assert opts.stream_large_bodies == "3m"
     assert opts.anticache is False
     assert opts.gws_max_body == 1234 and recorder.max_body == 1234
+    assert recorder.settings["timeout"] == 4.0
     assert opts.gws_mask_keys == ["A", "B"]  # a list option given twice
     assert recorder.path == str(tmp_path / "c.gwscap")
     assert not (tmp_path / "elsewhere.gwscap").exists()

@@ -28,6 +28,9 @@ class RecordError(GwsProxyError):
     """Something the user can fix before anything listens."""
 
 
+DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its notification (the addon's default too)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordConfig:
     upstreams: tuple[str, ...]  # URL or URL@PORT: the GWS (each node of a cluster) to record
@@ -35,7 +38,7 @@ class RecordConfig:
     host: str = "127.0.0.1"
     port: int = 8080  # the first listen port; more listeners take the next ones
     modes: tuple[str, ...] = ("reverse",)  # "reverse" (one per upstream) or mitmproxy specs
-    timeout: float = 10.0
+    timeout: float = DEFAULT_TIMEOUT
     fsync: bool = False
     mask_keys: tuple[str, ...] = ()
     upstream_ca: tuple[str, ...] = ()  # CA files trusted besides the usual ones
@@ -261,15 +264,17 @@ def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
         # mitmproxy reads a request before it connects to GWS, so a request made while GWS
         # is down is recorded (failed, with why) instead of being dropped unread.
         "connection_strategy": "lazy",
-        "gws_timeout": str(config.timeout),
-        "gws_fsync": config.fsync,
-        "gws_mask_keys": list(config.mask_keys),
-        "gws_trim_websocket": True,
         **_mitmproxy_options(config, scratch),
-        "gws_capture": config.output,
     }
+    # The addon's own defaults are the command's: a config file may set these unless given.
+    if config.timeout != DEFAULT_TIMEOUT:
+        ours["gws_timeout"] = str(config.timeout)
+    if config.fsync:
+        ours["gws_fsync"] = True
+    if config.mask_keys:
+        ours["gws_mask_keys"] = list(config.mask_keys)
     try:
-        opts.update(**{k: v for k, v in ours.items() if k not in named and k != "gws_capture"})
+        opts.update(**{k: v for k, v in ours.items() if k not in named})
     except exceptions.OptionsError as e:
         raise RecordError(_one_line(e)) from None
     if config.sets:
