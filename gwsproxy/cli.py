@@ -357,8 +357,11 @@ def _served_cert(args: argparse.Namespace) -> Iterator[ServerCert | None]:
     if args.certfile:
         yield tls.given(args.certfile, args.keyfile)
     elif args.tls:
+        names: tuple[str, ...] = tls.DEFAULT_NAMES
+        if args.host not in (*names, "0.0.0.0", "::", ""):  # a name or address of its own
+            names = (*names, args.host)
         with tempfile.TemporaryDirectory(prefix="gwsproxy-tls-") as folder:
-            yield tls.throwaway(Path(folder))
+            yield tls.throwaway(Path(folder), names)
     else:
         yield None
 

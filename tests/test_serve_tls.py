@@ -99,6 +99,16 @@ def test_tls_makes_a_throwaway_certificate_in_a_private_folder_removed_afterward
         assert none is None
 
 
+def test_the_throwaway_certificate_names_the_host_served_on() -> None:
+    from cryptography import x509
+
+    with _served_cert(_args("sim", "--tls", "--host", "gws.test")) as cert:
+        assert cert is not None
+        made = x509.load_pem_x509_certificate(cert.certfile.read_bytes())
+        alt = made.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert {"gws.test", "localhost"} <= set(alt.get_values_for_type(x509.DNSName))
+
+
 def test_certfile_uses_the_given_certificate_and_keyfile(tmp_path: Path) -> None:
     made = tls.throwaway(tmp_path)
     args = _args(
