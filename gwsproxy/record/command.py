@@ -28,6 +28,7 @@ class RecordError(GwsProxyError):
     """Something the user can fix before anything listens."""
 
 
+DEFAULT_CONFDIR = "~/.mitmproxy"  # mitmproxy's own default
 DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its notification (the addon's default too)
 
 
@@ -45,7 +46,7 @@ class RecordConfig:
     insecure: bool = False  # no check of the upstream's certificate at all
     client_cert: str | None = None  # mitmproxy's client_certs: file or folder
     sets: tuple[str, ...] = ()  # mitmproxy NAME=VALUE options, applied last
-    confdir: str = "~/.mitmproxy"  # mitmproxy's CA and its config.yaml
+    confdir: str = DEFAULT_CONFDIR  # mitmproxy's CA and its config.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,10 +328,13 @@ async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
             )
         regular = [listen for listen in found if listen.spec.startswith("regular")]
         if regular:
+            ca = "gwsproxy ca" + (
+                "" if config.confdir == DEFAULT_CONFDIR else f" --confdir {config.confdir}"
+            )
             out.write(
                 f"point clients at the proxy: chromium --proxy-server={regular[0].url}"
                 " --proxy-bypass-list='<-loopback>' (Chromium bypasses proxies for 127.0.0.1"
-                " otherwise); for HTTPS they must trust mitmproxy's CA: gwsproxy ca\n"
+                f" otherwise); for HTTPS they must trust mitmproxy's CA: {ca}\n"
             )
         out.flush()
         server_log.addFilter(quiet)
