@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
-import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -23,6 +26,7 @@ if TYPE_CHECKING:  # each command imports its stage only when it runs
     from gwsproxy.gws.session import Access
     from gwsproxy.sim.agents import LoadConfig
     from gwsproxy.sim.server import RunningSim, SimConfig, Simulator
+    from gwsproxy.tls import ServerCert
 
 EXIT_USAGE = 2
 
@@ -106,8 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(run=cmd_load)
 
     record = sub.add_parser("record", help="record GWS traffic through mitmproxy into a capture")
-    record.add_argument("--upstream", help="the GWS to record, e.g. http://gws:8090 (reverse mode)")
-    record.add_argument("-p", "--port", type=_port, default=8080, help="port to listen on (8080)")
+    record.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL[@PORT]",
+        help="the GWS to record, e.g. https://gws:8443 (reverse mode); again for each node of a"
+        " cluster, each on its own port (--port, --port+1, ... or @PORT), into one capture",
+    )
+    record.add_argument(
+        "-p", "--port", type=_port, default=8080, help="(first) port to listen on (8080)"
+    )
     record.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     record.add_argument(
         "-o",
@@ -116,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="capture file (strftime)",
     )
     record.add_argument(
-        "--mode", choices=("reverse", "regular"), default="reverse", help="mitmproxy mode"
+        "--mode",
+        action="append",
+        metavar="MODE",
+        help="reverse (default: to each --upstream), regular (an HTTP proxy), or any mitmproxy"
+        " mode such as upstream:http://proxy:3128 or reverse:URL@PORT; repeatable",
     )
     record.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
@@ -124,6 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--fsync", action="store_true", help="fsync after every record")
     record.add_argument(
         "--mask-key", action="append", default=[], metavar="KEY", help="mask this user-data key"
+    )
+    record.add_argument(
+        "--upstream-ca",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust this CA (PEM) for the upstream, besides the usual ones; repeatable",
+    )
+    record.add_argument(
+        "--insecure", action="store_true", help="do not check the upstream's certificate at all"
+    )
+    record.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help="client certificate for the upstream (PEM, or a folder)",
+    )
+    record.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="NAME=VALUE",
+        help="any mitmproxy option (applied last); repeatable",
+    )
+    record.add_argument(
+        "--confdir",
+        default="~/.mitmproxy",
+        metavar="DIR",
+        help="mitmproxy's folder: its CA, and its config.yaml read first (~/.mitmproxy)",
     )
     record.set_defaults(run=cmd_record)
 
@@ -205,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="first",
         help="among equal recorded requests, use the first or the last unused one (first)",
     )
+    _tls_options(serve)
     serve.set_defaults(run=cmd_serve)
 
     rep = sub.add_parser("replay", help="re-send a capture to a GWS and compare the changes")
@@ -302,6 +349,36 @@ def _sim_options(p: argparse.ArgumentParser, port: int) -> None:
         metavar="MEDIA",
         help="misbehave: store int values as strings on this media (for regression tests)",
     )
+    _tls_options(p)
+
+
+def _tls_options(p: argparse.ArgumentParser) -> None:
+    """HTTPS for `sim` and `serve`: a throwaway certificate, or the user's own."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway CA and certificate (their paths are printed)",
+    )
+    group.add_argument("--certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--keyfile", metavar="FILE", help="its private key (default: in --certfile)")
+
+
+def _served_cert(args: argparse.Namespace, private: Path) -> ServerCert | None:
+    """The certificate `--tls` or `--certfile` asks for (None: plain HTTP); a throwaway one is
+    made in `private`, the server's own folder, removed when it stops."""
+    from gwsproxy import tls
+
+    if args.keyfile and not args.certfile:
+        raise GwsProxyError("--keyfile goes with --certfile FILE")
+    if args.certfile:
+        return tls.given(args.certfile, args.keyfile)
+    if not args.tls:
+        return None
+    names: tuple[str, ...] = tls.DEFAULT_NAMES
+    if args.host not in (*names, "0.0.0.0", "::", ""):  # a name or address of its own
+        names = (*names, args.host)
+    return tls.throwaway(private, names)
 
 
 def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -> None:
@@ -424,17 +501,12 @@ def _media_names() -> list[str]:
     return [m.name for m in MEDIA]
 
 
-def _sim_sessions(simulator: Simulator) -> str | None:
+def _sim_sessions(simulator: Simulator, private: Path) -> None:
     """The lines after the simulator's banner on its sessions (csrf, bearer, API key modes);
-    bearer mode writes the agents' tokens into a 0600 file in a new private folder, whose path
-    it returns (the caller removes it)."""
-    import tempfile
-
+    bearer mode writes the agents' tokens into a 0600 file in the run's private folder."""
     config = simulator.config
-    folder = None
     if config.bearer:
-        folder = tempfile.mkdtemp(prefix="gwsproxy-sim-")  # mode 0700
-        path = os.path.join(folder, "bearer-tokens")
+        path = private / "bearer-tokens"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(simulator.tokens_text())
@@ -443,18 +515,34 @@ def _sim_sessions(simulator: Simulator) -> str | None:
         print("CSRF on: GET /api/v2/me gives the token, every POST must carry it", flush=True)
     if config.api_key is not None:
         print("x-api-key required", flush=True)
-    return folder
+
+
+@contextlib.contextmanager
+def _private_folder(command: str) -> Iterator[Path]:
+    """A server's own folder (mode 0700) for its throwaway certificate and tokens, removed when
+    it stops."""
+    with tempfile.TemporaryDirectory(prefix=f"gwsproxy-{command}-") as folder:
+        yield Path(folder)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    with _private_folder("sim") as private:
+        return _run_sim(args, private)
+
+
+def _run_sim(args: argparse.Namespace, private: Path) -> int:
+    from gwsproxy.tls import told
+
+    cert = _served_cert(args, private)
+
     async def main() -> None:
-        running = await _start_sim(_sim_config(args))
-        print(  # the banner that gwsproxy.processes.SIM_BANNER reads
+        running = await _start_sim(dataclasses.replace(_sim_config(args), tls=cert))
+        print(  # the banner that gwsproxy.processes.SIM_BANNER (and SIM_TLS) reads
             f"GWS simulator on {running.url}  agents agent1..agent{args.agents}, "
-            f"password 'password'  (Ctrl-C stops it)",
+            f"password 'password'  (Ctrl-C stops it)" + (f"\n{told(cert)}" if cert else ""),
             flush=True,
         )
-        folder = _sim_sessions(running.simulator)
+        _sim_sessions(running.simulator, private)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # an orderly stop, not a cancelled task
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -462,8 +550,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await running.stop()
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
 
     asyncio.run(main())
     return 0
@@ -512,14 +598,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import RecordConfig, run_record
 
     config = RecordConfig(
-        upstream=args.upstream,
+        upstreams=tuple(args.upstream),
         output=args.output,
         host=args.host,
         port=args.port,
-        mode=args.mode,
+        modes=tuple(args.mode or ["reverse"]),
         timeout=args.timeout,
         fsync=args.fsync,
         mask_keys=tuple(args.mask_key),
+        upstream_ca=tuple(args.upstream_ca),
+        insecure=args.insecure,
+        client_cert=args.client_cert,
+        sets=tuple(args.sets),
+        confdir=args.confdir,
     )
     path = asyncio.run(run_record(config))
     print(f"capture: {path}", file=sys.stderr)
@@ -595,7 +686,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         unmatched=args.unmatched,
         match=args.match,
     )
-    return serve_main(config)
+    with _private_folder("serve") as private:
+        return serve_main(dataclasses.replace(config, tls=_served_cert(args, private)))
 
 
 def _check_ignore(patterns: list[str]) -> None:

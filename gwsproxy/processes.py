@@ -25,7 +25,9 @@ from gwsproxy.errors import GwsProxyError
 START_TIMEOUT = 30.0  # a loaded machine starts mitmproxy slowly (the first start makes its CA)
 STOP_TIMEOUT = 15.0
 # What `gwsproxy sim` prints once it listens.
-SIM_BANNER = re.compile(r"GWS simulator on (?P<url>http://(?P<host>[^:/\s]+):(?P<port>\d+))")
+SIM_BANNER = re.compile(r"GWS simulator on (?P<url>https?://(?P<host>[^:/\s]+):(?P<port>\d+))")
+# The line under it when it serves HTTPS with a throwaway CA (gwsproxy.tls.told).
+SIM_TLS = re.compile(r"TLS: trust its CA: (?P<ca>\S+)")
 
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ class SimProcess:
     url: str
     host: str
     port: int
+    ca: Path | None = None  # the CA file to trust when it serves HTTPS with `--tls`
 
 
 def gwsproxy_command(*args: str) -> list[str]:
@@ -159,7 +162,10 @@ def start_sim(
     process, found = start_announcing(
         command, SIM_BANNER, "the simulator", output=output, errors=errors, timeout=timeout
     )
-    return SimProcess(process, found["url"], found["host"], int(found["port"]))
+    ca = SIM_TLS.search(output.read_text(errors="replace"))  # printed with the banner, at once
+    return SimProcess(
+        process, found["url"], found["host"], int(found["port"]), Path(ca["ca"]) if ca else None
+    )
 
 
 def stop(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:

@@ -133,6 +133,15 @@ def given(certfile: str, keyfile: str | None) -> ServerCert:
     return found
 
 
+def told(cert: ServerCert) -> str:
+    """The line a server prints under its https:// banner: what a client trusts, the print."""
+    if cert.ca is not None:
+        trust = f"trust its CA: {cert.ca} (--upstream-ca / --cacert PATH)"
+    else:
+        trust = f"certificate {cert.certfile}"
+    return f"TLS: {trust}  SHA-256 {cert.sha256}"
+
+
 def server_context(cert: ServerCert) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:

@@ -67,7 +67,7 @@ class GwsRecorder:
             "mask_keys": [],
         }
         self.max_body = DEFAULT_MAX_BODY
-        self.trim_websocket = False
+        self.trim_websocket = True
         self.use_worker = True
         self._ticker: asyncio.Task[None] | None = None
         # Hooks only queue their flow; it becomes an event right after mitmproxy has forwarded
@@ -108,8 +108,9 @@ class GwsRecorder:
         loader.add_option(
             "gws_trim_websocket",
             bool,
-            False,
-            "Drop WebSocket messages from mitmproxy's memory once recorded.",
+            True,
+            "Drop WebSocket messages from mitmproxy's memory once recorded (false keeps them all,"
+            " for other addons or a flow dump, in memory for the connection's life).",
         )
         loader.add_option(
             "gws_worker",
@@ -137,7 +138,9 @@ class GwsRecorder:
             # mitmproxy refused an option and calls us back with the previous values: that is
             # no reason to start a capture (at the default path) nobody asked for.
             return
-        if "gws_capture" in updated or "gws_worker" in updated:
+        # gws_worker alone reopens a capture already open, it does not start one (that is the
+        # capture option's job): `gwsproxy record --set gws_worker=false` sets it first.
+        if "gws_capture" in updated or ("gws_worker" in updated and self.sink is not None):
             try:
                 self.open(opts.gws_capture, _upstream(), fsync=opts.gws_fsync)
             except OSError as e:

@@ -6,14 +6,19 @@ Both feed the same GwsRecorder, so a live recording and an imported flow dump pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from gwsproxy import tls
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 from gwsproxy.record import shutdown
 from gwsproxy.record.addon import GwsRecorder
@@ -23,16 +28,40 @@ class RecordError(GwsProxyError):
     """Something the user can fix before anything listens."""
 
 
+DEFAULT_CONFDIR = "~/.mitmproxy"  # mitmproxy's own default
+DEFAULT_TIMEOUT = 10.0  # seconds a request waits for its notification (the addon's default too)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordConfig:
-    upstream: str | None
+    upstreams: tuple[str, ...]  # URL or URL@PORT: the GWS (each node of a cluster) to record
     output: str
     host: str = "127.0.0.1"
-    port: int = 8080
-    mode: str = "reverse"
-    timeout: float = 10.0
+    port: int = 8080  # the first listen port; more listeners take the next ones
+    modes: tuple[str, ...] = ("reverse",)  # "reverse" (one per upstream) or mitmproxy specs
+    timeout: float = DEFAULT_TIMEOUT
     fsync: bool = False
     mask_keys: tuple[str, ...] = ()
+    upstream_ca: tuple[str, ...] = ()  # CA files trusted besides the usual ones
+    insecure: bool = False  # no check of the upstream's certificate at all
+    client_cert: str | None = None  # mitmproxy's client_certs: file or folder
+    sets: tuple[str, ...] = ()  # mitmproxy NAME=VALUE options, applied last
+    confdir: str = DEFAULT_CONFDIR  # mitmproxy's CA and its config.yaml
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """One mitmproxy mode: its spec, where it listens and what it forwards to."""
+
+    spec: str
+    host: str
+    port: int
+    target: str  # the upstream URL, or how it proxies
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 def check_upstream(url: str) -> str:
@@ -40,6 +69,60 @@ def check_upstream(url: str) -> str:
     if problem:
         raise RecordError(f"--upstream: {problem}")
     return url.strip().rstrip("/")
+
+
+def _split_port(upstream: str) -> tuple[str, int | None]:
+    """URL@PORT: the URL and the port to listen on for it (None: the next free one)."""
+    url, at, port = upstream.rpartition("@")
+    if at and port.isdigit() and "/" not in port:
+        if not 0 < int(port) < 65536:
+            raise RecordError(f"--upstream {upstream}: {port} is not a port (1-65535)")
+        return url, int(port)
+    return upstream, None
+
+
+def listens(config: RecordConfig) -> list[Listen]:
+    """mitmproxy's modes for `config`: each `--upstream` in reverse mode, each other mode as
+    mitmproxy spells it; a mode without its own `@PORT` takes --port, then the next ones."""
+    from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode, UpstreamMode
+
+    specs: list[tuple[str, int | None]] = []
+    for mode in config.modes:
+        if mode == "reverse":
+            if not config.upstreams:
+                raise RecordError("reverse mode needs --upstream URL (the GWS to record)")
+            for upstream in config.upstreams:
+                url, port = _split_port(upstream)
+                specs.append((f"reverse:{check_upstream(url)}", port))
+        else:
+            specs.append((mode, None))
+    found: list[Listen] = []
+    auto = config.port
+    for spec, port in specs:
+        try:
+            parsed = ProxyMode.parse(spec)
+        except ValueError as e:
+            raise RecordError(f"--mode {spec}: {e} (mitmproxy's --mode syntax)") from None
+        if port is None and parsed.custom_listen_port is None:
+            port, auto = auto, auto + 1
+        if port is not None:
+            spec = f"{spec}@{port}"
+            parsed = ProxyMode.parse(spec)
+        if isinstance(parsed, RegularMode):
+            target = "(as an HTTP proxy)"
+        elif isinstance(parsed, ReverseMode):
+            target = f"-> {parsed.data}"
+        elif isinstance(parsed, UpstreamMode):
+            target = f"(as an HTTP proxy, through the proxy {parsed.data})"
+        else:
+            target = f"(as {parsed.description})"
+        listen_port = parsed.listen_port(config.port)
+        found.append(Listen(spec, parsed.listen_host(config.host), listen_port or 0, target))
+    ports = [listen.port for listen in found]
+    twice = {p for p in ports if ports.count(p) > 1}
+    if twice:
+        raise RecordError(f"port {min(twice)} is given to two listeners: give each its own @PORT")
+    return found
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -86,53 +169,182 @@ class Counter:
         self.out.flush()
 
 
-async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
-    """Proxy until SIGINT/SIGTERM; returns the capture's path."""
-    from mitmproxy import exceptions, options
+class UpstreamTlsHint:
+    """The first TLS failure towards GWS, said in one line with the option that fixes it
+    (mitmproxy's own warning for every connection is held back: one line, not a flood)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.told = False
+
+    def tls_failed_server(self, data: Any) -> None:
+        if self.told:
+            return
+        self.told = True
+        conn = data.conn
+        host, port = conn.address or ("?", 0)
+        why = conn.error or "the TLS handshake failed"
+        fix = ""
+        if "certificate" in why.lower():
+            fix = "; trust its CA with --upstream-ca CA.pem (or skip the check: --insecure)"
+        clear = "\r\033[K" if self.out.isatty() else ""
+        self.out.write(f"{clear}upstream https://{conn.sni or host}:{port}: {why}{fix}\n")
+        self.out.flush()
+
+
+class _NoHandshakeWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Server TLS handshake failed.")
+
+
+def _mitmproxy_options(config: RecordConfig, scratch: Path) -> dict[str, Any]:
+    """The mitmproxy options `config` asks for (besides the modes and the gws_* ones)."""
+    opts: dict[str, Any] = {}
+    if config.insecure:
+        opts["ssl_insecure"] = True
+    elif config.upstream_ca:
+        bundle = tls.bundle_with_defaults(config.upstream_ca, scratch / "upstream-ca.pem")
+        opts["ssl_verify_upstream_trusted_ca"] = str(bundle)
+    if config.client_cert:
+        path = Path(config.client_cert).expanduser()
+        if not path.exists():
+            raise RecordError(f"--client-cert {config.client_cert}: no such file or folder")
+        opts["client_certs"] = str(path)
+    return opts
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def read_config_file(opts: Any, confdir: Path) -> None:
+    """mitmproxy's config.yaml (or .yml) in `confdir`, read as mitmdump reads it (scripts
+    relative to it; options of addons not loaded yet kept for them), but for gws_capture:
+    `-o` says where the capture goes."""
+    from mitmproxy import exceptions, optmanager
+
+    for path in (confdir / "config.yaml", confdir / "config.yml"):
+        if not path.is_file():
+            continue
+        try:
+            data = optmanager.parse(path.read_text(encoding="utf8"))
+            data.pop("gws_capture", None)
+            scripts = data.get("scripts")
+            if scripts is not None:
+                data["scripts"] = [
+                    str(optmanager.relative_path(Path(p), relative_to=path.absolute().parent))
+                    for p in scripts
+                ]
+            opts.update_defer(**data)
+        except (OSError, UnicodeDecodeError, exceptions.OptionsError) as e:
+            raise RecordError(f"{path}: {_one_line(e)}") from None
+
+
+def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
+    """Set mitmproxy's options as mitmdump would: its config.yaml in --confdir first, then
+    ours, then each --set, and the capture last (nothing is created before every option is
+    known to be good). RecordError (one line) for anything mitmproxy refuses."""
+    from mitmproxy import exceptions
+
+    found = listens(config)
+    for listen in found:
+        check_port_free(listen.host, listen.port)
+    opts = master.options
+    named: set[str] = set()
+    for spec in config.sets:
+        name, eq, _value = spec.partition("=")
+        if not eq or not name:
+            raise RecordError(f"--set {spec}: expected NAME=VALUE (a mitmproxy option)")
+        if name not in opts:
+            raise RecordError(f"--set {spec}: no option {name} (mitmdump --options lists them)")
+        named.add(name)
+    read_config_file(opts, Path(config.confdir).expanduser())
+    ours = {
+        "listen_host": config.host,
+        "listen_port": config.port,
+        "mode": [listen.spec for listen in found],
+        "termlog_verbosity": "warn",
+        # mitmproxy reads a request before it connects to GWS, so a request made while GWS
+        # is down is recorded (failed, with why) instead of being dropped unread.
+        "connection_strategy": "lazy",
+        **_mitmproxy_options(config, scratch),
+    }
+    # The addon's own defaults are the command's: a config file may set these unless given.
+    if config.timeout != DEFAULT_TIMEOUT:
+        ours["gws_timeout"] = str(config.timeout)
+    if config.fsync:
+        ours["gws_fsync"] = True
+    if config.mask_keys:
+        ours["gws_mask_keys"] = list(config.mask_keys)
+    try:
+        opts.update(**{k: v for k, v in ours.items() if k not in named})
+    except exceptions.OptionsError as e:
+        raise RecordError(_one_line(e)) from None
+    if config.sets:
+        try:  # at once: mitmproxy gathers a list option given several times
+            opts.set(*config.sets)
+        except exceptions.OptionsError as e:
+            raise RecordError(f"--set {' --set '.join(config.sets)}: {_one_line(e)}") from None
+    if "gws_capture" not in named:
+        try:
+            opts.update(gws_capture=config.output)
+        except exceptions.OptionsError as e:
+            raise RecordError(_one_line(e)) from None
+    return found
+
+
+def recording_master(config: RecordConfig, out: TextIO) -> tuple[Any, GwsRecorder]:
+    """mitmproxy's DumpMaster with the recorder, its counter and the TLS hint (in a loop)."""
+    from mitmproxy import options
     from mitmproxy.tools.dump import DumpMaster
 
-    if config.mode == "reverse":
-        if not config.upstream:
-            raise RecordError("reverse mode needs --upstream URL (the GWS to record)")
-        mode = f"reverse:{check_upstream(config.upstream)}"
-    else:
-        mode = "regular"
+    master = DumpMaster(
+        options.Options(confdir=config.confdir), with_termlog=True, with_dumper=False
+    )
+    recorder = GwsRecorder()
+    master.addons.add(recorder, Counter(recorder, out), UpstreamTlsHint(out))
+    return master, recorder
+
+
+async def run_record(config: RecordConfig, out: TextIO = sys.stderr) -> str:
+    """Proxy until SIGINT/SIGTERM; returns the capture's path."""
     if not config.timeout > 0:
         raise RecordError(f"--timeout {config.timeout:g} must be a positive number of seconds")
-    check_port_free(config.host, config.port)
-    opts = options.Options(listen_host=config.host, listen_port=config.port, mode=[mode])
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    recorder = GwsRecorder()
-    master.addons.add(recorder, Counter(recorder, out))
-    try:
-        master.options.update(
-            termlog_verbosity="warn",
-            # mitmproxy reads a request before it connects to GWS, so a request made while GWS
-            # is down is recorded (failed, with why) instead of being dropped unread.
-            connection_strategy="lazy",
-            gws_capture=config.output,
-            gws_timeout=str(config.timeout),
-            gws_fsync=config.fsync,
-            gws_mask_keys=list(config.mask_keys),
-            gws_trim_websocket=True,
-        )
-    except exceptions.OptionsError as e:
-        raise RecordError(str(e)) from None
-    path = recorder.path or config.output
-    listen = f"http://{config.host}:{config.port}"
-    target = f" -> {config.upstream}" if mode != "regular" else " (as an HTTP proxy)"
-    out.write(f"recording {listen}{target} into {path}  (Ctrl-C stops)\n")
-    if mode == "regular":
-        out.write(
-            f"point clients at the proxy: chromium --proxy-server={listen}"
-            " --proxy-bypass-list='<-loopback>' (Chromium bypasses proxies for 127.0.0.1"
-            " otherwise); for HTTPS they must trust mitmproxy's CA: gwsproxy ca\n"
-        )
-    out.flush()
-    # The first SIGINT/SIGTERM stops in order (the addon's done() ends the connections and
-    # closes the capture), a second one ends the process at once.
-    shutdown.stop_on_signals(master.shutdown)
-    await master.run()
+    master, recorder = recording_master(config, out)
+    quiet = _NoHandshakeWarnings()
+    server_log = logging.getLogger("mitmproxy.proxy.server")
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gwsproxy-")))
+        found = configure(master, config, scratch)
+        path = recorder.path or config.output
+        if len(found) == 1:
+            out.write(f"recording {found[0].url} {found[0].target} into {path}  (Ctrl-C stops)\n")
+        else:
+            out.write(f"recording into {path}  (Ctrl-C stops)\n")
+            for listen in found:
+                out.write(f"  {listen.url} {listen.target}\n")
+        if master.options.ssl_insecure:
+            out.write(
+                "warning: --insecure: the upstream's certificate is not checked, anyone on the"
+                " way to GWS can read and change the traffic\n"
+            )
+        regular = [listen for listen in found if listen.spec.startswith("regular")]
+        if regular:
+            ca = "gwsproxy ca" + (
+                "" if config.confdir == DEFAULT_CONFDIR else f" --confdir {config.confdir}"
+            )
+            out.write(
+                f"point clients at the proxy: chromium --proxy-server={regular[0].url}"
+                " --proxy-bypass-list='<-loopback>' (Chromium bypasses proxies for 127.0.0.1"
+                f" otherwise); for HTTPS they must trust mitmproxy's CA: {ca}\n"
+            )
+        out.flush()
+        server_log.addFilter(quiet)
+        stack.callback(server_log.removeFilter, quiet)
+        # The first SIGINT/SIGTERM stops in order (the addon's done() ends the connections and
+        # closes the capture), a second one ends the process at once.
+        shutdown.stop_on_signals(master.shutdown)
+        await master.run()
     return str(path)
 
 

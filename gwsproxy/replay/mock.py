@@ -29,6 +29,7 @@ from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.errors import GwsProxyError, listen_problem
 from gwsproxy.gws.server import error_answer, logged_in
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
+from gwsproxy.tls import ServerCert, server_context, told
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class MockConfig:
     unmatched: str = "404"  # "404", "closest" or "forward:URL"
     match: str = "first"  # among equal unused recorded requests: "first" or "last"
     cometd_timeout: float = 30.0
+    tls: ServerCert | None = None  # serve HTTPS (and wss: CometD) with this certificate
 
 
 @dataclass(slots=True)
@@ -382,18 +384,20 @@ async def start_mock(config: MockConfig, capture: Capture | None = None) -> Runn
     Raises CaptureError for an unusable capture and OSError when the address is taken."""
     if capture is None:
         capture = load_capture(config.capture)
+    context = server_context(config.tls) if config.tls else None
     mock = Mock(config, capture)
     runner = web.AppRunner(mock.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     port = runner.addresses[0][1]
     host = f"[{config.host}]" if ":" in config.host else config.host
-    return RunningMock(mock, runner, f"http://{host}:{port}")
+    scheme = "https" if context else "http"
+    return RunningMock(mock, runner, f"{scheme}://{host}:{port}")
 
 
 def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -420,7 +424,8 @@ def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None
         agents = len(capture.scopes)
         print(
             f"mock GWS on {running.url} from {config.capture} "
-            f"({len(capture.pairs)} pairs, {agents} agents)",
+            f"({len(capture.pairs)} pairs, {agents} agents)"
+            + (f"\n{told(config.tls)}" if config.tls else ""),
             file=out,
             flush=True,
         )

@@ -22,6 +22,7 @@ from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.gws.server import CSRF_HEADER, error_answer, logged_in
 from gwsproxy.lenient import Parsed, loads
+from gwsproxy.tls import ServerCert, server_context
 
 PASSWORD = "password"
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
@@ -69,6 +70,7 @@ class SimConfig:
     api_key: str | None = None
     seed_from: str | None = None  # a capture: start with the interactions it saw
     coerce: tuple[str, ...] = ()  # media whose int values come back as strings (a GWS bug)
+    tls: ServerCert | None = None  # serve HTTPS (and wss: CometD) with this certificate
 
 
 class Fail(Exception):
@@ -95,7 +97,7 @@ class Simulator:
         self.ops = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=100_000)
         self._published: dict[str, float] = {}  # interaction -> when its last notification goes
-        self.base_url = f"http://{config.host}:{config.port}"
+        self.base_url = f"{'https' if config.tls else 'http'}://{config.host}:{config.port}"
         if seeded is None:
             self._seed_interactions()
         else:
@@ -444,10 +446,15 @@ class RunningSim:
 async def start_simulator(config: SimConfig) -> RunningSim:
     """Start the simulator on its host and port (0: any free port) and return its URL."""
     sim = Simulator(config)
+    context = server_context(config.tls) if config.tls else None
     runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     port = runner.addresses[0][1]
-    sim.base_url = f"http://{config.host}:{port}"
-    return RunningSim(sim, runner, f"http://{config.host}:{port}")
+    sim.base_url = f"{'https' if context else 'http'}://{config.host}:{port}"
+    return RunningSim(sim, runner, sim.base_url)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -117,10 +118,12 @@ class Sim(Process):
 
     url: str = ""
     port: int = 0
+    ca: Path | None = None  # the CA to trust when it serves HTTPS (`--tls`)
 
     def log(self) -> list[dict[str, Any]]:
         """Every user-data operation the simulator carried out, in order."""
-        with urllib.request.urlopen(self.url + "/_sim/log", timeout=30) as r:
+        context = ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
+        with urllib.request.urlopen(self.url + "/_sim/log", timeout=30, context=context) as r:
             return json.loads(r.read())
 
 
@@ -182,7 +185,7 @@ class Procs:
         except ProcessError as e:
             pytest.fail(f"{e}\nstdout: {out.read_text()!r}\nstderr: {err.read_text()!r}")
         process = running.process
-        sim = Sim(list(process.args), process, out, err, running.url, running.port)
+        sim = Sim(list(process.args), process, out, err, running.url, running.port, running.ca)
         self.started.append(sim)
         return sim
 

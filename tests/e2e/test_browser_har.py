@@ -129,7 +129,9 @@ def test_mitmproxys_own_har_of_a_session_imports_to_the_pairs_it_recorded(
 
     sim = procs.sim()
     live, har, imported = tmp_path / "live.gwscap", tmp_path / "dump.har", tmp_path / "har.gwscap"
-    mitm = procs.mitmdump(sim.url, live, options={"hardump": str(har)})
+    # mitmproxy's HAR writer reads the WebSocket messages at the end: keep them in memory.
+    options = {"hardump": str(har), "gws_trim_websocket": "false"}
+    mitm = procs.mitmdump(sim.url, live, options=options)
     config = LoadConfig(
         target=f"http://127.0.0.1:{mitm.port}", agents=2, ops=8, transport=transport, seed=7
     )

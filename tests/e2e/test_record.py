@@ -1209,11 +1209,17 @@ def test_no_secret_reaches_the_capture(procs: Procs, tmp_path: Path, mask: bool)
 # ---- 6. memory of a long-lived CometD WebSocket -------------------------------------------------
 
 
-def test_trimmed_websocket_keeps_one_message_and_records_all(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trim", [None, False])
+def test_trimmed_websocket_keeps_one_message_and_records_all(
+    tmp_path: Path, trim: bool | None
+) -> None:
+    """Trimming is the default wherever the addon runs (mitmdump -s too); false keeps all."""
     recorder = GwsRecorder()
     path = tmp_path / "ws.gwscap"
     with taddons.context(recorder) as tctx:
-        tctx.configure(recorder, gws_capture=str(path), gws_trim_websocket=True)
+        tctx.configure(recorder, gws_capture=str(path))
+        if trim is not None:
+            tctx.configure(recorder, gws_trim_websocket=trim)
         flow = tflow.twebsocketflow()
         flow.request.path = bayeux.NOTIFICATIONS_PATH
         assert flow.websocket is not None
@@ -1223,7 +1229,7 @@ def test_trimmed_websocket_keeps_one_message_and_records_all(tmp_path: Path) -> 
             content = json.dumps([note]).encode()
             flow.websocket.messages.append(WebSocketMessage(Opcode.TEXT, False, content))
             recorder.websocket_message(flow)
-            assert len(flow.websocket.messages) <= 1
+            assert len(flow.websocket.messages) == (n + 1 if trim is False else 1)
         recorder.done()
     capture = read_capture(path)
     assert capture.ended
