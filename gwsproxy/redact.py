@@ -47,6 +47,10 @@ def secret_name(name: str) -> bool:
     return name not in NOT_SECRET and any(word in name for word in SECRET_WORDS)
 
 
+# Headers whose value is a URL, whose query may carry a secret (a page's ?access_token=...).
+URL_HEADERS = frozenset(("referer", "location", "content-location"))
+
+
 class Redactor:
     def __init__(
         self,
@@ -75,18 +79,18 @@ class Redactor:
     def header_fields(
         self, fields: Iterable[tuple[str, str]], announced: Iterable[str] = ()
     ) -> list[list[str]]:
-        """Header pairs with secret values replaced; `announced` adds names from X-CSRF-HEADER."""
+        """Header pairs with secret values replaced; `announced` adds names from X-CSRF-HEADER.
+        A header that holds a URL (Referer, Location) keeps it, but not its secret parameters."""
         secret_names = self.headers | {a.lower() for a in announced}
-        return [
-            [
-                name,
-                f"<redacted {self.stand_in(value)}>" if self._secret(name, secret_names) else value,
-            ]
-            for name, value in fields
-        ]
+        return [[name, self._header_value(name, value, secret_names)] for name, value in fields]
+
+    def _header_value(self, name: str, value: str, secret_names: frozenset[str]) -> str:
+        if self._secret(name, secret_names):
+            return f"<redacted {self.stand_in(value)}>"
+        return self.url(value) if name.lower() in URL_HEADERS else value
 
     @staticmethod
-    def _secret(name: str, secret_names: frozenset[str] | set[str]) -> bool:
+    def _secret(name: str, secret_names: frozenset[str]) -> bool:
         return name.lower() in secret_names or secret_name(name)
 
     def url(self, url: str) -> str:

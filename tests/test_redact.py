@@ -165,3 +165,14 @@ def test_mask_document_masks_user_data_inside_a_notification() -> None:
     assert parsed is not None and parsed.reference_id == 85
     assert parsed.user_data == {"Email": chat["userData"]["Email"], "Topic": "billing"}
     assert Redactor(salt=SALT).mask_document(message) is message
+
+
+def test_a_url_in_a_header_keeps_no_secret_parameter() -> None:
+    r = Redactor(salt=SALT)
+    page = "https://gws/desktop/agent.html?user=agent1&password=pw-secret&access_token=tok-secret"
+    out = _as_dict(
+        r.header_fields([("Referer", page), ("Location", page), ("Origin", "https://gws")])
+    )
+    for name in ("Referer", "Location"):
+        assert "secret" not in out[name] and "user=agent1&password=redacted-" in out[name]
+    assert out["Origin"] == "https://gws"

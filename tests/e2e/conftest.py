@@ -8,10 +8,12 @@ started is killed at teardown, whether the test passed or not.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import signal
 import ssl
+import stat
 import subprocess
 import time
 import urllib.request
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from gwsproxy.capture import CaptureReader
 from gwsproxy.processes import (
     START_TIMEOUT,
     ProcessError,
@@ -122,9 +125,35 @@ class Sim(Process):
 
     def log(self) -> list[dict[str, Any]]:
         """Every user-data operation the simulator carried out, in order."""
+        return self.control("log")  # type: ignore[no-any-return]
+
+    def control(self, what: str, order: dict[str, Any] | None = None) -> Any:
+        """GET /_sim/WHAT (the log, the state, the CSRF sessions), or POST an order to it."""
         context = ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
-        with urllib.request.urlopen(self.url + "/_sim/log", timeout=30, context=context) as r:
+        data = None if order is None else json.dumps(order).encode()
+        url = f"{self.url}/_sim/{what}"
+        with urllib.request.urlopen(url, data=data, timeout=30, context=context) as r:
             return json.loads(r.read())
+
+
+def session_secrets(csrf: dict[str, Any]) -> set[str]:
+    """The cookie values and CSRF tokens in a `sim --csrf`'s /_sim/csrf answer."""
+    return {value for session in csrf["sessions"] for value in session if value}
+
+
+def assert_no_secrets(capture: Path, secrets: set[str], users: Sequence[str] = ("agent1",)) -> None:
+    """None of `secrets`, nor the simulator's password or a user's Basic header, in any record
+    of the capture (bodies decompressed) or in its bytes; the file is the user's alone (0600)."""
+    assert stat.S_IMODE(capture.stat().st_mode) == 0o600
+    with CaptureReader(capture) as reader:
+        records = [(entry.summary, body) for entry, body in reader.records()]
+    assert len(records) > 2, records  # more than the header and the end
+    text = json.dumps(records, default=repr) + capture.read_bytes().decode("latin-1")
+    basics = {base64.b64encode(f"{u}:password".encode()).decode() for u in users}
+    # the password is the word itself: look for it as a value, not as a parameter's name
+    password = {'"password"', "=password", ":password"}
+    leaked = sorted(s[:6] + "..." for s in {*secrets, *basics, *password} if s in text)
+    assert not leaked, f"in clear in {capture}: {leaked}"
 
 
 @dataclass

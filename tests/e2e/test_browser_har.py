@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Procs
+from conftest import Procs, assert_no_secrets, session_secrets
 
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.processes import gwsproxy_command
@@ -26,9 +26,11 @@ USER, PASSWORD = "agent1", "password"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 
 
-def browser_session(url: str, transport: str, har: Path, proxy: str | None = None) -> None:
+def browser_session(
+    url: str, transport: str, har: Path, proxy: str | None = None, spki: str | None = None
+) -> None:
     """Open the agent page at `url` (the recorder, or GWS itself through `proxy`), let it make
-    OPS updates, save the HAR."""
+    OPS updates, save the HAR. `spki`: the hash of a CA the browser trusts (Chromium's flag)."""
     from playwright.sync_api import Route, sync_playwright
 
     def serve_page(route: Route) -> None:  # the page and the CometD modules, from the tests
@@ -41,7 +43,11 @@ def browser_session(url: str, transport: str, har: Path, proxy: str | None = Non
         # page and GWS are both on 127.0.0.1.
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-features=LocalNetworkAccessChecks"],
+            args=[
+                "--no-sandbox",
+                "--disable-features=LocalNetworkAccessChecks",
+                *([f"--ignore-certificate-errors-spki-list={spki}"] if spki else []),
+            ],
             # As `gwsproxy record --mode regular` says: loopback goes direct unless told so.
             proxy={"server": proxy, "bypass": "<-loopback>"} if proxy else None,
         )
@@ -162,3 +168,31 @@ def test_a_browser_pointed_at_the_recorder_as_its_proxy_is_recorded(
     assert recorder.signal() == 0, recorder.describe()
     recorded = exported(procs, live)
     assert len(recorded) == OPS and all(p["status"] == "matched" for p in recorded), recorded
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+def test_a_browser_through_the_recorder_to_an_https_gws_trusts_its_ca_by_spki(
+    procs: Procs, tmp_path: Path, transport: str
+) -> None:
+    """The explicit-proxy set-up a person makes for an HTTPS GWS: the recorder trusts GWS's CA
+    (--upstream-ca), the browser trusts the recorder's CA by the SPKI hash `gwsproxy ca`
+    prints, and the agent page talks https and wss to GWS through it."""
+    sim = procs.sim("--tls", "--csrf")  # the page sends the token GWS announces
+    assert sim.url.startswith("https://") and sim.ca is not None
+    confdir = tmp_path / "mitmproxy"
+    told = procs.run(gwsproxy_command("ca", "--confdir", str(confdir)))
+    assert told.returncode == 0, told.stderr
+    spki = re.search(r"^SPKI hash \(SHA-256\):\s+(\S+)$", told.stdout, re.M)
+    assert spki, told.stdout
+    live = tmp_path / "https.gwscap"
+    recorder, port = procs.record(
+        sim.url, live, "--mode", "regular", "--confdir", str(confdir), "--upstream-ca", str(sim.ca)
+    )
+    proxy = f"http://127.0.0.1:{port}"
+    browser_session(sim.url, transport, tmp_path / "agent.har", proxy=proxy, spki=spki[1])
+    assert recorder.signal() == 0, recorder.describe()
+    recorded = exported(procs, live)
+    assert len(recorded) == OPS, recorded
+    assert all(p["status"] == "matched" and p["verdict"] == "applied" for p in recorded), recorded
+    assert "certificate" not in recorder.stderr().lower(), recorder.stderr()
+    assert_no_secrets(live, session_secrets(sim.control("csrf")))

@@ -5,19 +5,16 @@ secrets in clear."""
 
 from __future__ import annotations
 
-import base64
-import json
 import stat
 import subprocess
 import threading
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_no_secrets, session_secrets
 
-from gwsproxy.capture import CaptureReader
 from gwsproxy.processes import SimProcess, gwsproxy_command
 
 Procs = Sim = Any  # tests/e2e/conftest.py: the procs fixture and its simulators
@@ -40,87 +37,67 @@ def clean(sim_factory: Callable[..., SimProcess], tmp_path_factory: pytest.TempP
     return out
 
 
-def _csrf(sim: Sim, order: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The simulator's CSRF counts and sessions (GET), or after an order (POST)."""
-    data = None if order is None else json.dumps(order).encode()
-    with urllib.request.urlopen(sim.url + "/_sim/csrf", data=data, timeout=30) as r:
-        return json.loads(r.read())
-
-
 def _replay(procs: Procs, sim: Sim, capture: Path, out: Path, *options: str) -> Any:
+    """`gwsproxy replay` of `capture` against `sim` (trusting its CA when it serves HTTPS)."""
+    trust = ["--cacert", str(sim.ca)] if sim.ca else []
     command = gwsproxy_command(
-        "replay", str(capture), "--target", sim.url, "-o", str(out), "--timeout", "5", *options
+        "replay", str(capture), "--target", sim.url, "-o", str(out), "--timeout", "5", *trust
     )
-    return procs.run(command, timeout=120)
+    return procs.run([*command, *options], timeout=120)
 
 
-def _secrets_of(state: dict[str, Any]) -> set[str]:
-    return {value for session in state["sessions"] for value in session if value}
-
-
-def _assert_kept_secret(capture: Path, secrets: set[str]) -> None:
-    """None of `secrets`, nor the agents' password, in any record (bodies decompressed) or in
-    the file's bytes; the file is the user's alone."""
-    assert stat.S_IMODE(capture.stat().st_mode) == 0o600
-    with CaptureReader(capture) as reader:
-        records = [(entry.summary, body) for entry, body in reader.records()]
-    assert len(records) > PAIRS  # the header, the pairs, the end
-    text = json.dumps(records, default=repr) + capture.read_bytes().decode("latin-1")
-    basic = base64.b64encode(b"agent1:password").decode()
-    leaked = sorted(s[:6] + "..." for s in {*secrets, basic, "password"} if s in text)
-    assert not leaked, f"in clear in {capture}: {leaked}"
-
-
+@pytest.mark.parametrize("tls", [(), ("--tls",)], ids=["http", "https"])
 def test_replay_with_a_session_cookie_and_csrf_passes_and_keeps_no_secret(
-    procs: Procs, clean: Path, tmp_path: Path
+    procs: Procs, clean: Path, tmp_path: Path, tls: tuple[str, ...]
 ) -> None:
-    sim = procs.sim("--csrf", "--seed-from", str(clean))
+    sim = procs.sim(*tls, "--csrf", "--seed-from", str(clean))
     out = tmp_path / "replay.gwscap"
     done = _replay(procs, sim, clean, out)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{PAIRS} passed, 0 failed" in done.stdout
-    state = _csrf(sim)
+    state = sim.control("csrf")
     assert (state["posts"], state["refused"]) == (PAIRS, 0)
     # every session got its stickiness cookie and its token, and none of them is in the capture
     assert state["sessions"] and all(all(s) for s in state["sessions"]), state
-    _assert_kept_secret(out, _secrets_of(state))
+    assert_no_secrets(out, session_secrets(state))
 
 
 def test_a_token_made_stale_mid_replay_is_fetched_again_once(
     procs: Procs, clean: Path, tmp_path: Path
 ) -> None:
-    sim = procs.sim("--csrf", "--seed-from", str(clean))
+    sim = procs.sim("--tls", "--csrf", "--seed-from", str(clean))
     out = tmp_path / "replay.gwscap"
-    command = gwsproxy_command(
-        "replay", str(clean), "--target", sim.url, "-o", str(out), "--rate", "40"
-    )
     result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.update(done=procs.run(command, timeout=120)))
+
+    def replay() -> None:
+        result["done"] = _replay(procs, sim, clean, out, "--rate", "40")
+
+    runner = threading.Thread(target=replay)
     runner.start()
     procs.wait_until(lambda: len(sim.log()) >= 5, 60, "the replay's first operations")
-    before = _csrf(sim, {"expire": True})
+    before = sim.control("csrf", {"expire": True})
     runner.join(130)
     done = result["done"]
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{PAIRS} passed, 0 failed" in done.stdout
-    after = _csrf(sim)
+    after = sim.control("csrf")
     # each session that posted after the expiry was refused once, then went through
     assert 1 <= after["refused"] <= len(after["sessions"]), after
     assert after["posts"] == PAIRS + after["refused"]
     assert len(sim.log()) == PAIRS
-    _assert_kept_secret(out, _secrets_of(before) | _secrets_of(after))
+    assert_no_secrets(out, session_secrets(before) | session_secrets(after))
 
 
 def test_a_token_refused_again_is_reported_not_looped(
     procs: Procs, clean: Path, tmp_path: Path
 ) -> None:
     sim = procs.sim("--csrf", "--seed-from", str(clean))
-    _csrf(sim, {"refuse": True})
+    sim.control("csrf", {"refuse": True})
     out = tmp_path / "replay.gwscap"
     done = _replay(procs, sim, clean, out, "--rate", "0")
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"0 passed, {PAIRS} failed" in done.stdout
-    state = _csrf(sim)
+    state = sim.control("csrf")
     assert (state["posts"], state["refused"]) == (2 * PAIRS, 2 * PAIRS)  # one retry each
     assert sim.log() == []
 
@@ -136,10 +113,11 @@ def _tokens_file(procs: Procs, sim: Sim) -> Path:
     return path
 
 
+@pytest.mark.parametrize("tls", [(), ("--tls",)], ids=["http", "https"])
 def test_replay_with_bearer_tokens_and_an_api_key(
-    procs: Procs, clean: Path, tmp_path: Path
+    procs: Procs, clean: Path, tmp_path: Path, tls: tuple[str, ...]
 ) -> None:
-    sim = procs.sim("--bearer", "--api-key", API_KEY, "--seed-from", str(clean))
+    sim = procs.sim(*tls, "--bearer", "--api-key", API_KEY, "--seed-from", str(clean))
     tokens = _tokens_file(procs, sim)
     out = tmp_path / "replay.gwscap"
     header = f"x-api-key:{API_KEY}"
@@ -147,7 +125,7 @@ def test_replay_with_bearer_tokens_and_an_api_key(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{PAIRS} passed, 0 failed" in done.stdout
     secrets = {line.split()[1] for line in tokens.read_text().splitlines()}
-    _assert_kept_secret(out, {*secrets, API_KEY})
+    assert_no_secrets(out, {*secrets, API_KEY})
     for text in (done.stdout, done.stderr):
         assert API_KEY not in text and not any(s in text for s in secrets)
     # without the API key, or with Basic, the simulator refuses the login: one line, exit 2
@@ -162,7 +140,7 @@ def test_load_against_csrf_and_bearer(procs: Procs) -> None:
     load = ["load", "--agents", "3", "--ops", "10", "--timeout", "5"]
     done = procs.run(gwsproxy_command(*load, "--target", csrf.url))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert len(csrf.log()) == 30 and _csrf(csrf)["refused"] == 0
+    assert len(csrf.log()) == 30 and csrf.control("csrf")["refused"] == 0
     bearer = procs.sim("--bearer", "--agents", "3")
     tokens = _tokens_file(procs, bearer)
     done = procs.run(gwsproxy_command(*load, "--target", bearer.url, "--bearer-file", str(tokens)))
