@@ -135,25 +135,11 @@ class Sim(Process):
         with urllib.request.urlopen(url, data=data, timeout=30, context=context) as r:
             return json.loads(r.read())
 
-
-def session_secrets(csrf: dict[str, Any]) -> set[str]:
-    """The cookie values and CSRF tokens in a `sim --csrf`'s /_sim/csrf answer."""
-    return {value for session in csrf["sessions"] for value in session if value}
-
-
-def assert_no_secrets(capture: Path, secrets: set[str], users: Sequence[str] = ("agent1",)) -> None:
-    """None of `secrets`, nor the simulator's password or a user's Basic header, in any record
-    of the capture (bodies decompressed) or in its bytes; the file is the user's alone (0600)."""
-    assert stat.S_IMODE(capture.stat().st_mode) == 0o600
-    with CaptureReader(capture) as reader:
-        records = [(entry.summary, body) for entry, body in reader.records()]
-    assert len(records) > 2, records  # more than the header and the end
-    text = json.dumps(records, default=repr) + capture.read_bytes().decode("latin-1")
-    basics = {base64.b64encode(f"{u}:password".encode()).decode() for u in users}
-    # the password is the word itself: look for it as a value, not as a parameter's name
-    password = {'"password"', "=password", ":password"}
-    leaked = sorted(s[:6] + "..." for s in {*secrets, *basics, *password} if s in text)
-    assert not leaked, f"in clear in {capture}: {leaked}"
+    def session_secrets(self, csrf: dict[str, Any] | None = None) -> set[str]:
+        """The cookie values and CSRF tokens a `sim --csrf` gave out: now, or in an earlier
+        /_sim/csrf answer."""
+        state = self.control("csrf") if csrf is None else csrf
+        return {value for session in state["sessions"] for value in session if value}
 
 
 @dataclass
@@ -274,6 +260,23 @@ class Procs:
             if "address already in use" not in p.stderr().lower():
                 break  # not a port race: no point trying another port
         pytest.fail(f"mitmdump did not start listening: {p.describe()}")
+
+    @staticmethod
+    def assert_no_secrets(
+        capture: Path, secrets: set[str], users: Sequence[str] = ("agent1",)
+    ) -> None:
+        """None of `secrets`, nor the simulator's password or a user's Basic header, in any
+        record of the capture (bodies decompressed) or in its bytes; the file is mode 0600."""
+        assert stat.S_IMODE(capture.stat().st_mode) == 0o600
+        with CaptureReader(capture) as reader:
+            records = [(entry.summary, body) for entry, body in reader.records()]
+        assert len(records) > 2, records  # more than the header and the end
+        text = json.dumps(records, default=repr) + capture.read_bytes().decode("latin-1")
+        basics = {base64.b64encode(f"{u}:password".encode()).decode() for u in users}
+        # the password is the word itself: look for it as a value, not as a parameter's name
+        password = {'"password"', "=password", ":password"}
+        leaked = sorted(s[:6] + "..." for s in {*secrets, *basics, *password} if s in text)
+        assert not leaked, f"in clear in {capture}: {leaked}"
 
     # Helpers, reachable through the fixture: `from conftest import ...` is ambiguous here.
     def record(self, upstream: str, path: Path, *args: str) -> tuple[Process, int]:

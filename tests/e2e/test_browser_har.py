@@ -10,13 +10,15 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import Procs, assert_no_secrets, session_secrets
 
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.processes import gwsproxy_command
+
+if TYPE_CHECKING:
+    from conftest import Procs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGE = Path(__file__).parent / "browser"
@@ -195,4 +197,4 @@ def test_a_browser_through_the_recorder_to_an_https_gws_trusts_its_ca_by_spki(
     assert len(recorded) == OPS, recorded
     assert all(p["status"] == "matched" and p["verdict"] == "applied" for p in recorded), recorded
     assert "certificate" not in recorder.stderr().lower(), recorder.stderr()
-    assert_no_secrets(live, session_secrets(sim.control("csrf")))
+    procs.assert_no_secrets(live, sim.session_secrets())

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_no_secrets, session_secrets
 
 from gwsproxy.processes import SimProcess, gwsproxy_command
 
@@ -59,7 +58,7 @@ def test_replay_with_a_session_cookie_and_csrf_passes_and_keeps_no_secret(
     assert (state["posts"], state["refused"]) == (PAIRS, 0)
     # every session got its stickiness cookie and its token, and none of them is in the capture
     assert state["sessions"] and all(all(s) for s in state["sessions"]), state
-    assert_no_secrets(out, session_secrets(state))
+    procs.assert_no_secrets(out, sim.session_secrets(state))
 
 
 def test_a_token_made_stale_mid_replay_is_fetched_again_once(
@@ -75,7 +74,8 @@ def test_a_token_made_stale_mid_replay_is_fetched_again_once(
     runner = threading.Thread(target=replay)
     runner.start()
     procs.wait_until(lambda: len(sim.log()) >= 5, 60, "the replay's first operations")
-    before = sim.control("csrf", {"expire": True})
+    before = sim.control("csrf")  # the tokens about to go stale, to look for in the capture
+    sim.control("csrf", {"expire": True})
     runner.join(130)
     done = result["done"]
     assert done.returncode == 0, done.stdout + done.stderr
@@ -85,7 +85,7 @@ def test_a_token_made_stale_mid_replay_is_fetched_again_once(
     assert 1 <= after["refused"] <= len(after["sessions"]), after
     assert after["posts"] == PAIRS + after["refused"]
     assert len(sim.log()) == PAIRS
-    assert_no_secrets(out, session_secrets(before) | session_secrets(after))
+    procs.assert_no_secrets(out, sim.session_secrets(before) | sim.session_secrets(after))
 
 
 def test_a_token_refused_again_is_reported_not_looped(
@@ -125,7 +125,7 @@ def test_replay_with_bearer_tokens_and_an_api_key(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{PAIRS} passed, 0 failed" in done.stdout
     secrets = {line.split()[1] for line in tokens.read_text().splitlines()}
-    assert_no_secrets(out, {*secrets, API_KEY})
+    procs.assert_no_secrets(out, {*secrets, API_KEY})
     for text in (done.stdout, done.stderr):
         assert API_KEY not in text and not any(s in text for s in secrets)
     # without the API key, or with Basic, the simulator refuses the login: one line, exit 2

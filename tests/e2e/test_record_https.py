@@ -11,12 +11,16 @@ import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from gwsproxy import gws
-from tests.e2e.conftest import HOST, Process, Procs, wait_until
+
+if TYPE_CHECKING:
+    from conftest import Process, Procs
+
+HOST = "127.0.0.1"
 
 HINT = "trust its CA with --upstream-ca CA.pem (or skip the check: --insecure)"
 INSECURE = "warning: --insecure: the upstream's certificate is not checked"
@@ -58,7 +62,7 @@ def stopped(record: Process) -> str:
 def test_an_https_gws_is_recorded_trusting_the_ca_given(
     procs: Procs, tmp_path: Path, transport: str
 ) -> None:
-    sim = procs.sim("--tls", "--agents", "3")
+    sim = procs.sim("--tls", "--csrf", "--agents", "3")  # a session cookie and CSRF, as GWS
     assert sim.url.startswith("https://") and sim.ca is not None and sim.ca.exists()
     path = tmp_path / "https.gwscap"
     record, port = procs.record(sim.url, path, "--upstream-ca", str(sim.ca))
@@ -72,6 +76,8 @@ def test_an_https_gws_is_recorded_trusting_the_ca_given(
     assert {p["status"] for p in pairs} == {"matched"}, [p["status"] for p in pairs]
     info = procs.run(procs.cli("info", str(path)))
     assert info.returncode == 0 and "24" in info.stdout, info.stdout + info.stderr
+    agents = ("agent1", "agent2", "agent3")
+    procs.assert_no_secrets(path, sim.session_secrets(), users=agents)
 
 
 def test_without_the_ca_the_first_certificate_failure_is_said_once(
@@ -80,7 +86,7 @@ def test_without_the_ca_the_first_certificate_failure_is_said_once(
     sim = procs.sim("--tls")
     record, port = procs.record(sim.url, tmp_path / "refused.gwscap")
     assert [get(f"http://{HOST}:{port}") for _ in range(4)] == [502] * 4
-    wait_until(lambda: HINT in record.stderr(), 10, "the certificate hint")
+    procs.wait_until(lambda: HINT in record.stderr(), 10, "the certificate hint")
     err = stopped(record)
     lines = [line for line in err.splitlines() if "upstream-ca" in line]
     assert len(lines) == 1, err
@@ -112,7 +118,7 @@ def test_a_cluster_of_upstreams_is_recorded_into_one_capture(procs: Procs, tmp_p
     other = procs.free_port()
     path = tmp_path / "cluster.gwscap"
     record, port = procs.record(first.url, path, "--upstream", f"{second.url}@{other}")
-    wait_until(lambda: procs.accepts(other), 30, "the second listener")
+    procs.wait_until(lambda: procs.accepts(other), 30, "the second listener")
     load(procs, f"http://{HOST}:{port}", "long-polling", "--agents", "2", "--ops", "5")
     load(procs, f"http://{HOST}:{other}", "websocket", "--agents", "2", "--ops", "5")
     err = stopped(record)
