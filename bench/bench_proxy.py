@@ -18,6 +18,7 @@ Afterwards the captures must hold one pair per op sent through the addon.
     python bench/bench_proxy.py            # full: 10 agents x 150 ops, 12 rounds (about 7 min)
     python bench/bench_proxy.py --smoke    # a few seconds; CI checks that it runs
     python bench/bench_proxy.py --aa       # plain against plain: the bench's own noise
+    python bench/bench_proxy.py --tls      # GWS over HTTPS: mitmproxy speaks TLS upstream
     python bench/bench_proxy.py --addon /path/to/candidate.py   # A/B a candidate addon script
 
 The workload is latency-bound (each agent has one op in flight) and the agents, the simulator
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from _common import ROOT, header, print_results, tail, verdict
 
+from gwsproxy import tls
 from gwsproxy.processes import SimProcess, free_port, mitmdump_path, start_sim, stop
 
 ADDON = ROOT / "addons" / "gws_recorder.py"
@@ -60,10 +62,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # run): one JSON job per stdin line, LoadReport.as_dict() (or an error) as one JSON stdout line.
 LOAD_WORKER = """
 import asyncio, json, sys
+from gwsproxy import tls
+from gwsproxy.gws.session import Access
 from gwsproxy.sim.agents import LoadConfig, run_load
+trust = Access(tls=tls.client_context(sys.argv[1:]))  # the simulator's CA, with --tls
 for line in sys.stdin:
     job = json.loads(line)
-    config = LoadConfig(job["target"], job["agents"], job["ops"], job["transport"], timeout=30.0)
+    config = LoadConfig(
+        job["target"], job["agents"], job["ops"], job["transport"], timeout=30.0, access=trust
+    )
     try:
         out = asyncio.run(run_load(config)).as_dict()
     except Exception as e:
@@ -129,11 +136,11 @@ def cpu_times(pid: int) -> tuple[float, float]:
 class LoadWorker:
     """The agents' process: `run(...)` sends one job and waits for its report."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, cacert: Path | None = None) -> None:
         self.log = tmp / "agents.err"
         with self.log.open("w") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", LOAD_WORKER],
+                [sys.executable, "-c", LOAD_WORKER, *([str(cacert)] if cacert else [])],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -229,6 +236,7 @@ def run_round(
     worker: LoadWorker,
     tmp: Path,
     sim_url: str,
+    trust: list[str],
     addon_args: list[str],
     results: dict[str, dict[str, Series]],
     r: int,
@@ -238,8 +246,9 @@ def run_round(
     round) and direct. Returns the two ratios and the ops of the addon's warm-up."""
     processes = []
     try:
-        plain_p, plain_url, plain_out = start_mitmdump(tmp, f"plain{r}", sim_url, [])
+        plain_p, plain_url, plain_out = start_mitmdump(tmp, f"plain{r}", sim_url, trust)
         processes.append(plain_p)
+        addon_args = [*trust, *addon_args]
         addon_p, addon_url, addon_out = start_mitmdump(tmp, f"addon{r}", sim_url, addon_args)
         processes.append(addon_p)
         wait_ready(plain_p, plain_url, plain_out)
@@ -288,6 +297,11 @@ def main() -> int:
     parser.add_argument(
         "--aa", action="store_true", help="plain mitmdump on both sides: the bench's own noise"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="GWS over HTTPS (sim --tls; both mitmdumps trust its CA, as record --upstream-ca)",
+    )
     args = parser.parse_args()
     args.agents = args.agents or (3 if args.smoke else 10)
     args.ops = args.ops or (20 if args.smoke else 150)
@@ -296,6 +310,7 @@ def main() -> int:
 
     header("bench_proxy: throughput through mitmdump with the addon vs without", args.smoke)
     side = "plain mitmdump (A/A)" if args.aa else f"addon {args.addon}"
+    side += ", GWS over HTTPS (TLS upstream)" if args.tls else ""
     print(
         f"{args.agents} agents x {args.ops} ops per run, {rounds} rounds on fresh proxies, {side}"
     )
@@ -308,9 +323,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_proxy-") as tmpdir:
         tmp = Path(tmpdir)
         try:
-            options = ("--delay", "0", "--jitter", "0", "--agents", str(args.agents))
+            options = ["--delay", "0", "--jitter", "0", "--agents", str(args.agents)]
+            options += ["--tls"] if args.tls else []
             sim = start_sim(*options, output=tmp / "sim.out", timeout=START_TIMEOUT)
-            worker = LoadWorker(tmp)
+            worker = LoadWorker(tmp, sim.ca)
+            trust = []
+            if sim.ca is not None:  # what `gwsproxy record --upstream-ca` does, for both sides
+                bundle = tls.bundle_with_defaults([str(sim.ca)], tmp / "upstream-ca.pem")
+                trust = ["--set", f"ssl_verify_upstream_trusted_ca={bundle}"]
             for r in range(rounds):
                 capture = tmp / f"cap{r}.gwscap"
                 addon_args = [] if args.aa else ["-s", str(args.addon)]
@@ -318,7 +338,9 @@ def main() -> int:
                     addon_args += ["--set", f"gws_capture={capture}"]
                     addon_args += ["--set", "gws_trim_websocket=true"]
                 before = sum(results[t]["addon"].sent for t in TRANSPORTS)
-                lp, ws, warm_sent = run_round(worker, tmp, sim.url, addon_args, results, r, args)
+                lp, ws, warm_sent = run_round(
+                    worker, tmp, sim.url, trust, addon_args, results, r, args
+                )
                 ratios["long-polling"].append(lp)
                 ratios["websocket"].append(ws)
                 if not args.aa:
@@ -374,7 +396,8 @@ def main() -> int:
         )
     print_results(
         f"mitmdump throughput with/without the addon ({args.agents} agents x {args.ops} ops, "
-        f"{rounds} rounds on fresh proxies{', A/A' if args.aa else ''}, medians)",
+        f"{rounds} rounds on fresh proxies{', A/A' if args.aa else ''}"
+        f"{', GWS over HTTPS' if args.tls else ''}, medians)",
         [
             "transport",
             "direct ops/s",
