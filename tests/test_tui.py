@@ -716,15 +716,20 @@ async def test_a_pair_that_is_not_matched_says_why_at_80_columns(tmp_path: Path)
     app = InspectorApp([path])
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
-        seen = {}
+        seen, cells = {}, {}
         for _ in app.table.rows:
             row = app.panel.detail.row
             text = screen_text(app)
             seen[row.summary.get("status") or row.summary.get("reason")] = text
+            diff = app.query_one(DiffView).table
+            rows = [[str(c) for c in diff.get_row_at(i)] for i in range(diff.row_count)]
+            cells[row.summary.get("status")] = rows
             await pilot.press("down")
         assert "its effect showed in pair 2's notification; its own never came" in seen["lost"]
         assert "shows the effect of pairs 3 and 4 alike" in seen["ambiguous"]
         assert "Connection refused" in seen["failed"]
+        # it never reached GWS: what became of its key is not known, not "unchanged"
+        assert cells["failed"] == [["● X", "—", "?", "unknown"]], cells["failed"]
         assert (
             "a second copy of the notification of pair 2"
             in seen["a second copy of the notification of pair 2"]

@@ -118,21 +118,23 @@ class DiffView(Vertical):
         summary.update(head)
         width = max(40, self.size.width - 4)
         key_w = min(28, max([len(c.key) + 2 for c in rows] + [5]))
-        change_w = min(26, max([len(change_text(c)) for c in rows] + [6]))
+        # no user data came back (timeout, failed): what became of each key is not known
+        changes = [change_text(c) if v.after_known else "unknown" for c in rows]
+        change_w = min(26, max([len(change) for change in changes] + [6]))
         value_w = max(10, (width - key_w - change_w - 6) // 2)
         self._columns(("key", key_w), ("before", value_w), ("after", value_w), ("change", change_w))
-        for c in rows:
+        for c, change in zip(rows, changes, strict=True):
             style = outcome_style(self, c.outcome)
             key = Text(f"{REQUESTED_MARK} " if c.requested else "  ")
             key.append(str(c.key), style="bold" if c.requested else "")
             before = "?" if not v.before_known else text.value_cell(c.before, value_w)
-            after = text.value_cell(c.after, value_w)
+            after = "?" if not v.after_known else text.value_cell(c.after, value_w)
             dim = "dim" if c.kind == UNCHANGED else ""
             table.add_row(
                 key,
                 Text(before, style=dim, no_wrap=True, overflow="ellipsis"),
                 Text(after, style=dim, no_wrap=True, overflow="ellipsis"),
-                Text(change_text(c), style=style),
+                Text(change, style=style),
             )
             self.shown.append(c)
         if not rows:
