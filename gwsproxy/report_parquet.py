@@ -296,6 +296,7 @@ def connect(paths: Sequence[str], progress: Callable[[int], None] | None = None)
             files += [f for f, _ in export_parquet([path], sub, report)]
             done += os.path.getsize(path)
         con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")  # ours is on stderr; its own is on stdout
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(f"CREATE VIEW pairs AS SELECT * FROM read_parquet([{listed}])")
     except BaseException:
