@@ -240,3 +240,22 @@ def test_jsonl_export_of_several_captures_is_their_concatenation(
     assert cli.main(["export", *captures]) == 0
     ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert ids == [o["id"] for p in captures for o in report.export_pairs(p)]
+
+
+def test_pyarrow_and_duckdb_are_imported_only_by_the_commands_that_use_them() -> None:
+    """`record` and `tui` start as fast as before: no module imports pyarrow or duckdb when it
+    is imported (report_parquet imports them inside its functions)."""
+    import ast
+
+    package = Path(report.__file__).parent
+    heavy = {"pyarrow", "duckdb"}
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only (not under `if TYPE_CHECKING:`)
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in heavy, path
