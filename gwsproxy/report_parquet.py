@@ -15,6 +15,7 @@ this module only by the commands that use it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -266,11 +267,16 @@ def export_parquet(
         target = os.path.join(out_dir, name)
         rows = 0
         report = None if progress is None else (lambda n, base=done: progress(base + n))
-        with pq.ParquetWriter(target + ".part", schema(), compression="zstd") as writer:
-            for b in record_batches([path], report):
-                writer.write_batch(b, row_group_size=BATCH)
-                rows += b.num_rows
-        os.replace(target + ".part", target)  # a reader never sees half a file
+        try:
+            with pq.ParquetWriter(target + ".part", schema(), compression="zstd") as writer:
+                for b in record_batches([path], report):
+                    writer.write_batch(b, row_group_size=BATCH)
+                    rows += b.num_rows
+            os.replace(target + ".part", target)  # a reader never sees half a file
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target + ".part")
+            raise
         written.append((target, rows))
         done += os.path.getsize(path)
     return written

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gwsproxy import cli, report, report_parquet
+from gwsproxy.capture import Kind
+from gwsproxy.capture import format as fmt
 from gwsproxy.testing.synthetic import write_capture
 
 JSON_COLUMNS = ("requested", "before", "after")
@@ -40,11 +42,16 @@ SCALARS = (
 
 @pytest.fixture
 def captures(tmp_path: Path) -> list[str]:
+    """Three captures; the first ends with a pair whose body cannot be decoded (its summary is
+    exported, with `body_error`)."""
     paths = []
     for i in range(3):
         path = tmp_path / f"proxy{i}.gwscap"
-        write_capture(path, 250, seed=i)
+        write_capture(path, 250, seed=i, close=i > 0)
         paths.append(str(path))
+    summary = {"id": 9999, "status": "matched", "media": "chat", "reference_id": 987654321}
+    with open(paths[0], "ab") as f:
+        f.write(fmt.pack_frame(Kind.PAIR, 0, fmt.pack(summary), b"\x92\x01\x02"))
     return paths
 
 
@@ -64,6 +71,7 @@ def test_parquet_read_back_by_duckdb_equals_the_jsonl_export(
     parquet = str(out / "proxy0.parquet")
     columns, rows = _read(parquet)
     assert len(rows) == len(expected) > 200
+    assert expected[-1]["body_error"] and expected[-1]["verdict"] == "unreadable"
     for row, obj in zip(rows, expected, strict=True):
         got = dict(zip(columns, row, strict=True))
         assert got["capture"] == path
@@ -211,6 +219,8 @@ def test_export_refusals(
 ) -> None:
     assert cli.main(["export", captures[0], "--format", "parquet"]) == 2
     assert "-o DIR" in capsys.readouterr().err
+    assert cli.main(["query", "SELECT 1", str(tmp_path / "missing.gwscap")]) == 2
+    assert "missing.gwscap" in capsys.readouterr().err
     assert cli.main(["export", *captures[:2], "--format", "har"]) == 2
     assert "one FILE" in capsys.readouterr().err
     twin = tmp_path / "other"
