@@ -482,7 +482,7 @@ def _progress(label: str, paths: Sequence[str]) -> Iterator[Callable[[int], None
 
     total = total_bytes(paths)
     console = _console(stderr=True)
-    if not console.is_terminal:
+    if not console.is_terminal or not paths:
         yield None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -511,8 +511,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise GwsProxyError("--format har takes one FILE (a HAR file holds one capture)")
 
     def write(out: TextIO) -> None:
-        for path in args.files:
-            (write_har if args.format == "har" else write_jsonl)(path, out)
+        # A bar on the terminal unless the export itself goes there.
+        shown = args.files if args.output != "-" or not sys.stdout.isatty() else []
+        with _progress("exporting", shown) as progress:
+            done = 0
+            for path in args.files:
+                report = None if progress is None else (lambda n, base=done: progress(base + n))
+                (write_har if args.format == "har" else write_jsonl)(path, out, report)
+                done += os.path.getsize(path)
 
     try:
         if args.output == "-":

@@ -262,9 +262,9 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def write_jsonl(path: str, out: TextIO) -> int:
+def write_jsonl(path: str, out: TextIO, progress: Callable[[int], None] | None = None) -> int:
     n = 0
-    for obj in export_pairs(path):
+    for obj in export_pairs(path, progress):
         out.write(json.dumps(obj, ensure_ascii=False, default=repr) + "\n")
         n += 1
     return n
