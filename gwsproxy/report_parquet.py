@@ -287,8 +287,9 @@ def export_parquet(
 
 def connect(paths: Sequence[str], progress: Callable[[int], None] | None = None) -> Any:
     """A DuckDB connection with the view `pairs` over the captures, exported to temporary
-    Parquet first (docs/export.md says why: any SQL, as many scans as it needs, pushdown).
-    The temporary directory goes with the returned connection's `close`."""
+    Parquet first (docs/export.md says why: any SQL, as many scans as it needs, pushdown);
+    a `.parquet` file (an earlier export) is read as it is. The temporary directory goes with
+    the returned connection's `close`."""
     import duckdb
 
     scratch = tempfile.TemporaryDirectory(prefix="gwsproxy-query-")
@@ -296,15 +297,23 @@ def connect(paths: Sequence[str], progress: Callable[[int], None] | None = None)
         files = []
         done = 0
         for i, path in enumerate(paths):
-            # numbered: two captures may share a file name
-            sub = os.path.join(scratch.name, str(i))
-            report = None if progress is None else (lambda n, base=done: progress(base + n))
-            files += [f for f, _ in export_parquet([path], sub, report)]
+            if path.endswith(".parquet"):
+                files.append(path)
+            else:  # numbered: two captures may share a file name
+                sub = os.path.join(scratch.name, str(i))
+                report = None if progress is None else (lambda n, base=done: progress(base + n))
+                files += [f for f, _ in export_parquet([path], sub, report)]
             done += os.path.getsize(path)
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")  # ours is on stderr; its own is on stdout
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f"CREATE VIEW pairs AS SELECT * FROM read_parquet([{listed}])")
+        # by name: exports of another gwsproxy version may have a column more or fewer
+        con.execute(
+            f"CREATE VIEW pairs AS SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        )
+    except duckdb.Error as e:  # a .parquet file that is not one
+        scratch.cleanup()
+        raise QueryError(str(e).strip().splitlines()[0]) from None
     except BaseException:
         scratch.cleanup()
         raise

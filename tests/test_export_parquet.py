@@ -269,3 +269,21 @@ def test_pyarrow_and_duckdb_are_imported_only_by_the_commands_that_use_them() ->
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in heavy, path
+
+
+def test_query_reads_earlier_parquet_exports_as_they_are(
+    captures: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A week exported once, queried many times: `.parquet` files go to DuckDB directly, beside
+    captures exported on the fly."""
+    out = tmp_path / "week"
+    assert cli.main(["export", *captures[:2], "--format", "parquet", "-o", str(out)]) == 0
+    capsys.readouterr()
+    files = sorted(str(p) for p in out.glob("*.parquet"))
+    sql = "SELECT capture, count(*) AS n FROM pairs GROUP BY ALL ORDER BY ALL"
+    assert cli.main(["query", sql, *files, captures[2], "--format", "csv"]) == 0
+    got = {r["capture"]: int(r["n"]) for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert got == {p: sum(1 for _ in report.export_pairs(p)) for p in captures}
+    (tmp_path / "bogus.parquet").write_text("not parquet")
+    assert cli.main(["query", "SELECT 1", str(tmp_path / "bogus.parquet")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
