@@ -240,8 +240,21 @@ def total_bytes(paths: Sequence[str]) -> int:
         raise GwsProxyError(f"cannot read {e.filename}: {e.strerror}") from None
 
 
-def parquet_name(path: str) -> str:
-    return Path(path).stem + ".parquet"
+def parquet_names(paths: Sequence[str]) -> list[str]:
+    """Each capture's Parquet file name: `<stem>.parquet`, or, for captures whose stems
+    collide (`proxy1/monday.gwscap`, `proxy2/monday.gwscap`), the path's folders and stem
+    joined by `_` (`proxy1_monday.parquet`)."""
+    stems = [Path(p).stem for p in paths]
+    names = []
+    for path, stem in zip(paths, stems, strict=True):
+        if stems.count(stem) > 1:
+            parts = [p for p in Path(path).with_suffix("").parts if p not in ("/", ".", "..")]
+            stem = "_".join(parts)
+        names.append(stem + ".parquet")
+    for name in names:
+        if names.count(name) > 1:
+            raise GwsProxyError(f"two captures would both export to {name}: give one another name")
+    return names
 
 
 def export_parquet(
@@ -251,12 +264,7 @@ def export_parquet(
     group; returns each file written and its rows."""
     import pyarrow.parquet as pq
 
-    names = [parquet_name(p) for p in paths]
-    for name in names:
-        if names.count(name) > 1:
-            raise GwsProxyError(
-                f"two captures would both export to {name}: give them different file names"
-            )
+    names = parquet_names(paths)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:

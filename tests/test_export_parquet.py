@@ -223,25 +223,26 @@ def test_export_refusals(
     assert "missing.gwscap" in capsys.readouterr().err
     assert cli.main(["export", *captures[:2], "--format", "har"]) == 2
     assert "one FILE" in capsys.readouterr().err
-    twin = tmp_path / "other"
-    twin.mkdir()
-    write_capture(twin / "proxy0.gwscap", 5)
-    out = tmp_path / "out"
-    assert (
-        cli.main(
-            [
-                "export",
-                captures[0],
-                str(twin / "proxy0.gwscap"),
-                "--format",
-                "parquet",
-                "-o",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert cli.main(["export", captures[0], captures[0], "--format", "parquet", "-o", "x"]) == 2
     assert "proxy0.parquet" in capsys.readouterr().err
+
+
+def test_captures_of_the_same_name_in_other_folders_export_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for proxy in ("proxy1", "proxy2"):
+        (tmp_path / proxy).mkdir()
+        write_capture(tmp_path / proxy / "monday.gwscap", 5)
+        paths.append(f"{proxy}/monday.gwscap")
+    write_capture(tmp_path / "tuesday.gwscap", 5)
+    paths.append("tuesday.gwscap")
+    written = report_parquet.export_parquet(
+        [str(tmp_path / p) for p in paths], str(tmp_path / "out")
+    )
+    names = [Path(target).name for target, _ in written]
+    assert names[2] == "tuesday.parquet"
+    assert names[0].endswith("proxy1_monday.parquet") and names[1].endswith("proxy2_monday.parquet")
 
 
 def test_jsonl_export_of_several_captures_is_their_concatenation(
