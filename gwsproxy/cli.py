@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 
@@ -214,16 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", help="capture file")
     info.set_defaults(run=cmd_info)
 
-    export = sub.add_parser("export", help="a capture's pairs as JSON lines, or as a HAR file")
-    export.add_argument("file", help="capture file")
+    export = sub.add_parser(
+        "export", help="captures' pairs as JSON lines or Parquet, or one capture as a HAR file"
+    )
+    export.add_argument("files", nargs="+", metavar="FILE", help="capture files")
     export.add_argument(
         "--format",
-        choices=("jsonl", "har"),
+        choices=("jsonl", "har", "parquet"),
         default="jsonl",
-        help="jsonl (one object per pair) or har (HAR 1.2: browsers, mitmproxy)",
+        help="jsonl (one object per pair), har (HAR 1.2: browsers, mitmproxy; one FILE) or "
+        "parquet (one file per capture in the directory -o DIR: DuckDB, Polars, Spark)",
     )
-    export.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    export.add_argument(
+        "-o", "--output", default="-", help="output file (default stdout); for parquet a directory"
+    )
     export.set_defaults(run=cmd_export)
+
+    query = sub.add_parser(
+        "query",
+        help='SQL over captures with DuckDB: the table `pairs` (`gwsproxy query "SQL" FILE...`)',
+    )
+    query.add_argument("sql", metavar="SQL", help="a DuckDB query over the table pairs")
+    query.add_argument("files", nargs="+", metavar="FILE", help="capture files")
+    query.add_argument(
+        "--format",
+        choices=("table", "csv", "jsonl"),
+        default="table",
+        help="table (rich on a terminal, aligned text to a pipe), csv or jsonl",
+    )
+    query.set_defaults(run=cmd_query)
 
     serve = sub.add_parser("serve", help="a mock GWS from a capture (REST and CometD)")
     serve.add_argument("file", help="capture file to answer from")
@@ -655,23 +674,105 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _progress(label: str, paths: Sequence[str]) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr over the captures' bytes, when stderr is a terminal;
+    yields the callback that takes the bytes read so far (None: no terminal, no progress)."""
+    from gwsproxy.report_parquet import total_bytes
+
+    total = total_bytes(paths)
+    console = _console(stderr=True)
+    if not console.is_terminal or not paths:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        calls = 0
+
+        def advance(done: int) -> None:
+            nonlocal calls
+            calls += 1
+            if calls % 512 == 0 or done >= total:
+                progress.update(task, completed=done)
+
+        yield advance
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from gwsproxy.report import write_jsonl
     from gwsproxy.report_har import write_har
 
-    write = write_har if args.format == "har" else write_jsonl
+    if args.format == "parquet":
+        return _export_parquet(args)
+    if args.format == "har" and len(args.files) > 1:
+        raise GwsProxyError("--format har takes one FILE (a HAR file holds one capture)")
+
+    def write(out: TextIO) -> None:
+        # A bar on the terminal unless the export itself goes there.
+        shown = args.files if args.output != "-" or not sys.stdout.isatty() else []
+        with _progress("exporting", shown) as progress:
+            done = 0
+            for path in args.files:
+                report = None if progress is None else (lambda n, base=done: progress(base + n))
+                (write_har if args.format == "har" else write_jsonl)(path, out, report)
+                done += os.path.getsize(path)
+
     try:
         if args.output == "-":
-            write(args.file, sys.stdout)
+            write(sys.stdout)
         else:
             with open(args.output, "w", encoding="utf-8") as out:
-                write(args.file, out)
+                write(out)
     except GwsProxyError:  # the capture cannot be read: said by main
         raise
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as e:
         raise GwsProxyError(f"cannot write {args.output}: {e.strerror}") from None
+    return 0
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    from gwsproxy.report_parquet import export_parquet
+
+    if args.output == "-":
+        raise GwsProxyError("--format parquet writes files: give the directory with -o DIR")
+    with _progress("exporting", args.files) as progress:
+        written = export_parquet(args.files, args.output, progress)
+    for target, rows in written:
+        print(f"{target}: {rows} pairs")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from gwsproxy import report_parquet as rp
+
+    with _progress("reading", args.files) as progress:
+        connection = rp.connect(args.files, progress)
+    with connection as con:
+        columns, is_json, cursor = rp.run(con, args.sql)
+        rows = rp.rows_of(cursor)
+        try:
+            if args.format == "csv":
+                rp.write_csv(columns, rows, sys.stdout)
+            elif args.format == "jsonl":
+                rp.write_jsonl(columns, is_json, rows, sys.stdout)
+            elif _console().is_terminal:
+                from rich.markup import escape
+                from rich.table import Table
+
+                table = Table(*(escape(c) for c in columns))
+                for row in rows:
+                    table.add_row(*(escape(rp.text(v)) for v in row))
+                _console().print(table)
+            else:
+                rp.write_aligned(columns, rows, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Any, Final, TextIO
 
@@ -144,13 +144,18 @@ UNREADABLE = "unreadable"  # the verdict of a matched pair whose body cannot be 
 FINDING_OUTCOMES: Final = frozenset({VerdictName.COERCED, VerdictName.NOT_APPLIED, SIDE_EFFECT})
 
 
-def read_pairs(path: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], str | None]]:
+def read_pairs(
+    path: str, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[dict[str, Any], dict[str, Any], str | None]]:
     """Each pair's summary, body and why its body could not be read (None: it could), in file
-    order. A pair whose body is damaged still comes out: its summary is sound."""
+    order. A pair whose body is damaged still comes out: its summary is sound. `progress` gets
+    the file offset of each pair."""
     with CaptureReader(path) as reader:
         for entry in reader.iter_entries():
             if entry.kind != Kind.PAIR:
                 continue
+            if progress is not None:
+                progress(entry.offset)
             try:
                 body = reader.body(entry) or {}
             except CaptureError as e:
@@ -205,9 +210,11 @@ def findings(verdict: Verdict | None) -> list[dict[str, Any]]:
     return out
 
 
-def export_pairs(path: str) -> Iterator[dict[str, Any]]:
-    """Each pair as the documented export object, in file order."""
-    for summary, body, body_error in read_pairs(path):
+def export_pairs(
+    path: str, progress: Callable[[int], None] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each pair as the documented export object, in file order (`progress`: as `read_pairs`)."""
+    for summary, body, body_error in read_pairs(path, progress):
         if body_error is not None:
             yield {**pair_object(summary, {}, body_error), "body_error": body_error}
         else:
@@ -263,9 +270,9 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def write_jsonl(path: str, out: TextIO) -> int:
+def write_jsonl(path: str, out: TextIO, progress: Callable[[int], None] | None = None) -> int:
     n = 0
-    for obj in export_pairs(path):
+    for obj in export_pairs(path, progress):
         out.write(json.dumps(obj, ensure_ascii=False, default=repr) + "\n")
         n += 1
     return n

@@ -20,7 +20,7 @@ import base64
 import json
 import tempfile
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
@@ -49,14 +49,17 @@ _REASONS = {
 }
 
 
-def write_har(path: str, out: TextIO) -> int:
-    """Write the capture at `path` to `out` as HAR 1.2; returns the number of entries."""
+def write_har(path: str, out: TextIO, progress: Callable[[int], None] | None = None) -> int:
+    """Write the capture at `path` to `out` as HAR 1.2; returns the number of entries.
+    `progress` gets the file offset of each record read."""
     writer = _HarWriter(out)
     with CaptureReader(path) as reader, tempfile.TemporaryFile() as spill:
         frames = _Frames(spill)
         writer.begin(f"gwsproxy export of {path}")
         upstream = ""
         for entry in reader.iter_entries():
+            if progress is not None:
+                progress(entry.offset)
             if entry.kind == Kind.HEADER:
                 upstream = str(entry.summary.get("upstream") or "")
             elif entry.kind in (Kind.PAIR, Kind.NOTIFICATION):

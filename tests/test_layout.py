@@ -25,7 +25,7 @@ STAGES = (
     ("verdict",),
     ("capture",),
     ("record",),
-    ("report", "report_har"),
+    ("report", "report_har", "report_parquet"),
     ("replay",),
     ("sim",),
     ("testing",),
