@@ -9,6 +9,8 @@ import secrets
 
 from aiohttp import web
 
+from gwsproxy.tls import ServerCert, server_context
+
 CSRF_HEADER = "X-CSRF-TOKEN"
 
 
@@ -31,3 +33,21 @@ def logged_in(
     response.headers["X-CSRF-HEADER"] = CSRF_HEADER
     response.headers[CSRF_HEADER] = csrf.setdefault(key, secrets.token_hex(12))
     return response
+
+
+async def serve(
+    app: web.Application, host: str, port: int, tls: ServerCert | None
+) -> tuple[web.AppRunner, str]:
+    """Listen with `app` on host:port (0: any free port), HTTPS with `tls`: its runner (whose
+    cleanup stops it) and its base URL. OSError when the address is taken."""
+    context = server_context(tls) if tls else None
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    name = f"[{host}]" if ":" in host else host
+    return runner, f"{'https' if context else 'http'}://{name}:{bound}"

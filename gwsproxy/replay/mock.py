@@ -27,9 +27,9 @@ from yarl import URL
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.errors import GwsProxyError, listen_problem
-from gwsproxy.gws.server import error_answer, logged_in
+from gwsproxy.gws.server import error_answer, logged_in, serve
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
-from gwsproxy.tls import ServerCert, server_context, told
+from gwsproxy.tls import ServerCert, told
 
 log = logging.getLogger(__name__)
 
@@ -384,20 +384,9 @@ async def start_mock(config: MockConfig, capture: Capture | None = None) -> Runn
     Raises CaptureError for an unusable capture and OSError when the address is taken."""
     if capture is None:
         capture = load_capture(config.capture)
-    context = server_context(config.tls) if config.tls else None
     mock = Mock(config, capture)
-    runner = web.AppRunner(mock.app(), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    port = runner.addresses[0][1]
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    scheme = "https" if context else "http"
-    return RunningMock(mock, runner, f"{scheme}://{host}:{port}")
+    runner, url = await serve(mock.app(), config.host, config.port, config.tls)
+    return RunningMock(mock, runner, url)
 
 
 def serve_main(config: MockConfig, out: TextIO | None = None, err: TextIO | None = None) -> int:

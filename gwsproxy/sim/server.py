@@ -20,9 +20,9 @@ from aiohttp import web
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.gws.server import CSRF_HEADER, error_answer, logged_in
+from gwsproxy.gws.server import CSRF_HEADER, error_answer, logged_in, serve
 from gwsproxy.lenient import Parsed, loads
-from gwsproxy.tls import ServerCert, server_context
+from gwsproxy.tls import ServerCert
 
 PASSWORD = "password"
 SEED_FILES = ("seed_000_sms.txt", "seed_003_facebook.txt")
@@ -446,15 +446,5 @@ class RunningSim:
 async def start_simulator(config: SimConfig) -> RunningSim:
     """Start the simulator on its host and port (0: any free port) and return its URL."""
     sim = Simulator(config)
-    context = server_context(config.tls) if config.tls else None
-    runner = web.AppRunner(sim.app(), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    port = runner.addresses[0][1]
-    sim.base_url = f"{'https' if context else 'http'}://{config.host}:{port}"
+    runner, sim.base_url = await serve(sim.app(), config.host, config.port, config.tls)
     return RunningSim(sim, runner, sim.base_url)
