@@ -461,8 +461,11 @@ def _dump_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
         yield item
 
 
-def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportResult:
-    """A capture from a mitmproxy flow dump, events replayed into the recorder in time order.
+def import_flows(
+    flows_path: str, output: str, timeout: float = 10.0, progress: Any = None
+) -> ImportResult:
+    """A capture from a mitmproxy flow dump, events replayed into the recorder in time order;
+    `progress(read, size)` hears how far the dump has been read.
 
     Reads what can be read (see ImportResult); raises RecordError, writing nothing, when
     nothing usable was read."""
@@ -475,7 +478,10 @@ def import_flows(flows_path: str, output: str, timeout: float = 10.0) -> ImportR
     events: list[tuple[float, int, Any, Any]] = []
     try:
         with open(flows_path, "rb") as f:
-            for flow in _dump_flows(f, result):
+            size = os.fstat(f.fileno()).st_size
+            for n, flow in enumerate(_dump_flows(f, result), 1):
+                if progress is not None and n % 256 == 0:
+                    progress(f.tell(), size)
                 if not isinstance(flow, http.HTTPFlow):
                     continue
                 events.append((flow.request.timestamp_start, 0, flow, None))
@@ -520,8 +526,8 @@ def import_file(
     path: str, output: str, timeout: float = 10.0, progress: Any = None
 ) -> ImportResult:
     """`gwsproxy import`: a HAR or a mitmproxy dump, told apart by content. `progress(read,
-    size)` hears how far a HAR has been read. Raises RecordError, writing nothing, when nothing
-    usable was read."""
+    size)` hears how far the file has been read. Raises RecordError, writing nothing, when
+    nothing usable was read."""
     from gwsproxy.record import har
 
     try:
@@ -535,7 +541,7 @@ def import_file(
         # A recorder continues an existing capture; an import is a conversion of its own.
         raise RecordError(f"{output} exists: import writes a new capture, choose another -o")
     if not har.is_har(head):
-        return import_flows(path, output, timeout)
+        return import_flows(path, output, timeout, progress)
     done = har.import_har(path, output, timeout, progress)
     result = ImportResult(path, done.path, done.entries, counts=done.counts())
     result.notes = done.summary()
