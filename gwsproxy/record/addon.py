@@ -69,6 +69,7 @@ class GwsRecorder:
         self.max_body = DEFAULT_MAX_BODY
         self.trim_websocket = True
         self.use_worker = True
+        self.at_once = False  # flows become events in the hook itself (imports: no proxy)
         self._ticker: asyncio.Task[None] | None = None
         # Hooks only queue their flow; it becomes an event right after mitmproxy has forwarded
         # the message (mitmproxy holds a message until its hooks return), in arrival order.
@@ -263,6 +264,9 @@ class GwsRecorder:
 
     def _defer(self, work: Callable[..., Any], *args: Any) -> None:
         self._pending.append((work, args))
+        if self.at_once:
+            self._drain()
+            return
         if self._drain_scheduled:
             return
         try:

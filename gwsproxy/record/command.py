@@ -464,62 +464,66 @@ def _dump_flows(f: BinaryIO, result: ImportResult) -> Iterator[Any]:
 def import_flows(
     flows_path: str, output: str, timeout: float = 10.0, progress: Any = None
 ) -> ImportResult:
-    """A capture from a mitmproxy flow dump, events replayed into the recorder in time order;
-    `progress(read, size)` hears how far the dump has been read.
+    """A capture from a mitmproxy flow dump: each flow becomes events as it is read (the live
+    recorder's own code), spilled to disk, then recorded in time order; `progress(read, size)`
+    hears how far the dump has been read.
 
     Reads what can be read (see ImportResult); raises RecordError, writing nothing, when
     nothing usable was read."""
     from mitmproxy import http
 
+    from gwsproxy.record.core import Recording
+    from gwsproxy.record.spill import Spill
+
     result = ImportResult(flows_path)
-    recorder = GwsRecorder()
-    recorder.use_worker = False  # no proxy to keep fast here: record in this process
-    recorder.settings["timeout"] = timeout
-    events: list[tuple[float, int, Any, Any]] = []
+    events = GwsRecorder()  # flows -> events, as when recording live; the spill is its sink
+    events.at_once = True
     try:
-        with open(flows_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            for n, flow in enumerate(_dump_flows(f, result), 1):
-                if progress is not None and n % 256 == 0:
-                    progress(f.tell(), size)
-                if not isinstance(flow, http.HTTPFlow):
-                    continue
-                events.append((flow.request.timestamp_start, 0, flow, None))
-                if flow.response is not None:
-                    end = flow.response.timestamp_end or flow.response.timestamp_start
-                    events.append((end, 1, flow, None))
-                elif flow.error is not None:
-                    events.append((flow.error.timestamp, 1, flow, None))
-                if flow.websocket is not None:
-                    for m in flow.websocket.messages:
-                        events.append((m.timestamp, 2, flow, m))
+        f = open(flows_path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         raise RecordError(f"{flows_path}: no such file") from None
-    if result.entries == 0:
-        if result.stopped == "byte 0 (flow 1)":
-            raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {result.why}")
-        raise result.nothing_usable()
-    events.sort(key=lambda e: (e[0], e[1]))
-    result.path = path = recorder.open(output, upstream=f"import:{flows_path}")
-    last = events[-1][0] if events else time.time()
-    for t, kind, flow, message in events:
-        recorder.advance(t)
-        if kind == 0:
-            recorder.request(flow)
-        elif kind == 1:
-            if flow.response is not None:
-                recorder.response(flow)
-            else:
-                recorder.error(flow)
-        else:
-            recorder.frame(flow, message)
-    # As a recorder stops: what is still open when the file ends is incomplete, not timed out.
-    recorder.close(last)
-    result.counts = recorder.counts()
+    with f, Spill() as spill:
+        events.sink = spill  # type: ignore[assignment]  # it takes events as a sink does
+        size = os.fstat(f.fileno()).st_size
+        for n, flow in enumerate(_dump_flows(f, result), 1):
+            if progress is not None and n % 256 == 0:
+                progress(f.tell(), size)
+            if isinstance(flow, http.HTTPFlow):
+                _flow_events(events, spill, flow)
+        if result.entries == 0:
+            if result.stopped == "byte 0 (flow 1)":
+                raise RecordError(f"{flows_path} is not a mitmproxy flow dump: {result.why}")
+            raise result.nothing_usable()
+        recording = Recording(timeout)
+        result.path = path = recording.open(output, upstream=f"import:{flows_path}")
+        last = spill.last()
+        for t, recorded in spill.replay():
+            recording.advance(t)
+            recording.handle(recorded)
+        # As a recorder stops: what is still open when the file ends is incomplete, not timed out.
+        recording.close(time.time() if last is None else last)
+    result.counts = recording.counts()
     if not result.usable:
         os.unlink(path)
         raise result.nothing_usable()
     return result
+
+
+def _flow_events(events: GwsRecorder, spill: Any, flow: Any) -> None:
+    """One flow's events into the spill, each keyed by when it happened in the flow (ties:
+    requests before answers before WebSocket messages)."""
+    spill.key = (flow.request.timestamp_start, 0)
+    events.request(flow)
+    if flow.response is not None:
+        spill.key = (flow.response.timestamp_end or flow.response.timestamp_start, 1)
+        events.response(flow)
+    elif flow.error is not None:
+        spill.key = (flow.error.timestamp, 1)
+        events.error(flow)
+    if flow.websocket is not None:
+        for message in flow.websocket.messages:
+            spill.key = (message.timestamp, 2)
+            events.frame(flow, message)
 
 
 def import_file(

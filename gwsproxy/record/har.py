@@ -23,8 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from gwsproxy.record.events import (
     Request,
     Response,
 )
+from gwsproxy.record.spill import Spill
 
 # What the live recorder keeps of a body, at most (gwsproxy.record.addon's gws_max_body default).
 MAX_BODY = 4 * 1024 * 1024
@@ -124,11 +123,10 @@ def import_har(
         raise HarError(f"{har_path}: no such file") from None
     except OSError as e:
         raise HarError(f"{har_path}: {e.strerror or e}") from None
-    with f, tempfile.TemporaryFile() as spill:
+    with f, Spill() as spill:
         size = os.fstat(f.fileno()).st_size
         recording = Recording(timeout)
         result = HarImport(output, recording)
-        index: list[tuple[float, int, int, int]] = []  # (sort time, order, offset, length)
         try:
             result.writer = _creator(f, ijson)
             f.seek(0)
@@ -137,10 +135,8 @@ def import_har(
                 if progress is not None and result.entries % 256 == 0:
                     progress(f.tell(), size)
                 for event in entry_events(entry, result):
-                    data = pickle.dumps(tuple(event), pickle.HIGHEST_PROTOCOL)
                     lead = REQUEST_LEAD if event[0] in (REQUEST, KNOWN) else 0.0
-                    index.append((event.t - lead, len(index), spill.tell(), len(data)))
-                    spill.write(data)
+                    spill.add((event.t - lead,), event)
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
             if not result.entries:
                 raise HarError(f"{har_path} is not a HAR file: {e}") from None
@@ -148,21 +144,19 @@ def import_har(
                 f"reading stopped after entry {result.entries}: the file is not valid JSON"
                 f" from there ({e})"
             )
-        if not result.entries and not index:
+        if not result.entries and not len(spill):
             f.seek(0)
             if not _has_log(f, ijson):
                 raise HarError(f"{har_path} is not a HAR file: it has no log.entries")
         if progress is not None:
             progress(size, size)
-        index.sort()
         result.path = recording.open(output, upstream=f"import:{har_path}")
-        last = index[-1][0] if index else time.time()
-        for t, _, offset, length in index:
-            spill.seek(offset)
+        last = spill.last()
+        for t, recorded in spill.replay():
             recording.advance(t)
-            recording.handle(pickle.loads(spill.read(length)))
+            recording.handle(recorded)
         # As a recorder stops: what is still open when the file ends is incomplete, not timed out.
-        recording.close(last)
+        recording.close(time.time() if last is None else last)
     return result
 
 
