@@ -171,14 +171,14 @@ class FrameEncoder:
     thread-safe (the writer calls it under its lock)."""
 
     def __init__(
-        self, version: int = FORMAT_VERSION, *, samples: int = DICT_SAMPLES, size: int = DICT_SIZE
+        self, version: int = FORMAT_VERSION, *, samples: int | None = None, size: int | None = None
     ) -> None:
         if version not in (1, 2):
             raise ValueError(f"capture format version {version} cannot be written (1 or 2)")
         self.version = version
         self._plain = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        self._want = samples
-        self._size = size
+        self._want = DICT_SAMPLES if samples is None else samples
+        self._size = DICT_SIZE if size is None else size
         # Summaries and bodies (cut to SAMPLE_MAX) of the records so far, until trained.
         self._samples: list[bytes | bytearray | memoryview] | None = [] if version >= 2 else None
         self._records = 0
@@ -189,7 +189,8 @@ class FrameEncoder:
     def encode(self, kind: int, summary: dict[str, Any], body: dict[str, Any] | None) -> bytes:
         s = _pack_summary(kind, summary)
         raw = _pack_body(body)
-        c = self._compressor
+        # A session's HEADER and END stay readable without its dictionary.
+        c = None if kind in (Kind.HEADER, Kind.END) else self._compressor
         if c is None:
             flags, b = (0, b"") if raw is None else _compress_alone(raw, self._plain)
             _check_frame(s, b)
