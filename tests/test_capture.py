@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gwsproxy.capture import (
+    FORMAT_VERSION,
     INTERRUPTED,
     MAGIC,
     MAX_FRAME,
@@ -72,7 +73,7 @@ def test_round_trip(tmp_path: Path) -> None:
         assert w.counts == {1: 1, 2: 1, 3: 1, 5: 1, 42: 1}
     with CaptureReader(p) as r:
         assert r.header["format"] == "gwsproxy-capture"
-        assert r.header["version"] == 1
+        assert r.header["version"] == FORMAT_VERSION
         assert r.header["tool_version"] == "1.2" and r.header["options"] == {"x": 1}
         assert isinstance(r.header["created"], float)
         entries = r.index()
@@ -159,7 +160,8 @@ def test_threads_write_whole_records(tmp_path: Path) -> None:
     with CaptureReader(p) as r:
         entries = r.index()
         assert len(entries) == 802 and r.damage == [] and r.ended
-        assert entries[-1].summary["counts"] == {1: 1, 2: 800}
+        # 7: the v2 dictionary, trained on the first records (written after them)
+        assert entries[-1].summary["counts"] == {1: 1, 2: 800, 7: 1}
         recs = [(e, b) for e, b in r.records() if e.kind == Kind.PAIR]
         assert sum(1 for _, b in recs if b is not None) == 800 - 4
         assert all(len(b["raw"]) == 64 * (e.summary["i"] % 9) for e, b in recs if b)
@@ -336,7 +338,7 @@ def _zstd_bomb_header(declared: int) -> bytes:
         (0, b"\x92\x01\x02", "not a map"),
         (fmt.FLAG_ZSTD, _zstd_bomb_header(0x80000000), "over the"),
         (fmt.FLAG_ZSTD, b"not zstd at all", "compression damaged"),
-        (0x04, fmt.pack({"a": 1}), "unsupported body encoding"),
+        (0x08, fmt.pack({"a": 1}), "unsupported body encoding"),
     ],
 )
 def test_hostile_body(tmp_path: Path, flags: int, body: bytes, reason: str) -> None:
@@ -509,10 +511,13 @@ def test_follower_waits_for_magic_and_rejects_foreign(tmp_path: Path) -> None:
 # ---- speed --------------------------------------------------------------------------------
 
 
-def test_index_speed_and_no_body_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_index_speed_and_no_body_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
     p = tmp_path / "speed.gwscap"
     rnd = os.urandom(400)
-    with CaptureWriter(p, {}) as w:
+    with CaptureWriter(p, {}, version=version) as w:
         for i in range(20_000):
             summary, body = _pair(i)
             body["blob"] = rnd + b"%d" % i
@@ -522,7 +527,8 @@ def test_index_speed_and_no_body_decoding(tmp_path: Path, monkeypatch: pytest.Mo
         raise AssertionError("index must not decode bodies")
 
     monkeypatch.setattr(reader_mod, "decode_body", forbidden)
-    monkeypatch.setattr(fmt.zstandard, "ZstdDecompressor", forbidden)
+    if version == 1:  # v1 summaries are never compressed; v2's are (with the dictionary)
+        monkeypatch.setattr(fmt.zstandard, "ZstdDecompressor", forbidden)
     t = time.perf_counter()
     entries, r = _read_all(p)
     elapsed = time.perf_counter() - t

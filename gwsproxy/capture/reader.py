@@ -14,7 +14,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import zstandard
+
 from .format import (
+    DICT_REF_SIZE,
+    FLAG_DICT,
+    FLAG_SUMMARY_ZSTD,
     FORMAT_NAME,
     FORMAT_VERSION,
     FRAME_HEAD,
@@ -27,10 +32,12 @@ from .format import (
     SYNC,
     CaptureError,
     Damage,
+    Dictionary,
     FormatError,
     Kind,
     decode_body,
     decode_summary,
+    load_dictionary,
 )
 
 # Sequential scans read this much at a time; random access reads far less.
@@ -39,9 +46,12 @@ RANDOM_CHUNK = 1 << 16
 
 INTERRUPTED = "no end record: the recording was interrupted"
 
-_OK, _INCOMPLETE, _BAD = 0, 1, 2
+# _LOST: an intact frame (CRC good) whose summary needs a dictionary that cannot be used.
+_OK, _INCOMPLETE, _BAD, _LOST = 0, 1, 2, 3
 # Plain ints: comparing with an IntEnum member looks it up on the enum class every time.
-_HEADER, _PAIR, _END = int(Kind.HEADER), int(Kind.PAIR), int(Kind.END)
+_HEADER, _PAIR, _END, _DICT = int(Kind.HEADER), int(Kind.PAIR), int(Kind.END), int(Kind.DICT)
+# Dictionaries (or why they cannot be used) a reader keeps, by offset of their DICT frame.
+_DICT_CACHE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +105,13 @@ _TIME_KEYS = {_HEADER: ("created",), _END: ("closed",)}
 class _File:
     """A read-only descriptor with positionless reads, so scans and body() can interleave."""
 
-    __slots__ = ("path", "_fd", "_lock")
+    __slots__ = ("path", "_fd", "_lock", "dicts")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # v2 dictionaries met so far: DICT frame offset -> Dictionary, or why it is unusable.
+        self.dicts: dict[int, Dictionary | str] = {}
         flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             self._fd: int | None = os.open(self.path, flags)
@@ -205,6 +217,7 @@ class _Scanner:
         self.pos = len(MAGIC)
         self.header: dict[str, Any] | None = None
         self.sessions: list[Session] = []
+        self._lost_run: tuple[Damage, int, int] | None = None
 
     def scan(
         self, start: int, end: int, *, follow: bool = False, bodies: bool = False
@@ -220,6 +233,10 @@ class _Scanner:
         session = sessions[-1] if sessions else None
         while pos < end:
             r = _parse(w, pos)
+            if r[0] == _LOST:
+                self._lose(pos, r[3], r[1], r[2])
+                pos = self.pos = r[3]
+                continue
             if r[0] == _OK:
                 entry, nxt = r[1], r[2]
                 kind = entry.kind
@@ -238,7 +255,9 @@ class _Scanner:
                     if type(i) is int and i > session.last_id:
                         session.last_id = i
                 pos = self.pos = nxt
-                yield (entry, r[3], w.view[r[4] : r[5]], nxt) if bodies else entry
+                if kind == _DICT:
+                    continue  # a v2 dictionary: framing, not a record (it is counted above)
+                yield (entry, r[3], w.view[r[4] : r[5]], nxt, r[6]) if bodies else entry
                 continue
             if follow and r[0] == _INCOMPLETE:
                 return  # the writer is still writing this frame
@@ -253,16 +272,70 @@ class _Scanner:
                 self.pos = end
                 return
             reason = r[1]
-            if _parse(w, nxt)[1].kind == Kind.HEADER:
+            after = _parse(w, nxt)
+            if after[0] == _OK and after[1].kind == Kind.HEADER:
                 # What a recorder killed mid-write leaves when a new one continues the file.
                 reason = f"damaged end of a session ({reason}); the next session starts after it"
             self.damage.append(Damage(pos, nxt - pos, reason))
             pos = self.pos = nxt
 
+    def _lose(self, pos: int, nxt: int, dref: int, why: str) -> None:
+        """Report an intact frame whose dictionary is unusable; a run of them is one entry."""
+        last = self.damage[-1] if self.damage else None
+        run = self._lost_run
+        if run is not None and last is run[0] and run[2] == dref:
+            start, count = last.offset, run[1] + 1
+            self.damage.pop()
+        else:
+            start, count = pos, 1
+        records = "1 record" if count == 1 else f"{count} records"
+        reason = (
+            f"{records} compressed with the dictionary at offset {dref}, which is unusable "
+            f"({why}): their summaries and bodies are lost"
+        )
+        d = Damage(start, nxt - start, reason)
+        self.damage.append(d)
+        self._lost_run = (d, count, dref)
 
-def _parse(w: _Window, pos: int) -> tuple[Any, ...]:
-    """Check the frame at pos. Returns (_OK, entry, next offset, flags, body lo, body hi),
-    with body bounds indexing w.view, or (_INCOMPLETE | _BAD, reason)."""
+
+def _dictionary(file: _File, offset: int, user: int) -> Dictionary | str:
+    """The dictionary of the DICT frame at `offset` for the frame at `user`, or why not."""
+    if not len(MAGIC) <= offset < user:
+        return "not a record before the one that uses it"
+    d = file.dicts.get(offset)
+    if d is None:
+        w = _Window(file, file.size(), RANDOM_CHUNK)
+        r = _parse(w, offset, refs=False)
+        if r[0] != _OK:
+            d = r[1] if r[0] != _INCOMPLETE else "cut short"
+        elif r[1].kind != _DICT:
+            d = f"the record there is of kind {r[1].kind}, not a dictionary"
+        else:
+            try:
+                d = load_dictionary(r[3], w.view[r[4] : r[5]])
+            except FormatError as e:
+                d = str(e)
+        if len(file.dicts) >= _DICT_CACHE:
+            file.dicts.clear()
+        file.dicts[offset] = d
+    return d
+
+
+def _body_dictionary(file: _File, flags: int, dref: int, pos: int) -> Dictionary | None:
+    """The dictionary a body needs (None for none); FormatError when it is unusable."""
+    if not flags & FLAG_DICT:
+        return None
+    d = _dictionary(file, dref, pos)
+    if isinstance(d, str):
+        raise FormatError(f"its dictionary at offset {dref} is unusable ({d})")
+    return d
+
+
+def _parse(w: _Window, pos: int, *, refs: bool = True) -> tuple[Any, ...]:
+    """Check the frame at pos. Returns (_OK, entry, next offset, flags, body lo, body hi,
+    dictionary offset or -1), with body bounds indexing w.view; (_LOST, reason, dictionary
+    offset, next offset) for an intact frame whose summary needs an unusable dictionary; or
+    (_INCOMPLETE | _BAD, reason). Without `refs`, a frame that uses a dictionary is _BAD."""
     if not w.ensure(pos, FRAME_HEAD_SIZE):
         avail = w.end - pos
         if avail > 0 and w.ensure(pos, avail):
@@ -285,22 +358,42 @@ def _parse(w: _Window, pos: int) -> tuple[Any, ...]:
     if zlib.crc32(view[p : p + n]) != crc:
         return _BAD, "crc mismatch"
     kind, flags, slen = PAYLOAD_HEAD.unpack_from(w.buf, p)
-    if slen > n - PAYLOAD_HEAD_SIZE:
+    s = p + PAYLOAD_HEAD_SIZE
+    room = n - PAYLOAD_HEAD_SIZE
+    dref = -1
+    if flags & FLAG_DICT:
+        if not refs:
+            return _BAD, "a dictionary record that refers to another dictionary"
+        if room < DICT_REF_SIZE:
+            return _BAD, "frame too short for its dictionary reference"
+        dref = int.from_bytes(view[s : s + DICT_REF_SIZE], "little")
+        s += DICT_REF_SIZE
+        room -= DICT_REF_SIZE
+    if slen > room:
         return _BAD, f"summary length {slen} exceeds the frame"
     if slen > MAX_SUMMARY:
         return _BAD, f"summary length {slen} exceeds limit"
-    s = p + PAYLOAD_HEAD_SIZE
+    nxt = pos + FRAME_HEAD_SIZE + n
+    dctx: Dictionary | zstandard.ZstdDecompressor | None = None
+    if flags & FLAG_SUMMARY_ZSTD:
+        if dref < 0:
+            dctx = zstandard.ZstdDecompressor()
+        else:
+            d = _dictionary(w.file, dref, pos)
+            if isinstance(d, str):
+                return _LOST, dref, d, nxt
+            dctx = d
     try:
-        summary = decode_summary(view[s : s + slen])
+        summary = decode_summary(view[s : s + slen], dctx)
     except FormatError as e:
         return _BAD, str(e)
-    return _OK, Entry(pos, kind, summary), pos + FRAME_HEAD_SIZE + n, flags, s + slen, p + n
+    return _OK, Entry(pos, kind, summary), nxt, flags, s + slen, p + n, dref
 
 
 def _resync(w: _Window, start: int) -> int:
     """Offset of the next frame marker at or after start whose frame fully verifies, or -1."""
     while (q := w.find(SYNC, start)) >= 0:
-        if _parse(w, q)[0] == _OK:
+        if _parse(w, q)[0] in (_OK, _LOST):  # a frame whose dictionary is lost is intact
             return q
         start = q + 1
     return -1
@@ -393,10 +486,16 @@ class CaptureReader(_Scanned):
         offset = entry_or_offset.offset if isinstance(entry_or_offset, Entry) else entry_or_offset
         w = _Window(self._file, self._file.size(), RANDOM_CHUNK)
         r = _parse(w, max(offset, 0))
+        if r[0] == _LOST:
+            raise CaptureError(
+                f"{self.path}: record at offset {offset} is unreadable: its dictionary at "
+                f"offset {r[1]} is unusable ({r[2]})"
+            )
         if r[0] != _OK:
             raise CaptureError(f"{self.path}: record at offset {offset} is unreadable: {r[1]}")
         try:
-            return decode_body(r[3], w.view[r[4] : r[5]])
+            dctx = _body_dictionary(self._file, r[3], r[6], r[1].offset)
+            return decode_body(r[3], w.view[r[4] : r[5]], dctx)
         except FormatError as e:
             raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
 
@@ -404,9 +503,12 @@ class CaptureReader(_Scanned):
         """Every record with its decoded body, in file order. An undecodable body is yielded
         as None and reported in damage."""
         self._restart()
-        for entry, flags, view, nxt in self._scanner.scan(0, self._file.size(), bodies=True):
+        scan = self._scanner.scan(0, self._file.size(), bodies=True)
+        for entry, flags, view, nxt, dref in scan:
             try:
-                body = decode_body(flags, view)
+                body = decode_body(
+                    flags, view, _body_dictionary(self._file, flags, dref, entry.offset)
+                )
             except FormatError as e:
                 self._scanner.damage.append(Damage(entry.offset, nxt - entry.offset, str(e)))
                 body = None

@@ -13,17 +13,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import zstandard
-
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MAGIC,
-    ZSTD_LEVEL,
     CaptureError,
     CaptureFileError,
+    FrameEncoder,
     Kind,
-    encode_frame,
 )
 from .reader import CaptureReader, Session
 
@@ -47,20 +44,21 @@ class CaptureWriter:
         fsync: bool = False,
         append: bool = False,
         lock_wait: float = LOCK_WAIT,
+        version: int | None = None,
     ) -> None:
         """Start a capture at `path`; with `append`, an existing capture is continued in a new
-        session. Holds an exclusive lock on the file until close()."""
+        session. Holds an exclusive lock on the file until close(). `version` is the format
+        to write (1 or 2); by default a new file is FORMAT_VERSION and a continued one keeps
+        the version of its first header, so a file never mixes versions unless asked to."""
         self._path = Path(path)
         self._fsync = fsync
         self._lock = threading.Lock()
         self._counts: dict[int, int] = {}
-        # ZstdCompressor is not thread-safe; it is only used under the lock.
-        self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._fd: int | None = None
-        summary = {**header, "format": FORMAT_NAME, "version": FORMAT_VERSION}
-        summary.setdefault("created", time.time())
         # Encode before creating the file so a bad header leaves no empty file behind.
-        frame = encode_frame(Kind.HEADER, summary, None, compressor=self._compressor)
+        header = {**header, "format": FORMAT_NAME, "version": version or FORMAT_VERSION}
+        header.setdefault("created", time.time())
+        FrameEncoder(header["version"]).encode(Kind.HEADER, header, None)
         fd = _open(self._path)
         self._fd = fd
         try:
@@ -68,6 +66,11 @@ class CaptureWriter:
             _lock(fd, self._path, lock_wait, exclusive=True)
             # Again under the lock: another writer may have started the file meanwhile.
             fresh = _fresh(fd, self._path, append)
+            if version is None and not fresh:
+                header["version"] = _file_version(self._path)
+            # Not thread-safe (zstd contexts); only used under the lock.
+            self._encoder = FrameEncoder(header["version"])
+            frame = self._encoder.encode(Kind.HEADER, header, None)
             # Magic and header go out in one write so a reader never sees a magic-only file
             # for longer than a single syscall. An appended session starts with its own header.
             prefix = MAGIC if fresh else b""
@@ -99,14 +102,23 @@ class CaptureWriter:
         with self._lock:
             if self._fd is None:
                 raise CaptureError(f"{self._path}: capture already closed; open a new writer")
-            frame = encode_frame(int(kind), summary, body, compressor=self._compressor)
-            self._write_all(frame)
-            # With O_APPEND the descriptor sits at the end of what was just written, which
-            # stays right even if something else appended to the file meanwhile.
-            offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(frame)
-            self._counts[int(kind)] = self._counts.get(int(kind), 0) + 1
+            frame = self._encoder.encode(int(kind), summary, body)
+            offset = self._append(frame, int(kind))
+            # v2: once the first records have been seen, their dictionary follows them.
+            d = self._encoder.dictionary_frame(time.time())
+            if d is not None:
+                self._encoder.use(self._append(d, int(Kind.DICT)))
             self._sync()
             return offset
+
+    def _append(self, frame: bytes, kind: int) -> int:
+        """Write one frame; its offset."""
+        assert self._fd is not None
+        self._write_all(frame)
+        # With O_APPEND the descriptor sits at the end of what was just written, which
+        # stays right even if something else appended to the file meanwhile.
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        return os.lseek(self._fd, 0, os.SEEK_CUR) - len(frame)
 
     def close(self, end: bool = True) -> None:
         """Append the END record (unless `end` is False: the recording was cut short and the
@@ -123,9 +135,7 @@ class CaptureWriter:
                         "records": total,
                         "closed": time.time(),
                     }
-                    self._write_all(
-                        encode_frame(Kind.END, summary, None, compressor=self._compressor)
-                    )
+                    self._write_all(self._encoder.encode(Kind.END, summary, None))
                     self._counts[int(Kind.END)] = self._counts.get(int(Kind.END), 0) + 1
                 os.fsync(fd)
             finally:
@@ -163,6 +173,16 @@ class CaptureWriter:
         # only adds durability against power loss.
         if self._fsync and self._fd is not None:
             os.fsync(self._fd)
+
+
+def _file_version(path: Path) -> int:
+    """The format version of an existing capture's first header (FORMAT_VERSION if unknown)."""
+    try:
+        with CaptureReader(path) as reader:
+            version = reader.header.get("version")
+    except CaptureError:
+        return FORMAT_VERSION
+    return version if version in (1, 2) else FORMAT_VERSION
 
 
 def previous_sessions(path: str | os.PathLike[str], wait: float = LOCK_WAIT) -> list[Session]:

@@ -274,11 +274,14 @@ def write_capture(
     seed: int = 0,
     close: bool = True,
     big_value: int = 0,
+    version: int | None = None,
     **traffic: Any,
 ) -> Traffic:
-    """Write a capture of about `pairs` requests and return the traffic (to append more)."""
+    """Write a capture of about `pairs` requests and return the traffic (to append more).
+    `version`: the capture format (default: the current one)."""
     source = Traffic(seed, **traffic)
-    writer = CaptureWriter(path, {"tool_version": "synthetic", "upstream": "http://gws.test"})
+    header = {"tool_version": "synthetic", "upstream": "http://gws.test"}
+    writer = CaptureWriter(path, header, version=version)
     for kind, summary, body in source.records(pairs, big_value=big_value):
         writer.write(kind, summary, body)
     if close:
