@@ -11,7 +11,8 @@
 3. A large capture (1,000,000 pairs in full mode): `gwsproxy export --format parquet`, then
    `gwsproxy query` with the README's query (keys coerced most often per media), each as the
    real command in a child process (wall time, peak RSS of the child), then DuckDB alone over
-   the exported Parquet (time, peak RSS).
+   the exported Parquet (time, peak RSS), then `gwsproxy query` over 5 copies of that export
+   (5,000,000 pairs, each copy under its own capture name: a week of exports).
 
 Captures are written by gwsproxy.testing.synthetic (through the recording core: every outcome,
 small user data as `gwsproxy load` sends, unsolicited and raw records) into a temp dir.
@@ -127,6 +128,25 @@ def measured(command: list[str]) -> tuple[float, float, float, str]:
     return wall, float(cpu), int(peak_kb) / 1024, lines[-2]
 
 
+def copies_of(parquet: Path, folder: Path, copies: int) -> list[Path]:
+    """`copies` Parquet files holding the large export's pairs, each under its own capture
+    name: the exports of a week of captures, without writing and exporting each capture."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    table = pq.read_table(parquet)
+    where = table.schema.get_field_index("capture")
+    files = []
+    for k in range(copies):
+        name = pa.array(
+            [f"proxy{k + 1}/week.gwscap"] * table.num_rows, table.schema.field(where).type
+        )
+        files.append(folder / f"proxy{k + 1}.parquet")
+        pq.write_table(table.set_column(where, "capture", name), files[-1], row_group_size=16_384)
+    return files
+
+
 DUCKDB_ALONE = (
     "import sys, duckdb; con = duckdb.connect(); "
     'con.execute("CREATE VIEW pairs AS SELECT * FROM read_parquet(\'" + sys.argv[1] + "\')"); '
@@ -140,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     parser.add_argument("--pairs", type=int, default=None, help="export capture (100,000)")
     parser.add_argument("--query-pairs", type=int, default=None, help="large capture (1,000,000)")
+    parser.add_argument(
+        "--copies", type=int, default=None, help="exports of it queried together (5)"
+    )
     args = parser.parse_args(argv)
     pairs = args.pairs or (2_000 if args.smoke else 100_000)
     big = args.query_pairs or (5_000 if args.smoke else 1_000_000)
     rounds = args.rounds or (1 if args.smoke else 3)
+    copies = args.copies or (2 if args.smoke else 5)
     header(
         f"bench_export: Parquet vs JSONL export, {pairs:,} pairs; query over {big:,}", args.smoke
     )
@@ -195,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", DUCKDB_ALONE, str(parquet_file), QUERY]
         )
         print(f"  DuckDB alone: {d_wall:.2f} s ({d_cpu:.2f} s CPU), peak RSS {d_rss:.0f} MB")
+        week = copies_of(parquet_file, tmp / "week", copies)
+        w_wall, w_cpu, w_rss, _ = measured(
+            gwsproxy_command("query", QUERY, *map(str, week), "--format", "csv")
+        )
+        print(
+            f"  query over {copies} exports ({copies * big_pairs:,} pairs): {w_wall:.2f} s"
+            f" ({w_cpu:.2f} s CPU), peak RSS {w_rss:.0f} MB"
+        )
 
     def rate(name: str) -> str:
         return f"{exported / cpu[name]:,.0f} pairs/s CPU ({exported / wall[name]:,.0f} wall)"
@@ -235,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             "DuckDB alone over that Parquet",
             f"{d_wall:.2f} s wall, {d_cpu:.2f} s CPU",
             f"peak RSS {d_rss:.0f} MB",
+            "",
+        ],
+        [
+            f"`gwsproxy query` over {copies} such exports ({copies * big_pairs:,} pairs)",
+            f"{w_wall:.2f} s wall, {w_cpu:.2f} s CPU",
+            f"peak RSS {w_rss:.0f} MB",
             "",
         ],
         [f"(writing the {big:,}-request synthetic capture)", f"{made:.0f} s", "", ""],
