@@ -388,6 +388,43 @@ class CaptureReader(_Scanned):
         CRC-checked but never decompressed or decoded."""
         yield from self._scanner.scan(start, self._file.size())
 
+    def iter_frames(self, start: int = 0) -> Iterator[tuple[Entry, int]]:
+        """As iter_entries, with the offset where each frame ends (for gwsproxy.capture.index)."""
+        for entry, _flags, _view, end in self._scanner.scan(start, self._file.size(), bodies=True):
+            yield entry, end
+
+    def entry(self, offset: int) -> tuple[Entry, int]:
+        """The record at offset, CRC-checked, and where its frame ends; raises CaptureError if
+        there is no good frame there."""
+        w = _Window(self._file, self._file.size(), RANDOM_CHUNK)
+        r = _parse(w, max(offset, 0))
+        if r[0] != _OK:
+            raise CaptureError(f"{self.path}: record at offset {offset} is unreadable: {r[1]}")
+        return r[1], r[2]
+
+    def scan_state(self) -> dict[str, Any]:
+        """What a full pass found (header, sessions, damage, end), for resume()."""
+        sc = self._scanner
+        return {
+            "header": sc.header,
+            "sessions": sc.sessions,
+            "damage": sc.damage,
+            "ended": sc.ended,
+        }
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Take up the state of a pass that went up to some offset (a persisted index): a pass
+        with iter_entries(start) then finish() continues it as if index() had gone through."""
+        self._restart()
+        sc = self._scanner
+        sc.header, sc.sessions = state["header"], state["sessions"]
+        sc.damage, sc.ended = state["damage"], state["ended"]
+        self.notices = self._header_notices()
+
+    def finish(self) -> None:
+        """After resume() and a pass to the end: the notices index() would have left."""
+        self._finish()
+
     def body(self, entry_or_offset: Entry | int) -> dict[str, Any] | None:
         """Decode one record's body (None if it has none); raises CaptureError if damaged."""
         offset = entry_or_offset.offset if isinstance(entry_or_offset, Entry) else entry_or_offset
