@@ -38,7 +38,7 @@ from gwsproxy.tui.widgets.diff_view import DiffView
 from gwsproxy.tui.widgets.notice_banner import NoticeBanner
 from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.timeline_view import TimelineView
-from gwsproxy.verdict import judge
+from gwsproxy.verdict import VerdictName, judge
 
 pytestmark = pytest.mark.asyncio
 
@@ -157,18 +157,17 @@ async def test_lists_every_record_and_detail_follows_the_cursor(capture: Path) -
         assert app.panel.detail.row is app.table.rows[0]
 
 
-async def test_visible_rows_get_verdicts_lazily(capture: Path) -> None:
+async def test_rows_come_with_their_verdicts_from_the_index(capture: Path) -> None:
     app = InspectorApp([capture])
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         table = app.table
-        visible = table.rows[: table.size.height - 1]
-        await until(pilot, lambda: all(r.judged for r in visible))
-        # Far below the screen nothing was decoded: verdicts are computed for what is seen.
-        far = [r for r in table.rows[200:] if r.is_pair and r.summary["status"] == "matched"]
-        assert far and not any(r.judged for r in far)
-        await pilot.press("end")
-        await until(pilot, lambda: table.rows[-1].judged)
+        # Judged once, when the capture's index was built: every row, on screen or not.
+        assert all(r.judged and r.from_index for r in table.rows)
+        # Far below the screen no summary was read: rows are made from the index's columns.
+        assert not any(r._summary is not None for r in table.rows[200:])
+        matched = [r for r in table.rows if r.is_pair and r.summary["status"] == "matched"]
+        assert matched and all(r.verdict in set(VerdictName) and r.delta for r in matched)
 
 
 # ---- filters ------------------------------------------------------------------------------------
@@ -286,8 +285,7 @@ async def test_every_detail_tab(capture: Path) -> None:
         await pilot.press("5")
         timeline = app.query_one(TimelineView)
         table = timeline.query_one(DataTable)
-        iid = app.panel.detail.row.summary["interaction_id"]
-        assert table.row_count == len(app.listing.index.by_interaction[iid])
+        assert table.row_count == len(app.listing.index.interaction(app.panel.detail.row))
         # selecting another record of the interaction jumps to it
         other = next(i for i, r in enumerate(timeline.window) if r is not timeline.current)
         table.move_cursor(row=other)

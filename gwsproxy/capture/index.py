@@ -119,7 +119,18 @@ def open_index(
         table = pa.concat_tables([table, pa.Table.from_batches(batches, schema)])
         if table.num_rows and save:
             saved = _save(path, table, reader, covered, spec)
+        mapped = _map(path) if saved else None
+        # One chunk a column, memory-mapped where the sidecar was written.
+        table = mapped if mapped is not None else table.combine_chunks()
     return Index(table, reused, scanned, why, saved)
+
+
+def _map(path: Path) -> pa.Table | None:
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def _batch(
@@ -145,7 +156,7 @@ def _load(
         with pa.memory_map(str(path)) as source:
             ipc = pa.ipc.open_file(source)
             table = ipc.read_all()
-        meta = unpack((ipc.schema.metadata or {})[_META])
+        meta = unpack((table.schema.metadata or {})[_META])
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError):
         return None, None, "unreadable (torn or not an index)"
     if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
@@ -166,7 +177,7 @@ def _load(
     why = _verify(reader, table, covered)
     if why:
         return None, None, why
-    return table, state, ""
+    return table.replace_schema_metadata(None), state, ""
 
 
 def _verify(reader: CaptureReader, table: pa.Table, covered: int) -> str:

@@ -423,6 +423,7 @@ class CaptureReader(_Scanned):
 
     def finish(self) -> None:
         """After resume() and a pass to the end: the notices index() would have left."""
+        self.notices = self._header_notices()
         self._finish()
 
     def body(self, entry_or_offset: Entry | int) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ they are found. Everything reaches the UI through a Host (the inspector app), on
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gwsproxy.capture.format import CaptureError
 from gwsproxy.capture.reader import Follower
-from gwsproxy.tui.model import Filter, Index, Row
+from gwsproxy.tui.model import Filter, Index, Indexed, Row
 from gwsproxy.tui.pairs import Source, Sources, open_source
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ PROGRESS_SECONDS = 0.1  # a verdict: filter shows its matches this often while j
 REPLAY_REFILTER_SECONDS = 0.5  # a replay: filter follows a running replay this often
 
 _key = attrgetter("key")
+
+
+class _Closed(Exception):
+    """The listing was closed while an index was being built."""
 
 
 class Host(Protocol):
@@ -78,6 +83,19 @@ def select(rows: list[Row], flt: Filter, others: bool) -> tuple[list[Row], list[
     return view, pending
 
 
+def select_all(
+    tables: list[Indexed], extra: list[Row], flt: Filter, others: bool
+) -> tuple[list[Row], list[Row]]:
+    """select() over every row: those of capture indexes through their columns (each table's
+    verdicts are known), the others (extra, in time order) one by one."""
+    parts = [t.select(flt, others) for t in tables]
+    view, pending = select(extra, flt, others)
+    parts = [p for p in (*parts, view) if p]
+    if len(parts) == 1:
+        return parts[0], pending
+    return sorted(itertools.chain.from_iterable(parts), key=_key), pending
+
+
 class Listing:
     """The rows of one or more captures merged by time, and the view of them the UI shows."""
 
@@ -103,6 +121,7 @@ class Listing:
         self._judging = False  # a thread is judging the queue
         self._waiting = 0  # pairs in the queue whose verdict the filter waits for
         self._refiltered = 0.0
+        self._hits: tuple[Any, set[int]] | None = None  # what the filter lets through of a table
 
     @property
     def settled(self) -> bool:
@@ -164,35 +183,61 @@ class Listing:
         for src, source in enumerate(self.sources.items):
             if source.reader is None:
                 continue
-            size = max(1, source.reader.path.stat().st_size)
-            batch: list = []
-            want = FIRST_BATCH
-            sent = time.monotonic()
-            for entry in source.reader.iter_entries():
+            try:
+                rows = self._indexed(src, source)
+            except (CaptureError, OSError) as e:
+                source.error = f"{source.name}: {e}"
+                rows = []
+            if self._closed.is_set():
+                return
+            if rows:
+                source.last_offset = max(r.offset for r in rows)
+            done = (src + 1) / len(self.sources)
+            first, rest = rows[:FIRST_BATCH], rows[FIRST_BATCH:]
+            self._post(self._add, first, f"loading {done:.0%}" if rest else "")
+            for i in range(0, len(rest), MAX_BATCH * 10):
                 if self._closed.is_set():
                     return
-                batch.append(entry)
-                if len(batch) >= want or time.monotonic() - sent > BATCH_SECONDS:
-                    self._send(src, batch, entry.offset / size)
-                    batch, sent = [], time.monotonic()
-                    want = min(want * 4, MAX_BATCH)
-            self._send(src, batch, 1.0)
+                self._post(self._add, rest[i : i + MAX_BATCH * 10], f"loading {done:.0%}")
+            # Rows live as long as the app: keep the collector from rescanning them.
+            gc.freeze()
             source.loaded = True
             self._post(partial(self.host.listing_changed, problems=True))
         self._post(self._loaded)
         if self.follow:
             self._follow()
 
-    def _send(self, src: int, entries: list, progress: float) -> None:
-        if entries:
-            self.sources[src].last_offset = entries[-1].offset
-        rows = self.index.make_rows(src, entries)
-        if len(self.sources) > 1:
-            progress = (src + progress) / len(self.sources)
-        self._post(self._add, rows, f"loading {progress:.0%}")
-        # Summaries live as long as the app: keep the collector from rescanning them on every
-        # pass, which otherwise makes indexing a large capture several times slower.
-        gc.freeze()
+    def _indexed(self, src: int, source: Source) -> list[Row]:
+        """Open (build or extend) the capture's index, and the rows of its table."""
+        from gwsproxy.report import open_index
+
+        assert source.reader is not None
+        n = len(self.sources)
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            if self._closed.is_set():
+                raise _Closed
+            now = time.monotonic()
+            if now - last[0] > BATCH_SECONDS:
+                last[0] = now
+                share = (src + done / max(total, 1)) / n
+                self._post(self._progress_only, f"indexing {share:.0%}")
+
+        paused = gc.isenabled()
+        gc.disable()  # rows and summaries hold no cycles; the collector only slows this down
+        try:
+            index = open_index(source.reader, progress)
+            return self.index.add_table(src, index.table, source)
+        except _Closed:
+            return []
+        finally:
+            if paused:
+                gc.enable()
+
+    def _progress_only(self, progress: str) -> None:
+        self._load_progress = progress
+        self.host.listing_changed()
 
     def _follow(self) -> None:
         for source in self.sources.items:
@@ -233,10 +278,22 @@ class Listing:
             self.index.add(rows)
             if self.replay is not None:
                 self.replay.attach(rows)
-            shown, pending = select(rows, self.filter, self.show_others)
+            shown, pending = self._select_new(rows)
             self._show_more(shown)
             self._judge(pending, self._gen)
         self.host.listing_changed()
+
+    def _select_new(self, rows: list[Row]) -> tuple[list[Row], list[Row]]:
+        """select() for rows joining the index; rows of a capture index (one source a batch)
+        are filtered on its columns, never by their summaries."""
+        if self.filter.empty or not rows[0].from_index:
+            return select(rows, self.filter, self.show_others)
+        key = (self._gen, rows[0].src, self.show_others)
+        if self._hits is None or self._hits[0] != key:
+            indexed = self.index.tables[rows[0].src]
+            self._hits = (key, {id(r) for r in indexed.select(self.filter, self.show_others)})
+        hits = self._hits[1]
+        return [r for r in rows if id(r) in hits], []
 
     def _loaded(self) -> None:
         self.loading = False
@@ -261,18 +318,22 @@ class Listing:
         self._gen += 1
         self._waiting = 0
         self._then = then
-        rows = self.index.rows
-        if len(rows) <= SYNC_FILTER_ROWS:
+        index = self.index
+        tables = list(index.tables.values())
+        extra = list(index.extra)
+        if len(index.rows) <= SYNC_FILTER_ROWS:
             self._late = None
-            self._filtered(*select(rows, self.filter, self.show_others), self._gen)
+            self._filtered(*select_all(tables, extra, self.filter, self.show_others), self._gen)
         else:
             self._late = []
             self.host.listing_changed()
-            work = partial(self._filter, list(rows), self.filter, self.show_others, self._gen)
+            work = partial(self._filter, tables, extra, self.filter, self.show_others, self._gen)
             self.host.run_in_thread(work, "filter")
 
-    def _filter(self, rows: list[Row], flt: Filter, others: bool, gen: int) -> None:
-        self._post(self._filtered, *select(rows, flt, others), gen)
+    def _filter(
+        self, tables: list[Indexed], extra: list[Row], flt: Filter, others: bool, gen: int
+    ) -> None:
+        self._post(self._filtered, *select_all(tables, extra, flt, others), gen)
 
     def _filtered(self, view: list[Row], pending: list[Row], gen: int) -> None:
         if gen != self._gen:

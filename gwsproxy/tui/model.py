@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.correlate import Status
@@ -45,26 +45,78 @@ REPLAY_VALUES = ("pass", "fail")
 _key = attrgetter("key")
 
 
-class Row:
-    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies;
-    `replay` is the comparison of the last replay of this pair, if it was replayed."""
+class SummarySource(Protocol):
+    def summary_at(self, offset: int) -> dict:
+        """The summary of the record at offset ({} when it cannot be read)."""
+        ...
 
-    __slots__ = ("src", "offset", "kind", "summary", "key", "verdict", "delta", "replay", "_text")
+
+class Row:
+    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies,
+    or come from the capture's index; `replay` is the comparison of the last replay of this
+    pair, if it was replayed. A row made from the index holds no summary: it is read from the
+    capture when first asked for (only rows shown or opened are)."""
+
+    __slots__ = (
+        "src",
+        "offset",
+        "kind",
+        "t",
+        "verdict",
+        "delta",
+        "replay",
+        "_summary",
+        "_source",
+        "_text",
+    )
 
     def __init__(self, src: int, offset: int, kind: int, summary: dict, t: float) -> None:
         self.src = src
         self.offset = offset
         self.kind = kind
-        self.summary = summary
-        self.key = (t, src, offset)
+        self.t = t
+        self._summary: dict | None = summary
+        self._source: SummarySource | None = None
         self.verdict: str | None = quick_verdict(kind, summary)
         self.delta: str | None = "" if self.verdict is not None or kind != Kind.PAIR else None
         self.replay: Comparison | None = None
         self._text: str | None = None
 
+    @classmethod
+    def indexed(
+        cls,
+        source: SummarySource,
+        src: int,
+        offset: int,
+        kind: int,
+        t: float,
+        verdict: str | None,
+        delta: str | None,
+    ) -> Row:
+        """A row from the capture's index: verdict and delta known, summary read on demand."""
+        row = cls.__new__(cls)
+        row.src, row.offset, row.kind, row.t = src, offset, kind, t
+        row._summary, row._source = None, source
+        row.verdict, row.delta = verdict, "" if delta is None else delta
+        row.replay = None
+        row._text = None
+        return row
+
     @property
-    def t(self) -> float:
-        return self.key[0]
+    def summary(self) -> dict:
+        s = self._summary
+        if s is None:
+            assert self._source is not None
+            s = self._summary = self._source.summary_at(self.offset)
+        return s
+
+    @property
+    def from_index(self) -> bool:
+        return self._source is not None
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        return (self.t, self.src, self.offset)
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -118,11 +170,16 @@ def quick_verdict(kind: int, summary: dict) -> str | None:
 
 
 class Index:
-    """Rows of every source, sorted by (time, source, offset), plus rows per interaction."""
+    """Rows of every source, sorted by (time, source, offset), plus rows per interaction.
+
+    A source read through its capture index also keeps that index's table (`tables`): its
+    filters run over the table's columns, and its rows are found by position there."""
 
     def __init__(self) -> None:
         self.rows: list[Row] = []
-        self.by_interaction: dict[str, list[Row]] = {}
+        self.by_interaction: dict[str, list[Row]] = {}  # rows not from an index
+        self.extra: list[Row] = []  # rows not from an index (followed), in time order
+        self.tables: dict[int, Indexed] = {}
         self._last_t: dict[int, float] = {}
 
     def make_rows(self, src: int, entries: Iterable[Any]) -> list[Row]:
@@ -139,16 +196,34 @@ class Index:
         self._last_t[src] = last
         return out
 
+    def add_table(self, src: int, table: Any, source: SummarySource) -> list[Row]:
+        """Rows for every listed record of a capture index's table, in time order (the rows
+        are made here; the caller adds them)."""
+        indexed = Indexed(src, table, source, self._last_t.get(src, 0.0))
+        self.tables[src] = indexed
+        self._last_t[src] = indexed.last_t
+        return indexed.sorted_rows
+
     def add(self, rows: list[Row]) -> bool:
         """Insert rows; True if any landed before the end (views must then insert, not append)."""
         inserted = False
         all_rows = self.rows
+        if len(rows) > 1000 and all_rows and rows[0].key < all_rows[-1].key:
+            # A large batch that interleaves (another file's): two sorted runs, one merge.
+            all_rows.extend(rows)
+            all_rows.sort(key=_key)
+            inserted = True
+        else:
+            for r in rows:
+                if not all_rows or all_rows[-1].key <= r.key:
+                    all_rows.append(r)
+                else:
+                    bisect.insort(all_rows, r, key=_key)
+                    inserted = True
         for r in rows:
-            if not all_rows or all_rows[-1].key <= r.key:
-                all_rows.append(r)
-            else:
-                bisect.insort(all_rows, r, key=_key)
-                inserted = True
+            if r.from_index:
+                continue  # found through its table
+            insert_sorted(self.extra, r)
             iid = r.summary.get("interaction_id")
             if iid is not None:
                 lst = self.by_interaction.setdefault(str(iid), [])
@@ -160,7 +235,178 @@ class Index:
 
     def interaction(self, row: Row) -> list[Row]:
         iid = row.summary.get("interaction_id")
-        return self.by_interaction.get(str(iid), []) if iid is not None else [row]
+        if iid is None:
+            return [row]
+        rows = list(self.by_interaction.get(str(iid), []))
+        for indexed in self.tables.values():
+            rows += indexed.interaction(str(iid))
+        return sorted(rows, key=_key)
+
+
+class Indexed:
+    """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns) and
+    a row for each of its listed records. Rows are light: offset, kind, time, verdict."""
+
+    def __init__(self, src: int, table: Any, source: SummarySource, last_t: float) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.table = table
+        n = table.num_rows
+        t = pc.fill_null(pc.fill_null_forward(table.column("t")), last_t)
+        self.last_t = float(t[n - 1].as_py()) if n else last_t
+        # Time order (the file's order for equal times), as the rows are listed.
+        order = pc.sort_indices(
+            pa.table({"t": t, "offset": table.column("offset")}),
+            sort_keys=[("t", "ascending"), ("offset", "ascending")],
+        )
+        self.order = order
+        offsets = table.column("offset").to_pylist()
+        kinds = table.column("kind").to_pylist()
+        times = t.to_pylist()
+        verdicts = _shared(table.column("verdict"))
+        deltas = _shared(table.column("delta"))
+        listed = LISTED
+        at: list[Row | None] = [None] * n
+        rows: list[Row] = []
+        make = Row.indexed
+        for i in order.to_pylist():
+            kind = kinds[i]
+            if kind in listed:
+                r = make(source, src, offsets[i], kind, times[i], verdicts[i], deltas[i])
+                at[i] = r
+                rows.append(r)
+        self.rows_at = at  # by position in the table
+        self.sorted_rows = rows
+        self._positions: Any = None  # the position in sorted_rows of each table row
+
+    def select(self, flt: Filter, others: bool) -> list[Row]:
+        """The rows flt and others let through, in time order (filtered on the columns)."""
+        import pyarrow.compute as pc
+
+        mask = column_mask(self.table, flt, others)
+        hits = pc.indices_nonzero(pc.take(mask, self.order))
+        # pc.take(mask, order) is in time order over every record, listed or not; the
+        # unlisted are never in the mask, so each hit is a listed row's rank among records.
+        rows_at = self.rows_at
+        rows = [r for p in pc.take(self.order, hits).to_pylist() if (r := rows_at[p]) is not None]
+        if flt.needs_replay:
+            rows = [r for r in rows if flt.matches_replay(r)]
+        return rows
+
+    def interaction(self, iid: str) -> list[Row]:
+        import pyarrow.compute as pc
+
+        hits = pc.indices_nonzero(pc.equal(self.table.column("interaction_id"), iid)).to_pylist()
+        return [r for i in hits if (r := self.rows_at[i]) is not None]
+
+
+def _shared(column: Any) -> list[Any]:
+    """A text column as Python strings, each distinct value one object (verdicts repeat)."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    names = encoded.dictionary.to_pylist()
+    return [None if i is None else names[i] for i in encoded.indices.to_pylist()]
+
+
+# Columns of the index whose text free-text filtering searches, as Row.text() does.
+TEXT_COLUMNS = (
+    "interaction_id",
+    "scope",
+    "media",
+    "operation",
+    "reference_id",
+    "status",
+    "note_type",
+    "reason",
+    "where",
+    "path",
+)
+
+
+def column_mask(table: Any, flt: Filter, others: bool) -> Any:
+    """Which records of an index table flt lets through (only listed ones; only pairs unless
+    others), as an Arrow boolean array: the columns' version of Filter.matches (replay: terms
+    are left to matches_replay)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = sorted(LISTED) if others else [Kind.PAIR]
+    mask = pc.is_in(table.column("kind"), pa.array([int(k) for k in wanted], pa.uint8()))
+    for term in flt.terms:
+        hit = _column_match(term, table)
+        if hit is None:
+            continue
+        hit = pc.fill_null(hit, False)
+        mask = pc.and_(mask, pc.invert(hit) if term.negate else hit)
+    return mask
+
+
+def _column_match(term: Term, table: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    f, value = term.field, term.value
+    col = table.column
+    if f is None:
+        v = value.lower()
+        hit = _list_any(col("keys"), lambda flat: pc.match_substring(flat, v, ignore_case=True))
+        for name in TEXT_COLUMNS:
+            hit = pc.or_(
+                hit, pc.fill_null(pc.match_substring(col(name), v, ignore_case=True), False)
+            )
+        kinds = [k for k, n in KIND_NAMES.items() if v in n]
+        return pc.or_(hit, pc.is_in(col("kind"), pa.array(kinds, pa.uint8())))
+    if f == "verdict":
+        return pc.is_in(col("verdict"), pa.array(list(_verdicts_named(value)), pa.string()))
+    if f == "replay":
+        return None
+    if f == "media":
+        return _column_glob(value, col("media"), exact=True)
+    if f == "op":
+        return _column_glob(value, pc.coalesce(col("operation"), col("note_type")))
+    if f == "key":
+        return _list_any(col("keys"), lambda flat: _column_glob(value, flat, exact=True))
+    if f == "agent":
+        return _column_glob(value, col("scope"))
+    if f == "interaction":
+        return _column_glob(value, col("interaction_id"))
+    if f == "status":
+        return _column_glob(value, col("status"), exact=True)
+    if f == "kind":
+        kinds = [k for k, n in KIND_NAMES.items() if n.startswith(value.lower())]
+        return pc.is_in(col("kind"), pa.array(kinds, pa.uint8()))
+    if f == "ref":
+        return pc.equal(col("reference_id"), value.lstrip("~"))
+    return pa.repeat(pa.scalar(False), table.num_rows)
+
+
+def _column_glob(pattern: str, column: Any, *, exact: bool = False) -> Any:
+    """_glob over a text column."""
+    import pyarrow.compute as pc
+
+    p = pattern.lower()
+    if "*" in p or "?" in p:
+        body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p)
+        return pc.match_substring_regex(column, f"(?s)^{body}$", ignore_case=True)
+    if exact:
+        return pc.equal(pc.utf8_lower(column), p)
+    return pc.match_substring(column, p, ignore_case=True)
+
+
+def _list_any(column: Any, match: Any) -> Any:
+    """Per row of a list column: whether any of its items match (null lists: False)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = pc.list_flatten(column)
+    parents = pc.list_parent_indices(column)
+    hit = pc.unique(pc.filter(parents, pc.fill_null(match(flat), False)))
+    rows = pa.array(range(len(column)), pa.int64())
+    return pc.is_in(rows, value_set=hit.cast(pa.int64()))
 
 
 def position(rows: list[Row], row: Row) -> int | None:
@@ -216,6 +462,10 @@ class Filter:
     def needs_replay(self) -> bool:
         """Whether replay results change what this filter lets through."""
         return any(t.field == "replay" for t in self.terms)
+
+    def matches_replay(self, row: Row) -> bool:
+        """Whether the row passes the replay: terms (the only ones no index column holds)."""
+        return all(_match(t, row) != t.negate for t in self.terms if t.field == "replay")
 
     def matches(self, row: Row) -> bool | None:
         """True/False, or None when a verdict: term needs a verdict not yet computed."""

@@ -38,6 +38,15 @@ class Source:
     def name(self) -> str:
         return self.path.name
 
+    def summary_at(self, offset: int) -> dict[str, Any]:
+        """The summary of the record at offset, read from the capture ({} if it cannot be)."""
+        if self.reader is None:
+            return {}
+        try:
+            return self.reader.entry(offset)[0].summary
+        except (CaptureError, OSError):
+            return {}
+
     def problems(self, following: bool) -> list[str]:
         """Damage and notices as lines for the banner."""
         lines: list[str] = []
