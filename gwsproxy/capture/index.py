@@ -174,14 +174,18 @@ def _load(
         }
     except (KeyError, TypeError, ValueError):
         return None, None, "unreadable (torn or not an index)"
-    why = _verify(reader, table, covered)
+    if meta["header"] != reader.header:
+        return None, None, "stale: the capture's header is not the one indexed (replaced?)"
+    sessions = state["sessions"]
+    why = _verify(reader, table, covered, sessions[-1].last if sessions else None)
     if why:
         return None, None, why
     return table.replace_schema_metadata(None), state, ""
 
 
-def _verify(reader: CaptureReader, table: pa.Table, covered: int) -> str:
-    """ "" when the capture still holds the frames the index lists, else what differs."""
+def _verify(reader: CaptureReader, table: pa.Table, covered: int, last: Entry | None) -> str:
+    """What differs between the capture and the frames the index lists ("" when nothing does):
+    its last frame is compared whole, SAMPLES others by kind and size."""
     n = table.num_rows
     if n == 0:
         return "empty"
@@ -200,6 +204,8 @@ def _verify(reader: CaptureReader, table: pa.Table, covered: int) -> str:
             return f"stale: the record at offset {offset} is not the one indexed"
     if offsets[n - 1].as_py() + sizes[n - 1].as_py() != covered:
         return "stale: its end does not match"
+    if last is None or reader.entry(last.offset)[0] != last:
+        return "stale: its last record is not the one indexed"
     return ""
 
 
