@@ -3,6 +3,7 @@ the capture grew, rebuilt when it cannot be verified; what it gives equals a ful
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -233,3 +234,28 @@ def test_a_followed_traffic_source_still_appends_after_an_index(tmp_path: Path) 
     index, got = opened(path)
     assert index.reused and index.scanned
     assert_like_a_full_pass(path, index, got)
+
+
+def test_info_shows_progress_while_indexing_on_a_terminal_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gwsproxy import cli
+
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=11)
+    assert cli.main(["info", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "pairs" in out and err == ""  # not a terminal: no progress
+    sidecar(path).unlink()
+
+    terminal = io.StringIO()
+    real = cli._console
+
+    def console(stderr: bool = False) -> Console:
+        if not stderr:
+            return real()
+        return Console(file=terminal, force_terminal=True, width=100)
+
+    monkeypatch.setattr(cli, "_console", console)
+    assert cli.main(["info", str(path)]) == 0
+    assert "indexing" in terminal.getvalue()

@@ -224,3 +224,28 @@ def test_followed_rows_are_judged_on_screen_first_then_for_the_filter(tmp_path: 
         assert not listing.progress
     finally:
         listing.close()
+
+
+def test_the_listing_says_how_far_building_the_index_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gwsproxy.capture import index as index_module
+
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=12)
+    monkeypatch.setattr(index_module, "BATCH", 50)
+    monkeypatch.setattr(listing_module, "BATCH_SECONDS", 0.0)
+    said: list[str] = []
+
+    class Watching(Host):
+        def listing_changed(self, *, verdicts: bool = False, problems: bool = False) -> None:
+            said.append(listing.progress)
+
+    host = Watching()
+    listing = Listing(host, [path], follow=False)
+    listing.load()
+    host.pump(lambda: listing.settled)
+    listing.close()
+    building = [p for p in said if p.startswith("indexing")]
+    assert len(set(building)) > 1  # it moved on as the capture was read
+    assert not listing.progress
