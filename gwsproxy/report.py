@@ -156,11 +156,13 @@ def open_index(reader: CaptureReader, progress: Callable[[int, int], None] | Non
     return open_capture_index(reader, index_spec(), progress=progress)
 
 
-def _index_columns(reader: CaptureReader, entries: list[Entry]) -> dict[str, list[Any]]:
+def _index_columns(
+    entries: list[Entry], bodies: list[Callable[[], dict[str, Any] | None]]
+) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {
         name: [] for name in ("t", "t_note", "id", *INDEX_TEXT, "keys", "verdict", "delta")
     }
-    for e in entries:
+    for e, body in zip(entries, bodies, strict=True):
         s = e.summary
         cols["t"].append(_number(s.get("t")))
         cols["t_note"].append(_number(s.get("t_note")))
@@ -172,7 +174,7 @@ def _index_columns(reader: CaptureReader, entries: list[Entry]) -> dict[str, lis
         keys = s.get("requested_keys")
         cols["keys"].append([str(k) for k in keys] if isinstance(keys, list) else None)
         if e.kind == Kind.PAIR:
-            v = _judge_entry(reader, s, e)
+            v = _judge_body(s, body)
             cols["verdict"].append(verdict_name(v))
             cols["delta"].append(v.summary if v is not None else "")
         else:
@@ -185,14 +187,21 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def _judge_entry(reader: CaptureReader, summary: dict[str, Any], entry: Entry) -> Verdict | None:
-    """A pair's verdict; only a matched pair's body is read (the others pass their status on)."""
-    if summary.get("status") != Status.MATCHED:
-        return judge_pair(summary, {})
+def _judge_body(
+    summary: dict[str, Any], body: Callable[[], dict[str, Any] | None]
+) -> Verdict | None:
+    """A pair's verdict; only a matched pair's body is decoded (by `body`; the others pass their
+    status on). None (`unreadable`) when it cannot be, or cannot be judged: one odd record
+    must not stop an index."""
     try:
-        return judge_pair(summary, reader.body(entry) or {})
-    except CaptureError as e:
-        return judge_pair(summary, {}, str(e))
+        if summary.get("status") != Status.MATCHED:
+            return judge_pair(summary, {})
+        try:
+            return judge_pair(summary, body() or {})
+        except CaptureError as e:
+            return judge_pair(summary, {}, str(e))
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _sessions_table(sessions: list[Session]) -> Table:

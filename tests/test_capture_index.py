@@ -23,7 +23,7 @@ from gwsproxy.report import info, write_jsonl
 from gwsproxy.testing.synthetic import Traffic, write_capture
 
 
-def _columns(reader: CaptureReader, entries: list[Entry]) -> dict[str, list[Any]]:
+def _columns(entries: list[Entry], bodies: list[Any]) -> dict[str, list[Any]]:
     return {"status": [e.summary.get("status") for e in entries]}
 
 

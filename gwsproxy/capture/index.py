@@ -46,7 +46,8 @@ FRAMING = (
     pa.field("size", pa.uint32()),
 )
 
-Columns = Callable[[CaptureReader, list[Entry]], dict[str, list[Any]]]
+# (entries, a function per entry that decodes its body) -> the spec's columns
+Columns = Callable[[list[Entry], list[Callable[[], Any]]], dict[str, list[Any]]]
 Progress = Callable[[int, int], None]  # (bytes of the capture read, bytes to read)
 
 
@@ -58,7 +59,7 @@ class Spec:
 
     name: str
     fields: tuple[pa.Field, ...]
-    columns: Columns
+    columns: Columns  # may decode bodies: they are at hand, the pass just read them
 
 
 @dataclass
@@ -98,18 +99,20 @@ def open_index(
     batches: list[pa.RecordBatch] = []
     entries: list[Entry] = []
     sizes: list[int] = []
+    bodies: list[Callable[[], Any]] = []
     covered = start
-    for entry, end in reader.iter_frames(start):
+    for entry, end, body in reader.iter_frames(start):
         entries.append(entry)
         sizes.append(end - entry.offset)
+        bodies.append(body)
         covered = end
         if len(entries) >= BATCH:
-            batches.append(_batch(reader, spec, schema, entries, sizes))
-            entries, sizes = [], []
+            batches.append(_batch(spec, schema, entries, sizes, bodies))
+            entries, sizes, bodies = [], [], []
             if progress is not None:
                 progress(covered, total)
     if entries:
-        batches.append(_batch(reader, spec, schema, entries, sizes))
+        batches.append(_batch(spec, schema, entries, sizes, bodies))
     if progress is not None:
         progress(total, total)
     reader.finish()
@@ -134,9 +137,13 @@ def _map(path: Path) -> pa.Table | None:
 
 
 def _batch(
-    reader: CaptureReader, spec: Spec, schema: pa.Schema, entries: list[Entry], sizes: list[int]
+    spec: Spec,
+    schema: pa.Schema,
+    entries: list[Entry],
+    sizes: list[int],
+    bodies: list[Callable[[], Any]],
 ) -> pa.RecordBatch:
-    cols = spec.columns(reader, entries)
+    cols = spec.columns(entries, bodies)
     arrays = [
         pa.array([e.offset for e in entries], pa.int64()),
         pa.array([e.kind for e in entries], pa.uint8()),

@@ -8,8 +8,9 @@ import os
 import stat
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -388,10 +389,20 @@ class CaptureReader(_Scanned):
         CRC-checked but never decompressed or decoded."""
         yield from self._scanner.scan(start, self._file.size())
 
-    def iter_frames(self, start: int = 0) -> Iterator[tuple[Entry, int]]:
-        """As iter_entries, with the offset where each frame ends (for gwsproxy.capture.index)."""
-        for entry, _flags, _view, end in self._scanner.scan(start, self._file.size(), bodies=True):
-            yield entry, end
+    def iter_frames(
+        self, start: int = 0
+    ) -> Iterator[tuple[Entry, int, Callable[[], dict[str, Any] | None]]]:
+        """As iter_entries, with the offset where each frame ends and a function that decodes
+        its body from what the pass read (raises CaptureError as body() does); for
+        gwsproxy.capture.index."""
+        for entry, flags, view, end in self._scanner.scan(start, self._file.size(), bodies=True):
+            yield entry, end, partial(self._decode, entry.offset, flags, view)
+
+    def _decode(self, offset: int, flags: int, view: memoryview) -> dict[str, Any] | None:
+        try:
+            return decode_body(flags, view)
+        except FormatError as e:
+            raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
 
     def entry(self, offset: int) -> tuple[Entry, int]:
         """The record at offset, CRC-checked, and where its frame ends; raises CaptureError if
