@@ -259,3 +259,28 @@ def test_info_shows_progress_while_indexing_on_a_terminal_only(
     monkeypatch.setattr(cli, "_console", console)
     assert cli.main(["info", str(path)]) == 0
     assert "indexing" in terminal.getvalue()
+
+
+def test_a_follower_takes_up_where_the_index_ends(tmp_path: Path) -> None:
+    from gwsproxy.capture.reader import Follower
+
+    path = tmp_path / "c.gwscap"
+    traffic = Traffic(seed=13)
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+        with CaptureReader(path) as reader:
+            index = open_index(reader, SPEC)
+            t = index.table
+            covered = t["offset"][-1].as_py() + t["size"][-1].as_py()
+            resumed = Follower(path)
+            resumed.resume(reader.scan_state(), covered)
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+    new = resumed.poll()
+    fresh = Follower(path)
+    every = fresh.poll()
+    assert [e.offset for e in new] == [e.offset for e in every if e.offset >= covered]
+    assert new and new[-1].kind == Kind.END
+    assert resumed.sessions == fresh.sessions and resumed.ended
+    assert resumed.damage == fresh.damage == []

@@ -9,7 +9,7 @@ import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -518,6 +518,14 @@ class Follower(_Scanned):
     def position(self) -> int:
         """Offset up to which the file has been consumed."""
         return self._scanner.pos
+
+    def resume(self, state: dict[str, Any], pos: int) -> None:
+        """Follow on from a full pass (CaptureReader.scan_state()) whose last good frame ends
+        at pos, instead of reading the file again from its start."""
+        sc = self._scanner
+        sc.header, sc.ended, sc.pos = state["header"], state["ended"], pos
+        sc.sessions = [replace(s, counts=dict(s.counts)) for s in state["sessions"]]
+        sc.damage = [d for d in state["damage"] if d.offset < pos]
 
     def poll(self) -> list[Entry]:
         if not self._check_magic():

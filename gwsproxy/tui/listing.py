@@ -228,7 +228,11 @@ class Listing:
         gc.disable()  # rows and summaries hold no cycles; the collector only slows this down
         try:
             index = open_index(source.reader, progress)
-            return self.index.add_table(src, index.table, source)
+            table = index.table
+            if table.num_rows:
+                last = table.num_rows - 1
+                source.covered = table["offset"][last].as_py() + table["size"][last].as_py()
+            return self.index.add_table(src, table, source)
         except _Closed:
             return []
         finally:
@@ -246,6 +250,10 @@ class Listing:
                     source.follower = Follower(source.path)
                 except CaptureError as e:
                     source.error = str(e)
+                    continue
+                if source.reader is not None and source.covered:
+                    # On from where the index ends, not from the start of the file again.
+                    source.follower.resume(source.reader.scan_state(), source.covered)
         self._post(partial(self.host.listing_changed, problems=True))
         known = {id(s): (0, 0, False) for s in self.sources.items}
         while not self._closed.is_set():

@@ -31,6 +31,7 @@ class Source:
     reader: CaptureReader | None
     follower: Follower | None = None
     last_offset: int = -1  # entries at or before this offset are already listed
+    covered: int = 0  # the end of the last good frame its index lists (following starts there)
     loaded: bool = False
     error: str | None = None
 
