@@ -184,21 +184,26 @@ class Listing:
             if source.reader is None:
                 continue
             try:
-                rows = self._indexed(src, source)
+                indexed = self._indexed(src, source)
             except (CaptureError, OSError) as e:
                 source.error = f"{source.name}: {e}"
-                rows = []
+                indexed = None
             if self._closed.is_set():
                 return
-            if rows:
-                source.last_offset = max(r.offset for r in rows)
-            done = (src + 1) / len(self.sources)
-            first, rest = rows[:FIRST_BATCH], rows[FIRST_BATCH:]
-            self._post(self._add, first, f"loading {done:.0%}" if rest else "")
-            for i in range(0, len(rest), MAX_BATCH * 10):
-                if self._closed.is_set():
-                    return
-                self._post(self._add, rest[i : i + MAX_BATCH * 10], f"loading {done:.0%}")
+            if indexed is not None:
+                done = (src + 1) / len(self.sources)
+                batch = FIRST_BATCH
+                paused = gc.isenabled()
+                gc.disable()  # a million rows and no cycles: the collector would only walk them
+                try:
+                    while not indexed.complete and not self._closed.is_set():
+                        rows = indexed.make(batch)
+                        progress = "" if indexed.complete else f"loading {done:.0%}"
+                        self._post(self._add, rows, progress)
+                        batch = MAX_BATCH * 10
+                finally:
+                    if paused:
+                        gc.enable()
             # Rows live as long as the app: keep the collector from rescanning them.
             gc.freeze()
             source.loaded = True
@@ -207,7 +212,7 @@ class Listing:
         if self.follow:
             self._follow()
 
-    def _indexed(self, src: int, source: Source) -> list[Row]:
+    def _indexed(self, src: int, source: Source) -> Indexed | None:
         """Open (build or extend) the capture's index, and the rows of its table."""
         from gwsproxy.report import open_index
 
@@ -231,10 +236,11 @@ class Listing:
             table = index.table
             if table.num_rows:
                 last = table.num_rows - 1
-                source.covered = table["offset"][last].as_py() + table["size"][last].as_py()
+                source.last_offset = table["offset"][last].as_py()
+                source.covered = source.last_offset + table["size"][last].as_py()
             return self.index.add_table(src, table, source)
         except _Closed:
-            return []
+            return None
         finally:
             if paused:
                 gc.enable()
@@ -299,9 +305,12 @@ class Listing:
         key = (self._gen, rows[0].src, self.show_others)
         if self._hits is None or self._hits[0] != key:
             indexed = self.index.tables[rows[0].src]
-            self._hits = (key, {id(r) for r in indexed.select(self.filter, self.show_others)})
+            self._hits = (key, indexed.offsets(self.filter, self.show_others))
         hits = self._hits[1]
-        return [r for r in rows if id(r) in hits], []
+        rows = [r for r in rows if r.offset in hits]
+        if self.filter.needs_replay:
+            rows = [r for r in rows if self.filter.matches_replay(r)]
+        return rows, []
 
     def _loaded(self) -> None:
         self.loading = False

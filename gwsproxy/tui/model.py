@@ -196,13 +196,13 @@ class Index:
         self._last_t[src] = last
         return out
 
-    def add_table(self, src: int, table: Any, source: SummarySource) -> list[Row]:
-        """Rows for every listed record of a capture index's table, in time order (the rows
-        are made here; the caller adds them)."""
+    def add_table(self, src: int, table: Any, source: SummarySource) -> Indexed:
+        """A capture index's table for src; its rows are made by the caller (Indexed.make)
+        and added with add()."""
         indexed = Indexed(src, table, source, self._last_t.get(src, 0.0))
         self.tables[src] = indexed
         self._last_t[src] = indexed.last_t
-        return indexed.sorted_rows
+        return indexed
 
     def add(self, rows: list[Row]) -> bool:
         """Insert rows; True if any landed before the end (views must then insert, not append)."""
@@ -245,50 +245,81 @@ class Index:
 
 class Indexed:
     """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns) and
-    a row for each of its listed records. Rows are light: offset, kind, time, verdict."""
+    a row for each of its listed records, made in time order as asked for (make()). Rows are
+    light: offset, kind, time, verdict; what filters read stays in the table's columns."""
 
     def __init__(self, src: int, table: Any, source: SummarySource, last_t: float) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        self.table = table
+        self.src, self.table, self.source = src, table, source
         n = table.num_rows
         t = pc.fill_null(pc.fill_null_forward(table.column("t")), last_t)
+        self.t = t
         self.last_t = float(t[n - 1].as_py()) if n else last_t
         # Time order (the file's order for equal times), as the rows are listed.
         order = pc.sort_indices(
             pa.table({"t": t, "offset": table.column("offset")}),
             sort_keys=[("t", "ascending"), ("offset", "ascending")],
         )
-        self.order = order
-        offsets = table.column("offset").to_pylist()
-        kinds = table.column("kind").to_pylist()
-        times = t.to_pylist()
-        verdicts = _shared(table.column("verdict"))
-        deltas = _shared(table.column("delta"))
-        listed = LISTED
-        at: list[Row | None] = [None] * n
+        listed = pc.is_in(table.column("kind"), pa.array(sorted(LISTED), pa.uint8()))
+        self.order = pc.filter(order, pc.take(listed, order))  # positions of listed records
+        self.rows_at: list[Row | None] = [None] * n  # by position in the table
+        self.made = 0
+        self._verdicts = _encoded(table.column("verdict"))
+        self._deltas = _encoded(table.column("delta"))
+
+    @property
+    def complete(self) -> bool:
+        return self.made >= len(self.order)
+
+    def make(self, count: int) -> list[Row]:
+        """The next `count` rows in time order."""
+        import pyarrow.compute as pc
+
+        lo = self.made
+        hi = min(lo + count, len(self.order))
+        positions = self.order[lo:hi]
+        table = self.table
+        offsets = pc.take(table.column("offset"), positions).to_pylist()
+        kinds = pc.take(table.column("kind"), positions).to_pylist()
+        times = pc.take(self.t, positions).to_pylist()
+        (vi, vnames), (di, dnames) = self._verdicts, self._deltas
+        verdicts = pc.take(vi, positions).to_pylist()
+        deltas = pc.take(di, positions).to_pylist()
+        make, src, source, rows_at = Row.indexed, self.src, self.source, self.rows_at
         rows: list[Row] = []
-        make = Row.indexed
-        for i in order.to_pylist():
-            kind = kinds[i]
-            if kind in listed:
-                r = make(source, src, offsets[i], kind, times[i], verdicts[i], deltas[i])
-                at[i] = r
-                rows.append(r)
-        self.rows_at = at  # by position in the table
-        self.sorted_rows = rows
-        self._positions: Any = None  # the position in sorted_rows of each table row
+        for p, offset, kind, t, v, d in zip(
+            positions.to_pylist(), offsets, kinds, times, verdicts, deltas, strict=True
+        ):
+            r = make(
+                source,
+                src,
+                offset,
+                kind,
+                t,
+                None if v is None else vnames[v],
+                None if d is None else dnames[d],
+            )
+            rows_at[p] = r
+            rows.append(r)
+        self.made = hi
+        return rows
+
+    def offsets(self, flt: Filter, others: bool) -> set[int]:
+        """Offsets of the records flt and others let through (by the columns)."""
+        import pyarrow.compute as pc
+
+        mask = column_mask(self.table, flt, others)
+        return set(pc.filter(self.table.column("offset"), mask).to_pylist())
 
     def select(self, flt: Filter, others: bool) -> list[Row]:
         """The rows flt and others let through, in time order (filtered on the columns)."""
         import pyarrow.compute as pc
 
         mask = column_mask(self.table, flt, others)
-        hits = pc.indices_nonzero(pc.take(mask, self.order))
-        # pc.take(mask, order) is in time order over every record, listed or not; the
-        # unlisted are never in the mask, so each hit is a listed row's rank among records.
-        rows_at = self.rows_at
+        hits = pc.indices_nonzero(pc.take(mask, self.order))  # ranks in time order
+        rows_at = self.rows_at  # None for a row not made yet (still loading)
         rows = [r for p in pc.take(self.order, hits).to_pylist() if (r := rows_at[p]) is not None]
         if flt.needs_replay:
             rows = [r for r in rows if flt.matches_replay(r)]
@@ -301,13 +332,12 @@ class Indexed:
         return [r for i in hits if (r := self.rows_at[i]) is not None]
 
 
-def _shared(column: Any) -> list[Any]:
-    """A text column as Python strings, each distinct value one object (verdicts repeat)."""
+def _encoded(column: Any) -> tuple[Any, list[Any]]:
+    """A text column as (indices, the distinct values as Python strings): rows share them."""
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(column).combine_chunks()
-    names = encoded.dictionary.to_pylist()
-    return [None if i is None else names[i] for i in encoded.indices.to_pylist()]
+    return encoded.indices, encoded.dictionary.to_pylist()
 
 
 # Columns of the index whose text free-text filtering searches, as Row.text() does.
