@@ -10,7 +10,9 @@ Targets (issue):
 The capture is written by gwsproxy.testing.synthetic (through the recording core, every
 outcome, unsolicited and raw records) into a temp dir. The bare reader runs first in odd
 rounds and second in even ones. The app's own collector tuning (gc.freeze of summaries while
-indexing) is undone between rounds, so every round starts alike.
+indexing) is undone between rounds, so every round starts alike. Each app round starts without
+the capture's index (gwsproxy/capture/index.py), so it builds it, judging every pair once:
+bench_index.py measures opening with it.
 Run: .venv/bin/python bench/bench_tui.py [--smoke] [--pairs N] [--rounds N]
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from _common import header, ms, print_results, temp_dir, verdict
 from textual import events
 
+from gwsproxy.capture.index import sidecar
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.testing.synthetic import write_capture
 from gwsproxy.tui.app import InspectorApp
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     bare.append(bare_index(path))
                     print(f"round {r + 1}: bare index {ms(bare[-1])}")
                 else:
+                    sidecar(path).unlink(missing_ok=True)  # a first open: the index is built
                     first_run = not runs
                     run = asyncio.run(app_run(path, STEPS if first_run else 5, first_run))
                     runs.append(run)
