@@ -39,7 +39,7 @@ def info(path: str, progress: Callable[[int, int], None] | None = None) -> Group
         sessions = list(reader.sessions)
     kinds = table.column("kind")
     is_pair = pc.equal(kinds, int(Kind.PAIR))
-    pairs = table.filter(is_pair)
+    pairs = table.select(["media", "operation", "status", "verdict", "error"]).filter(is_pair)
     n_pairs = pairs.num_rows
     times = table.column("t").drop_null()
 
