@@ -47,7 +47,7 @@ def info(path: str, progress: Callable[[int, int], None] | None = None) -> Group
         vc = pc.value_counts(rows.column(col)).to_pylist()
         return Counter({str(d["values"]): d["counts"] for d in vc})
 
-    failed = pairs.filter(pc.equal(pairs.column("status"), str(Status.FAILED)))
+    failed = pairs.filter(pc.fill_null(pc.equal(pairs.column("status"), str(Status.FAILED)), False))
     unreached = counts("error", failed)
     overview = Table(title=escape(str(path)), show_header=False, title_justify="left")
     overview.add_row("created", _when(header.get("created")))
@@ -137,14 +137,17 @@ def index_spec() -> Any:
 
     from gwsproxy.capture.index import Spec
 
+    # Text that repeats (all but a reference id) as dictionaries: a smaller index, and
+    # filters that look at each distinct value once.
+    text = pa.dictionary(pa.int32(), pa.string())
     fields = (
         pa.field("t", pa.float64()),
         pa.field("t_note", pa.float64()),
         pa.field("id", pa.int64()),
-        *(pa.field(name, pa.string()) for name in INDEX_TEXT),
+        *(pa.field(n, pa.string() if n == "reference_id" else text) for n in INDEX_TEXT),
         pa.field("keys", pa.list_(pa.string())),
-        pa.field("verdict", pa.string()),
-        pa.field("delta", pa.string()),
+        pa.field("verdict", text),
+        pa.field("delta", text),
     )
     return Spec(INDEX_SPEC, fields, _index_columns)
 

@@ -181,6 +181,10 @@ def test_a_filter_on_the_index_agrees_with_the_filter_on_summaries(capture: Path
             host.pump(lambda: listing.settled)
             expected = [r for r in rows if flt.matches(r)]  # reads every summary
             assert host.view == expected, text
+        for row in rows[::37]:
+            iid = row.summary.get("interaction_id")
+            alike = [r for r in rows if r.summary.get("interaction_id") == iid] if iid else [row]
+            assert listing.index.interaction(row) == alike
     finally:
         listing.close()
 

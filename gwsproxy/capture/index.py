@@ -124,7 +124,7 @@ def open_index(
             saved = _save(path, table, reader, covered, spec)
         mapped = _map(path) if saved else None
         # One chunk a column, memory-mapped where the sidecar was written.
-        table = mapped if mapped is not None else table.combine_chunks()
+        table = mapped if mapped is not None else table.unify_dictionaries().combine_chunks()
     return Index(table, reused, scanned, why, saved)
 
 
@@ -254,7 +254,7 @@ def _save(path: Path, table: pa.Table, reader: CaptureReader, covered: int, spec
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as w:
-            w.write_table(table.cast(schema).combine_chunks())
+            w.write_table(table.cast(schema).unify_dictionaries().combine_chunks())
         os.replace(tmp, path)
         return True
     except (OSError, pa.ArrowException):

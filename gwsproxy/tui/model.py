@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
+import itertools
 import re
 import shlex
 from collections.abc import Iterable
@@ -237,10 +238,11 @@ class Index:
         iid = row.summary.get("interaction_id")
         if iid is None:
             return [row]
-        rows = list(self.by_interaction.get(str(iid), []))
-        for indexed in self.tables.values():
-            rows += indexed.interaction(str(iid))
-        return sorted(rows, key=_key)
+        parts = [indexed.interaction(str(iid)) for indexed in self.tables.values()]
+        parts = [p for p in (*parts, self.by_interaction.get(str(iid), [])) if p]
+        if len(parts) == 1:
+            return list(parts[0])
+        return sorted(itertools.chain.from_iterable(parts), key=_key)
 
 
 class Indexed:
@@ -266,8 +268,10 @@ class Indexed:
         self.order = pc.filter(order, pc.take(listed, order))  # positions of listed records
         self.rows_at: list[Row | None] = [None] * n  # by position in the table
         self.made = 0
+        self._groups: tuple[dict[str, tuple[int, int]], Any] | None = None
         self._verdicts = _encoded(table.column("verdict"))
         self._deltas = _encoded(table.column("delta"))
+        _release()
 
     @property
     def complete(self) -> bool:
@@ -323,20 +327,62 @@ class Indexed:
         rows = [r for p in pc.take(self.order, hits).to_pylist() if (r := rows_at[p]) is not None]
         if flt.needs_replay:
             rows = [r for r in rows if flt.matches_replay(r)]
+        _release()
         return rows
 
     def interaction(self, iid: str) -> list[Row]:
+        """The rows of one interaction, in time order (grouped once, on the first call)."""
         import pyarrow.compute as pc
 
-        hits = pc.indices_nonzero(pc.equal(self.table.column("interaction_id"), iid)).to_pylist()
-        return [r for i in hits if (r := self.rows_at[i]) is not None]
+        if self._groups is None:
+            ids = pc.take(self.table.column("interaction_id"), self.order).combine_chunks()
+            if not _is_dictionary(ids.type):
+                ids = pc.dictionary_encode(ids)
+            codes = ids.indices
+            counts = pc.value_counts(codes)
+            n = dict(
+                zip(
+                    counts.field("values").to_pylist(),
+                    counts.field("counts").to_pylist(),
+                    strict=True,
+                )
+            )
+            spans: dict[str, tuple[int, int]] = {}
+            start = 0
+            for code, name in enumerate(ids.dictionary.to_pylist()):
+                end = start + n.get(code, 0)
+                spans.setdefault(name, (start, end))
+                start = end
+            # A stable sort by interaction: each one's records stay in time order.
+            self._groups = spans, pc.take(self.order, pc.sort_indices(codes))
+        spans, grouped = self._groups
+        lo, hi = spans.get(iid, (0, 0))
+        rows_at = self.rows_at
+        return [r for p in grouped[lo:hi].to_pylist() if (r := rows_at[p]) is not None]
+
+
+def _release() -> None:
+    """Give back what Arrow's allocator keeps of freed buffers (a filter's masks over a million
+    rows would otherwise stay in the inspector's RSS)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _is_dictionary(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_dictionary(arrow_type))
 
 
 def _encoded(column: Any) -> tuple[Any, list[Any]]:
     """A text column as (indices, the distinct values as Python strings): rows share them."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(column).combine_chunks()
+    encoded = column.combine_chunks()
+    if not pa.types.is_dictionary(encoded.type):
+        encoded = pc.dictionary_encode(encoded)
     return encoded.indices, encoded.dictionary.to_pylist()
 
 
@@ -383,9 +429,8 @@ def _column_match(term: Term, table: Any) -> Any:
         v = value.lower()
         hit = _list_any(col("keys"), lambda flat: pc.match_substring(flat, v, ignore_case=True))
         for name in TEXT_COLUMNS:
-            hit = pc.or_(
-                hit, pc.fill_null(pc.match_substring(col(name), v, ignore_case=True), False)
-            )
+            found = _per_value(col(name), lambda c: pc.match_substring(c, v, ignore_case=True))
+            hit = pc.or_(hit, pc.fill_null(found, False))
         kinds = [k for k, n in KIND_NAMES.items() if v in n]
         return pc.or_(hit, pc.is_in(col("kind"), pa.array(kinds, pa.uint8())))
     if f == "verdict":
@@ -394,8 +439,13 @@ def _column_match(term: Term, table: Any) -> Any:
         return None
     if f == "media":
         return _column_glob(value, col("media"), exact=True)
-    if f == "op":
-        return _column_glob(value, pc.coalesce(col("operation"), col("note_type")))
+    if f == "op":  # the operation, else the notification type
+        operation = col("operation")
+        return pc.if_else(
+            pc.is_valid(operation),
+            _column_glob(value, operation),
+            _column_glob(value, col("note_type")),
+        )
     if f == "key":
         return _list_any(col("keys"), lambda flat: _column_glob(value, flat, exact=True))
     if f == "agent":
@@ -419,10 +469,24 @@ def _column_glob(pattern: str, column: Any, *, exact: bool = False) -> Any:
     p = pattern.lower()
     if "*" in p or "?" in p:
         body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p)
-        return pc.match_substring_regex(column, f"(?s)^{body}$", ignore_case=True)
+        regex = f"(?s)^{body}$"
+        return _per_value(column, lambda c: pc.match_substring_regex(c, regex, ignore_case=True))
     if exact:
-        return pc.equal(pc.utf8_lower(column), p)
-    return pc.match_substring(column, p, ignore_case=True)
+        return _per_value(column, lambda c: pc.equal(pc.utf8_lower(c), p))
+    return _per_value(column, lambda c: pc.match_substring(c, p, ignore_case=True))
+
+
+def _per_value(column: Any, match: Any) -> Any:
+    """match over a text column: over a dictionary column's distinct values only, then spread
+    to its rows (most of the index's text columns are dictionaries)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([_per_value(c, match) for c in column.chunks], pa.bool_())
+    if pa.types.is_dictionary(column.type):
+        return pc.take(match(column.dictionary), column.indices)
+    return match(column)
 
 
 def _list_any(column: Any, match: Any) -> Any:
