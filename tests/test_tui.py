@@ -162,6 +162,10 @@ async def test_rows_come_with_their_verdicts_from_the_index(capture: Path) -> No
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         table = app.table
+        # Rows are made from the index's columns as they are looked at: those on screen.
+        (indexed,) = app.listing.index.tables.values()
+        made = sum(r is not None for r in indexed.rows_at)
+        assert table.size.height - 1 <= made < len(table.rows) / 4
         # Judged once, when the capture's index was built: every row, on screen or not.
         assert all(r.judged and r.from_index for r in table.rows)
         # Far below the screen no summary was read: rows are made from the index's columns.

@@ -15,7 +15,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
@@ -55,7 +55,7 @@ class Host(Protocol):
         """Run work in a thread of its own."""
         ...
 
-    def rows_shown(self, rows: list[Row], *, replace: bool) -> None:
+    def rows_shown(self, rows: Sequence[Row], *, replace: bool) -> None:
         """The view is now rows (replace), or rows join it in time order."""
         ...
 
@@ -65,7 +65,7 @@ class Host(Protocol):
         ...
 
 
-def select(rows: list[Row], flt: Filter, others: bool) -> tuple[list[Row], list[Row]]:
+def select(rows: Sequence[Row], flt: Filter, others: bool) -> tuple[list[Row], list[Row]]:
     """The rows flt lets through (only pairs unless others), and the pairs whose verdict it
     still waits for."""
     if flt.empty:
@@ -85,7 +85,7 @@ def select(rows: list[Row], flt: Filter, others: bool) -> tuple[list[Row], list[
 
 def select_all(
     tables: list[Indexed], extra: list[Row], flt: Filter, others: bool
-) -> tuple[list[Row], list[Row]]:
+) -> tuple[Sequence[Row], list[Row]]:
     """select() over every row: those of capture indexes through their columns (each table's
     verdicts are known), the others (extra, in time order) one by one."""
     parts = [t.select(flt, others) for t in tables]
@@ -121,7 +121,6 @@ class Listing:
         self._judging = False  # a thread is judging the queue
         self._waiting = 0  # pairs in the queue whose verdict the filter waits for
         self._refiltered = 0.0
-        self._hits: tuple[Any, set[int]] | None = None  # what the filter lets through of a table
 
     @property
     def settled(self) -> bool:
@@ -191,19 +190,7 @@ class Listing:
             if self._closed.is_set():
                 return
             if indexed is not None:
-                done = (src + 1) / len(self.sources)
-                batch = FIRST_BATCH
-                paused = gc.isenabled()
-                gc.disable()  # a million rows and no cycles: the collector would only walk them
-                try:
-                    while not indexed.complete and not self._closed.is_set():
-                        rows = indexed.make(batch)
-                        progress = "" if indexed.complete else f"loading {done:.0%}"
-                        self._post(self._add, rows, progress)
-                        batch = MAX_BATCH * 10
-                finally:
-                    if paused:
-                        gc.enable()
+                self._post(self._table_added)
             # Rows live as long as the app: keep the collector from rescanning them.
             gc.freeze()
             source.loaded = True
@@ -244,6 +231,11 @@ class Listing:
         finally:
             if paused:
                 gc.enable()
+
+    def _table_added(self) -> None:
+        """A file's index is read: its rows join the view (made as they are shown)."""
+        self._load_progress = ""
+        self.refilter()
 
     def _progress_only(self, progress: str) -> None:
         self._load_progress = progress
@@ -292,25 +284,10 @@ class Listing:
             self.index.add(rows)
             if self.replay is not None:
                 self.replay.attach(rows)
-            shown, pending = self._select_new(rows)
+            shown, pending = select(rows, self.filter, self.show_others)
             self._show_more(shown)
             self._judge(pending, self._gen)
         self.host.listing_changed()
-
-    def _select_new(self, rows: list[Row]) -> tuple[list[Row], list[Row]]:
-        """select() for rows joining the index; rows of a capture index (one source a batch)
-        are filtered on its columns, never by their summaries."""
-        if self.filter.empty or not rows[0].from_index:
-            return select(rows, self.filter, self.show_others)
-        key = (self._gen, rows[0].src, self.show_others)
-        if self._hits is None or self._hits[0] != key:
-            indexed = self.index.tables[rows[0].src]
-            self._hits = (key, indexed.offsets(self.filter, self.show_others))
-        hits = self._hits[1]
-        rows = [r for r in rows if r.offset in hits]
-        if self.filter.needs_replay:
-            rows = [r for r in rows if self.filter.matches_replay(r)]
-        return rows, []
 
     def _loaded(self) -> None:
         self.loading = False
@@ -352,12 +329,12 @@ class Listing:
     ) -> None:
         self._post(self._filtered, *select_all(tables, extra, flt, others), gen)
 
-    def _filtered(self, view: list[Row], pending: list[Row], gen: int) -> None:
+    def _filtered(self, view: Sequence[Row], pending: list[Row], gen: int) -> None:
         if gen != self._gen:
             return
         late, self._late = self._late or [], None
         if late:
-            view = sorted(view + late, key=_key)
+            view = sorted([*view, *late], key=_key)
         self.host.rows_shown(view, replace=True)
         then, self._then = self._then, None
         if then is not None:

@@ -10,10 +10,11 @@ import fnmatch
 import itertools
 import re
 import shlex
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.correlate import Status
@@ -171,17 +172,36 @@ def quick_verdict(kind: int, summary: dict) -> str | None:
 
 
 class Index:
-    """Rows of every source, sorted by (time, source, offset), plus rows per interaction.
+    """Rows of every source in time order (`rows`: by (time, source, offset)), plus rows per
+    interaction.
 
-    A source read through its capture index also keeps that index's table (`tables`): its
-    filters run over the table's columns, and its rows are found by position there."""
+    A source read through its capture index is kept as that index's table (`tables`): its
+    filters run over the table's columns and its rows are made only when looked at (one
+    source alone: `rows` is a LazyRows). Rows followed since (`extra`) are kept as rows."""
 
     def __init__(self) -> None:
-        self.rows: list[Row] = []
         self.by_interaction: dict[str, list[Row]] = {}  # rows not from an index
         self.extra: list[Row] = []  # rows not from an index (followed), in time order
         self.tables: dict[int, Indexed] = {}
         self._last_t: dict[int, float] = {}
+        self._merged: list[Row] | None = None
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        tables = list(self.tables.values())
+        if not tables:
+            return self.extra
+        if len(tables) == 1 and not self.extra:
+            return LazyRows(tables[0])
+        if self._merged is None:  # several files: every row made, merged once
+            parts = [list(LazyRows(t)) for t in tables]
+            self._merged = sorted(itertools.chain(*parts, self.extra), key=_key)
+        return self._merged
+
+    def pairs(self) -> int:
+        """How many pairs are listed."""
+        followed = sum(r.is_pair for r in self.extra)
+        return followed + sum(t.pairs for t in self.tables.values())
 
     def make_rows(self, src: int, entries: Iterable[Any]) -> list[Row]:
         """Rows for listed entries (objects with offset, kind, summary); others are skipped.
@@ -198,41 +218,23 @@ class Index:
         return out
 
     def add_table(self, src: int, table: Any, source: SummarySource) -> Indexed:
-        """A capture index's table for src; its rows are made by the caller (Indexed.make)
-        and added with add()."""
+        """The rows of a capture index's table, for src."""
         indexed = Indexed(src, table, source, self._last_t.get(src, 0.0))
         self.tables[src] = indexed
         self._last_t[src] = indexed.last_t
+        self._merged = None
         return indexed
 
-    def add(self, rows: list[Row]) -> bool:
-        """Insert rows; True if any landed before the end (views must then insert, not append)."""
-        inserted = False
-        all_rows = self.rows
-        if len(rows) > 1000 and all_rows and rows[0].key < all_rows[-1].key:
-            # A large batch that interleaves (another file's): two sorted runs, one merge.
-            all_rows.extend(rows)
-            all_rows.sort(key=_key)
-            inserted = True
-        else:
+    def add(self, rows: list[Row]) -> None:
+        """Rows followed since the files were read (made by make_rows)."""
+        if self._merged is not None:
             for r in rows:
-                if not all_rows or all_rows[-1].key <= r.key:
-                    all_rows.append(r)
-                else:
-                    bisect.insort(all_rows, r, key=_key)
-                    inserted = True
+                insert_sorted(self._merged, r)
         for r in rows:
-            if r.from_index:
-                continue  # found through its table
             insert_sorted(self.extra, r)
             iid = r.summary.get("interaction_id")
             if iid is not None:
-                lst = self.by_interaction.setdefault(str(iid), [])
-                if not lst or lst[-1].key <= r.key:
-                    lst.append(r)
-                else:
-                    bisect.insort(lst, r, key=_key)
-        return inserted
+                insert_sorted(self.by_interaction.setdefault(str(iid), []), r)
 
     def interaction(self, row: Row) -> list[Row]:
         iid = row.summary.get("interaction_id")
@@ -245,10 +247,64 @@ class Index:
         return sorted(itertools.chain.from_iterable(parts), key=_key)
 
 
+class LazyRows(Sequence[Row]):
+    """Rows of one capture index by rank (their place in its time order): every listed one,
+    or those of `ranks`. A row is made when first looked at, and stays the same object."""
+
+    __slots__ = ("indexed", "ranks")
+
+    def __init__(self, indexed: Indexed, ranks: Any = None) -> None:
+        self.indexed = indexed
+        self.ranks = ranks  # an Arrow integer array; None: every row
+
+    def __len__(self) -> int:
+        return len(self.indexed.order) if self.ranks is None else len(self.ranks)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        n = len(self)
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(n)
+            if step != 1:
+                return [self[j] for j in range(lo, hi, step)]
+            ranks = self._ranks(lo, hi)
+            return self.indexed.rows_of(ranks)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self.indexed.row(i if self.ranks is None else self.ranks[i].as_py())
+
+    def __iter__(self) -> Iterator[Row]:
+        n = len(self)
+        for lo in range(0, n, 50_000):
+            yield from self[lo : min(lo + 50_000, n)]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyRows | list):
+            return len(self) == len(other) and all(a is b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _ranks(self, lo: int, hi: int) -> Any:
+        import pyarrow as pa
+
+        if self.ranks is None:
+            return pa.array(range(lo, hi), pa.int64())
+        return self.ranks[lo:hi]
+
+
 class Indexed:
-    """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns) and
-    a row for each of its listed records, made in time order as asked for (make()). Rows are
-    light: offset, kind, time, verdict; what filters read stays in the table's columns."""
+    """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns): its
+    listed records in time order (`order`: their positions in the table), and the rows made of
+    them so far. A row is light (offset, kind, time, verdict); what filters read stays in the
+    table's columns."""
 
     def __init__(self, src: int, table: Any, source: SummarySource, last_t: float) -> None:
         import pyarrow as pa
@@ -256,7 +312,7 @@ class Indexed:
 
         self.src, self.table, self.source = src, table, source
         n = table.num_rows
-        t = pc.fill_null(pc.fill_null_forward(table.column("t")), last_t)
+        t = pc.fill_null(pc.fill_null_forward(table.column("t")), last_t).combine_chunks()
         self.t = t
         self.last_t = float(t[n - 1].as_py()) if n else last_t
         # Time order (the file's order for equal times), as the rows are listed.
@@ -264,51 +320,77 @@ class Indexed:
             pa.table({"t": t, "offset": table.column("offset")}),
             sort_keys=[("t", "ascending"), ("offset", "ascending")],
         )
-        listed = pc.is_in(table.column("kind"), pa.array(sorted(LISTED), pa.uint8()))
+        kinds = table.column("kind")
+        listed = pc.is_in(kinds, pa.array(sorted(LISTED), pa.uint8()))
         self.order = pc.filter(order, pc.take(listed, order))  # positions of listed records
+        self.pairs = int(pc.sum(pc.equal(kinds, int(Kind.PAIR))).as_py() or 0)
         self.rows_at: list[Row | None] = [None] * n  # by position in the table
-        self.made = 0
+        self._lock = threading.Lock()
         self._groups: tuple[dict[str, tuple[int, int]], Any] | None = None
+        self._offsets = table.column("offset").combine_chunks()
+        self._kinds = kinds.combine_chunks()
         self._verdicts = _encoded(table.column("verdict"))
         self._deltas = _encoded(table.column("delta"))
         _release()
 
-    @property
-    def complete(self) -> bool:
-        return self.made >= len(self.order)
+    def row(self, rank: int) -> Row:
+        """The row at rank in time order."""
+        p = self.order[rank].as_py()
+        r = self.rows_at[p]
+        if r is None:
+            (vi, vnames), (di, dnames) = self._verdicts, self._deltas
+            v, d = vi[p].as_py(), di[p].as_py()
+            r = self._made(
+                p,
+                self._offsets[p].as_py(),
+                self._kinds[p].as_py(),
+                self.t[p].as_py(),
+                None if v is None else vnames[v],
+                None if d is None else dnames[d],
+            )
+        return r
 
-    def make(self, count: int) -> list[Row]:
-        """The next `count` rows in time order."""
+    def rows_of(self, ranks: Any) -> list[Row]:
+        """The rows at these ranks (an Arrow array), made together where they are not yet."""
         import pyarrow.compute as pc
 
-        lo = self.made
-        hi = min(lo + count, len(self.order))
-        positions = self.order[lo:hi]
-        table = self.table
-        offsets = pc.take(table.column("offset"), positions).to_pylist()
-        kinds = pc.take(table.column("kind"), positions).to_pylist()
+        positions = pc.take(self.order, ranks)
+        ps = positions.to_pylist()
+        rows_at = self.rows_at
+        if all(rows_at[p] is not None for p in ps):
+            return [rows_at[p] for p in ps]
+        offsets = pc.take(self._offsets, positions).to_pylist()
+        kinds = pc.take(self._kinds, positions).to_pylist()
         times = pc.take(self.t, positions).to_pylist()
         (vi, vnames), (di, dnames) = self._verdicts, self._deltas
         verdicts = pc.take(vi, positions).to_pylist()
         deltas = pc.take(di, positions).to_pylist()
-        make, src, source, rows_at = Row.indexed, self.src, self.source, self.rows_at
-        rows: list[Row] = []
+        out: list[Row] = []
         for p, offset, kind, t, v, d in zip(
-            positions.to_pylist(), offsets, kinds, times, verdicts, deltas, strict=True
+            ps, offsets, kinds, times, verdicts, deltas, strict=True
         ):
-            r = make(
-                source,
-                src,
-                offset,
-                kind,
-                t,
-                None if v is None else vnames[v],
-                None if d is None else dnames[d],
-            )
-            rows_at[p] = r
-            rows.append(r)
-        self.made = hi
-        return rows
+            r = rows_at[p]
+            if r is None:
+                r = self._made(
+                    p,
+                    offset,
+                    kind,
+                    t,
+                    None if v is None else vnames[v],
+                    None if d is None else dnames[d],
+                )
+            out.append(r)
+        return out
+
+    def _made(
+        self, p: int, offset: int, kind: int, t: float, verdict: str | None, delta: str | None
+    ) -> Row:
+        with self._lock:  # rows are made by the UI and by filter threads: one object each
+            r = self.rows_at[p]
+            if r is None:
+                r = Row.indexed(self.source, self.src, offset, kind, t, verdict, delta)
+                self.rows_at[p] = r
+        return r
 
     def offsets(self, flt: Filter, others: bool) -> set[int]:
         """Offsets of the records flt and others let through (by the columns)."""
@@ -317,18 +399,18 @@ class Indexed:
         mask = column_mask(self.table, flt, others)
         return set(pc.filter(self.table.column("offset"), mask).to_pylist())
 
-    def select(self, flt: Filter, others: bool) -> list[Row]:
+    def select(self, flt: Filter, others: bool) -> LazyRows | list[Row]:
         """The rows flt and others let through, in time order (filtered on the columns)."""
         import pyarrow.compute as pc
 
+        if flt.empty and others:
+            return LazyRows(self)
         mask = column_mask(self.table, flt, others)
-        hits = pc.indices_nonzero(pc.take(mask, self.order))  # ranks in time order
-        rows_at = self.rows_at  # None for a row not made yet (still loading)
-        rows = [r for p in pc.take(self.order, hits).to_pylist() if (r := rows_at[p]) is not None]
-        if flt.needs_replay:
-            rows = [r for r in rows if flt.matches_replay(r)]
+        hits: Any = pc.indices_nonzero(pc.take(mask, self.order))  # ranks in time order
         _release()
-        return rows
+        if flt.needs_replay:  # replay results are on rows: these rows are made
+            return [r for r in LazyRows(self, hits) if flt.matches_replay(r)]
+        return LazyRows(self, hits)
 
     def interaction(self, iid: str) -> list[Row]:
         """The rows of one interaction, in time order (grouped once, on the first call)."""
@@ -353,12 +435,11 @@ class Indexed:
                 end = start + n.get(code, 0)
                 spans.setdefault(name, (start, end))
                 start = end
-            # A stable sort by interaction: each one's records stay in time order.
-            self._groups = spans, pc.take(self.order, pc.sort_indices(codes))
+            # A stable sort by interaction: each one's records stay in time order (ranks).
+            self._groups = spans, pc.sort_indices(codes)
         spans, grouped = self._groups
         lo, hi = spans.get(iid, (0, 0))
-        rows_at = self.rows_at
-        return [r for p in grouped[lo:hi].to_pylist() if (r := rows_at[p]) is not None]
+        return self.rows_of(grouped[lo:hi]) if hi > lo else []
 
 
 def _release() -> None:
@@ -503,7 +584,7 @@ def _list_any(column: Any, match: Any) -> Any:
     return pc.is_in(rows, value_set=hit.cast(pa.int64()))
 
 
-def position(rows: list[Row], row: Row) -> int | None:
+def position(rows: Sequence[Row], row: Row) -> int | None:
     """Index of row in a key-sorted list, or None."""
     i = bisect.bisect_left(rows, row.key, key=_key)
     return i if i < len(rows) and rows[i] is row else None
