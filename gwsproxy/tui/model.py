@@ -236,14 +236,14 @@ class Index:
             if iid is not None:
                 insert_sorted(self.by_interaction.setdefault(str(iid), []), r)
 
-    def interaction(self, row: Row) -> list[Row]:
+    def interaction(self, row: Row) -> Sequence[Row]:
         iid = row.summary.get("interaction_id")
         if iid is None:
             return [row]
-        parts = [indexed.interaction(str(iid)) for indexed in self.tables.values()]
+        parts: list[Sequence[Row]] = [t.interaction(str(iid)) for t in self.tables.values()]
         parts = [p for p in (*parts, self.by_interaction.get(str(iid), [])) if p]
         if len(parts) == 1:
-            return list(parts[0])
+            return parts[0]
         return sorted(itertools.chain.from_iterable(parts), key=_key)
 
 
@@ -412,8 +412,9 @@ class Indexed:
             return [r for r in LazyRows(self, hits) if flt.matches_replay(r)]
         return LazyRows(self, hits)
 
-    def interaction(self, iid: str) -> list[Row]:
-        """The rows of one interaction, in time order (grouped once, on the first call)."""
+    def interaction(self, iid: str) -> LazyRows:
+        """The rows of one interaction, in time order (grouped once, on the first call; rows
+        made as they are looked at: an interaction may have thousands)."""
         import pyarrow.compute as pc
 
         if self._groups is None:
@@ -439,7 +440,7 @@ class Indexed:
             self._groups = spans, pc.sort_indices(codes)
         spans, grouped = self._groups
         lo, hi = spans.get(iid, (0, 0))
-        return self.rows_of(grouped[lo:hi]) if hi > lo else []
+        return LazyRows(self, grouped[lo:hi])
 
 
 def _release() -> None:
