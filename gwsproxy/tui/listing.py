@@ -1,11 +1,13 @@
 """What the pair list holds and the work behind it, without Textual.
 
-The captures are read in a thread (then followed); rows show as soon as the first ones are read.
-The view is what the filter and the unsolicited switch let through, worked out at once or, past
-SYNC_FILTER_ROWS, in a thread. Verdicts need bodies, so one queue judges pairs in a thread: the
-rows on screen first, then those a verdict: filter waits for, whose matches join the view as
-they are found. Everything reaches the UI through a Host (the inspector app), on its thread;
-`settled` says when nothing is left to do.
+Each capture is opened through its index (gwsproxy.capture.index: read from beside it, or
+built, with progress, then kept) in a thread, then followed. An index's rows carry their
+verdicts and are made only as they are looked at; filters run over its columns. The view is
+what the filter and the unsolicited switch let through, worked out at once or, past
+SYNC_FILTER_ROWS, in a thread. Rows followed since the index was read need their bodies for a
+verdict, so one queue judges those in a thread: the rows on screen first, then those a verdict:
+filter waits for, whose matches join the view as they are found. Everything reaches the UI
+through a Host (the inspector app), on its thread; `settled` says when nothing is left to do.
 """
 
 from __future__ import annotations
@@ -29,9 +31,7 @@ from gwsproxy.tui.pairs import Source, Sources, open_source
 if TYPE_CHECKING:
     from gwsproxy.tui.replays import ReplayRun
 
-FIRST_BATCH = 200  # rows shown before the rest of the index is read
-MAX_BATCH = 20_000
-BATCH_SECONDS = 0.1  # a batch is also sent when this much time passed since the last one
+BATCH_SECONDS = 0.1  # how often building an index says how far it got
 POLL_SECONDS = 0.1  # follow mode: how often the captures are polled for new records
 SYNC_FILTER_ROWS = 20_000  # up to this many rows a filter is applied at once, beyond in a thread
 PROGRESS_SECONDS = 0.1  # a verdict: filter shows its matches this often while judging
