@@ -22,6 +22,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from gwsproxy.capture.format import Kind
+from gwsproxy.capture.index import sidecar
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import export_pairs, pair_object
@@ -172,6 +173,27 @@ async def test_rows_come_with_their_verdicts_from_the_index(capture: Path) -> No
         assert not any(r._summary is not None for r in table.rows[200:])
         matched = [r for r in table.rows if r.is_pair and r.summary["status"] == "matched"]
         assert matched and all(r.verdict in set(VerdictName) and r.delta for r in matched)
+
+
+async def test_a_capture_shows_and_filters_alike_with_and_without_its_index(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 150, seed=21)
+    seen = []
+    for has_index in (False, True):
+        assert sidecar(path).exists() == has_index
+        app = InspectorApp([path])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screens = [app.export_screenshot()]
+            counts = [len(app.table.rows)]
+            for text in ("verdict:not", "key:Priority -media:voice", "sms"):
+                counts.append(await filtered(pilot, text))
+                screens.append(app.export_screenshot())
+            seen.append((counts, screens))
+    assert seen[0][0] == seen[1][0] and all(seen[0][0])
+    assert seen[0][1] == seen[1][1]
 
 
 # ---- filters ------------------------------------------------------------------------------------
