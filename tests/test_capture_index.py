@@ -284,3 +284,14 @@ def test_a_follower_takes_up_where_the_index_ends(tmp_path: Path) -> None:
     assert new and new[-1].kind == Kind.END
     assert resumed.sessions == fresh.sessions and resumed.ended
     assert resumed.damage == fresh.damage == []
+
+
+def test_an_index_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 50, seed=14)
+    sidecar(path).mkdir()  # something else holds its name: it can be neither read nor replaced
+    for _ in range(2):
+        index, got = opened(path)
+        assert not index.saved and index.why.startswith("unreadable")
+        assert_like_a_full_pass(path, index, got)
+    assert sidecar(path).is_dir() and not list(tmp_path.glob("*.tmp"))
