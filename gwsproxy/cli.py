@@ -682,14 +682,20 @@ def cmd_ca(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from gwsproxy.report import info
 
-    _console().print(info(args.file))
+    # Progress shows only while the capture's index is built or extended (gwsproxy.capture.index).
+    with _progress("indexing", [args.file], every=1) as progress:
+        summary = info(args.file, None if progress is None else lambda done, _total: progress(done))
+    _console().print(summary)
     return 0
 
 
 @contextlib.contextmanager
-def _progress(label: str, paths: Sequence[str]) -> Iterator[Callable[[int], None] | None]:
+def _progress(
+    label: str, paths: Sequence[str], every: int = 512
+) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr over the captures' bytes, when stderr is a terminal;
-    yields the callback that takes the bytes read so far (None: no terminal, no progress)."""
+    yields the callback that takes the bytes read so far (None: no terminal, no progress),
+    which redraws on every `every`th call."""
     from gwsproxy.report_parquet import total_bytes
 
     total = total_bytes(paths)
@@ -707,7 +713,7 @@ def _progress(label: str, paths: Sequence[str]) -> Iterator[Callable[[int], None
         def advance(done: int) -> None:
             nonlocal calls
             calls += 1
-            if calls % 512 == 0 or done >= total:
+            if calls % every == 0 or done >= total:
                 progress.update(task, completed=done)
 
         yield advance

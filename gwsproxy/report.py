@@ -26,29 +26,41 @@ EXPORT_SCHEMA = 3
 ABSENT = "absent"  # a finding's type for a key that is not there
 
 
-def info(path: str) -> Group:
+def info(path: str, progress: Callable[[int, int], None] | None = None) -> Group:
     """Counts by media, operation and status, the time span, the sessions (one per recorder
     that wrote to the file: a restarted recorder continues it) with the gaps between them, and
-    any damage."""
-    verdicts: Counter[str] = Counter()
+    any damage. Read from the capture's index (gwsproxy.capture.index), built or extended first
+    where needed (`progress` is told how far)."""
+    import pyarrow.compute as pc
+
     with CaptureReader(path) as reader:
-        entries = reader.index()
+        table = open_index(reader, progress).table
         header, damage, ended = reader.header, reader.damage, reader.ended
         sessions = list(reader.sessions)
-        for e in entries:
-            if e.kind == Kind.PAIR:
-                verdicts[verdict_name(_judge_entry(reader, e.summary, e))] += 1
-    pairs = [e.summary for e in entries if e.kind == Kind.PAIR]
-    times = [e.summary["t"] for e in entries if isinstance(e.summary.get("t"), int | float)]
+    kinds = table.column("kind")
+    is_pair = pc.equal(kinds, int(Kind.PAIR))
+    pairs = table.select(["media", "operation", "status", "verdict", "error"]).filter(is_pair)
+    n_pairs = pairs.num_rows
+    times = table.column("t").drop_null()
+
+    def counts(col: str, rows: Any = pairs) -> Counter[str]:
+        vc = pc.value_counts(rows.column(col)).to_pylist()
+        return Counter({str(d["values"]): d["counts"] for d in vc})
+
+    failed = pairs.filter(pc.fill_null(pc.equal(pairs.column("status"), str(Status.FAILED)), False))
+    unreached = counts("error", failed)
     overview = Table(title=escape(str(path)), show_header=False, title_justify="left")
     overview.add_row("created", _when(header.get("created")))
     overview.add_row("upstream", escape(str(header.get("upstream") or "-")))
     overview.add_row("format", f"{header.get('format', '?')} v{header.get('version', '?')}")
     overview.add_row("sessions", str(len(sessions)))
-    overview.add_row("pairs", str(len(pairs)))
-    overview.add_row("unsolicited", str(sum(e.kind == Kind.NOTIFICATION for e in entries)))
-    overview.add_row("raw (unreadable traffic)", str(sum(e.kind == Kind.RAW for e in entries)))
-    unreached = Counter(str(p.get("error")) for p in pairs if p.get("status") == Status.FAILED)
+    overview.add_row("pairs", str(n_pairs))
+    overview.add_row(
+        "unsolicited", str(pc.sum(pc.equal(kinds, int(Kind.NOTIFICATION))).as_py() or 0)
+    )
+    overview.add_row(
+        "raw (unreadable traffic)", str(pc.sum(pc.equal(kinds, int(Kind.RAW))).as_py() or 0)
+    )
     if unreached:
         (why, _), *others = unreached.most_common()
         more = f" and {len(others)} other reason{'s' * (len(others) > 1)}" if others else ""
@@ -56,11 +68,9 @@ def info(path: str) -> Group:
             "never reached GWS (failed)",
             f"[red]{unreached.total()}[/]: {escape(why)}{more}",
         )
-    if times:
-        overview.add_row(
-            "time span",
-            f"{_when(min(times))} .. {_when(max(times))} ({max(times) - min(times):.1f} s)",
-        )
+    if len(times):
+        lo, hi = pc.min(times).as_py(), pc.max(times).as_py()
+        overview.add_row("time span", f"{_when(lo)} .. {_when(hi)} ({hi - lo:.1f} s)")
     cut = [str(i) for i, s in enumerate(sessions[:-1], 1) if not s.ended]
     if not ended:
         closed = "[yellow]no: the recording was interrupted[/]"
@@ -73,13 +83,10 @@ def info(path: str) -> Group:
     if len(sessions) > 1:
         parts.append(_sessions_table(sessions))
     for field in ("media", "operation"):
-        parts.append(_counts_table(field, Counter(str(p.get(field)) for p in pairs)))
+        parts.append(_counts_table(field, counts(field)))
     parts.append(
         Columns(
-            [
-                _counts_table("status", Counter(str(p.get("status")) for p in pairs)),
-                _counts_table("verdict", verdicts),
-            ]
+            [_counts_table("status", counts("status")), _counts_table("verdict", counts("verdict"))]
         )
     )
     if damage:
@@ -102,14 +109,102 @@ def _counts_table(field: str, counts: Counter[str]) -> Table:
     return table
 
 
-def _judge_entry(reader: CaptureReader, summary: dict[str, Any], entry: Entry) -> Verdict | None:
-    """A pair's verdict; only a matched pair's body is read (the others pass their status on)."""
-    if summary.get("status") != Status.MATCHED:
-        return judge_pair(summary, {})
+# ---- the index: what info and the inspector keep per record -----------------------------------
+
+INDEX_SPEC = "gwsproxy-records/1"
+# Summary fields kept as text columns (a reference id is kept as its text).
+INDEX_TEXT = (
+    "scope",
+    "media",
+    "interaction_id",
+    "operation",
+    "reference_id",
+    "status",
+    "note_type",
+    "correlation",
+    "error",
+    "reason",
+    "where",
+    "path",
+)
+
+
+def index_spec() -> Any:
+    """The capture.index Spec of gwsproxy's records: each record's time (`t`, null when it has
+    none), its summary fields as text, its requested keys, and a pair's verdict and +/~/-
+    (judged here, once, when the index is built: a matched pair from its body)."""
+    import pyarrow as pa
+
+    from gwsproxy.capture.index import Spec
+
+    # Text that repeats (all but a reference id) as dictionaries: a smaller index, and
+    # filters that look at each distinct value once.
+    text = pa.dictionary(pa.int32(), pa.string())
+    fields = (
+        pa.field("t", pa.float64()),
+        pa.field("t_note", pa.float64()),
+        pa.field("id", pa.int64()),
+        *(pa.field(n, pa.string() if n == "reference_id" else text) for n in INDEX_TEXT),
+        pa.field("keys", pa.list_(pa.string())),
+        pa.field("verdict", text),
+        pa.field("delta", text),
+    )
+    return Spec(INDEX_SPEC, fields, _index_columns)
+
+
+def open_index(reader: CaptureReader, progress: Callable[[int, int], None] | None = None) -> Any:
+    """The capture's index (gwsproxy.capture.index.Index) with gwsproxy's columns."""
+    from gwsproxy.capture.index import open_index as open_capture_index
+
+    return open_capture_index(reader, index_spec(), progress=progress)
+
+
+def _index_columns(
+    entries: list[Entry], bodies: list[Callable[[], dict[str, Any] | None]]
+) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {
+        name: [] for name in ("t", "t_note", "id", *INDEX_TEXT, "keys", "verdict", "delta")
+    }
+    for e, body in zip(entries, bodies, strict=True):
+        s = e.summary
+        cols["t"].append(_number(s.get("t")))
+        cols["t_note"].append(_number(s.get("t_note")))
+        i = s.get("id")
+        cols["id"].append(i if type(i) is int and -(2**63) <= i < 2**63 else None)
+        for name in INDEX_TEXT:
+            v = s.get(name)
+            cols[name].append(None if v is None else str(v))
+        keys = s.get("requested_keys")
+        cols["keys"].append([str(k) for k in keys] if isinstance(keys, list) else None)
+        if e.kind == Kind.PAIR:
+            v = _judge_body(s, body)
+            cols["verdict"].append(verdict_name(v))
+            cols["delta"].append(v.summary if v is not None else "")
+        else:
+            cols["verdict"].append(None)
+            cols["delta"].append(None)
+    return cols
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _judge_body(
+    summary: dict[str, Any], body: Callable[[], dict[str, Any] | None]
+) -> Verdict | None:
+    """A pair's verdict; only a matched pair's body is decoded (by `body`; the others pass their
+    status on). None (`unreadable`) when it cannot be, or cannot be judged: one odd record
+    must not stop an index."""
     try:
-        return judge_pair(summary, reader.body(entry) or {})
-    except CaptureError as e:
-        return judge_pair(summary, {}, str(e))
+        if summary.get("status") != Status.MATCHED:
+            return judge_pair(summary, {})
+        try:
+            return judge_pair(summary, body() or {})
+        except CaptureError as e:
+            return judge_pair(summary, {}, str(e))
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _sessions_table(sessions: list[Session]) -> Table:

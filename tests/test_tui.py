@@ -22,6 +22,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from gwsproxy.capture.format import Kind
+from gwsproxy.capture.index import sidecar
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import export_pairs, pair_object
@@ -38,7 +39,7 @@ from gwsproxy.tui.widgets.diff_view import DiffView
 from gwsproxy.tui.widgets.notice_banner import NoticeBanner
 from gwsproxy.tui.widgets.pair_table import PairTable
 from gwsproxy.tui.widgets.timeline_view import TimelineView
-from gwsproxy.verdict import judge
+from gwsproxy.verdict import VerdictName, judge
 
 pytestmark = pytest.mark.asyncio
 
@@ -157,18 +158,42 @@ async def test_lists_every_record_and_detail_follows_the_cursor(capture: Path) -
         assert app.panel.detail.row is app.table.rows[0]
 
 
-async def test_visible_rows_get_verdicts_lazily(capture: Path) -> None:
+async def test_rows_come_with_their_verdicts_from_the_index(capture: Path) -> None:
     app = InspectorApp([capture])
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         table = app.table
-        visible = table.rows[: table.size.height - 1]
-        await until(pilot, lambda: all(r.judged for r in visible))
-        # Far below the screen nothing was decoded: verdicts are computed for what is seen.
-        far = [r for r in table.rows[200:] if r.is_pair and r.summary["status"] == "matched"]
-        assert far and not any(r.judged for r in far)
-        await pilot.press("end")
-        await until(pilot, lambda: table.rows[-1].judged)
+        # Rows are made from the index's columns as they are looked at: those on screen.
+        (indexed,) = app.listing.index.tables.values()
+        made = sum(r is not None for r in indexed.rows_at)
+        assert table.size.height - 1 <= made < len(table.rows) / 4
+        # Judged once, when the capture's index was built: every row, on screen or not.
+        assert all(r.judged and r.from_index for r in table.rows)
+        # Far below the screen no summary was read: rows are made from the index's columns.
+        assert not any(r._summary is not None for r in table.rows[200:])
+        matched = [r for r in table.rows if r.is_pair and r.summary["status"] == "matched"]
+        assert matched and all(r.verdict in set(VerdictName) and r.delta for r in matched)
+
+
+async def test_a_capture_shows_and_filters_alike_with_and_without_its_index(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 150, seed=21)
+    seen = []
+    for has_index in (False, True):
+        assert sidecar(path).exists() == has_index
+        app = InspectorApp([path])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screens = [app.export_screenshot()]
+            counts = [len(app.table.rows)]
+            for text in ("verdict:not", "key:Priority -media:voice", "sms"):
+                counts.append(await filtered(pilot, text))
+                screens.append(app.export_screenshot())
+            seen.append((counts, screens))
+    assert seen[0][0] == seen[1][0] and all(seen[0][0])
+    assert seen[0][1] == seen[1][1]
 
 
 # ---- filters ------------------------------------------------------------------------------------
@@ -286,8 +311,7 @@ async def test_every_detail_tab(capture: Path) -> None:
         await pilot.press("5")
         timeline = app.query_one(TimelineView)
         table = timeline.query_one(DataTable)
-        iid = app.panel.detail.row.summary["interaction_id"]
-        assert table.row_count == len(app.listing.index.by_interaction[iid])
+        assert table.row_count == len(app.listing.index.interaction(app.panel.detail.row))
         # selecting another record of the interaction jumps to it
         other = next(i for i, r in enumerate(timeline.window) if r is not timeline.current)
         table.move_cursor(row=other)

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from gwsproxy import report as report_module
 from gwsproxy.capture.format import Kind
+from gwsproxy.capture.index import sidecar
+from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import export_pairs
 from gwsproxy.testing.synthetic import write_capture
 from gwsproxy.tui import listing as listing_module
@@ -86,18 +89,31 @@ def loaded(host: Host, path: Path) -> Listing:
     return listing
 
 
+def counting_judge(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the calls of verdict.judge made through the report (index building, details)."""
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return judge(*args)
+
+    monkeypatch.setattr(report_module, "judge", counted)
+    return calls
+
+
 @pytest.mark.parametrize("sync_rows", [20_000, 10], ids=["at-once", "in-a-thread"])
-def test_a_verdict_filter_lists_its_pairs_as_they_are_judged_then_settles(
+def test_a_verdict_filter_lists_its_pairs_from_the_index_without_judging(
     capture: Path, sync_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(listing_module, "SYNC_FILTER_ROWS", sync_rows)
     host = Host()
     listing = loaded(host, capture)
+    calls = counting_judge(monkeypatch)
     try:
         assert host.view == listing.index.rows and not listing.progress
         listing.refilter(parse_filter("verdict:coerced"))
-        assert not listing.settled
         host.pump(lambda: listing.settled)
+        assert calls == []  # the verdicts were judged once, when the index was built
         assert sorted(r.summary["id"] for r in host.view) == coerced_ids(capture)
         assert {r.verdict for r in host.view} == {"coerced"}
         assert not listing.progress
@@ -111,10 +127,81 @@ def test_a_verdict_filter_lists_its_pairs_as_they_are_judged_then_settles(
         listing.close()
 
 
-def test_rows_on_screen_are_judged_before_those_a_filter_waits_for(capture: Path) -> None:
+def test_with_its_index_a_capture_opens_without_judging_and_lists_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 200, seed=9)
+    listings = []
+    for has_index in (False, True):
+        assert sidecar(path).exists() == has_index
+        calls = counting_judge(monkeypatch)
+        host = Host()
+        listing = loaded(host, path)
+        try:
+            assert bool(calls) != has_index  # judged when the index is built, only then
+            views = []
+            for text in ("", "verdict:coerced", "key:Priority", "chat", "-media:voice op:Upd*"):
+                listing.refilter(parse_filter(text))
+                host.pump(lambda listing=listing: listing.settled)
+                views.append([(r.offset, r.verdict, r.delta) for r in host.view])
+            listings.append(views)
+        finally:
+            listing.close()
+    assert listings[0] == listings[1]
+    assert all(listings[0][1:])  # every filter found something
+
+
+def test_a_filter_on_the_index_agrees_with_the_filter_on_summaries(capture: Path) -> None:
     host = Host()
     listing = loaded(host, capture)
     try:
+        rows = listing.index.rows
+        for text in (
+            "chat",
+            "PRIORITY",
+            "key:Prio*",
+            "key:priority",
+            "-key:Priority",
+            "op:Delete",
+            "op:upd*data",
+            "media:sms",
+            "status:timeout",
+            "kind:unsol",
+            "kind:raw",
+            "verdict:not-applied",
+            "-verdict:applied agent:agent",
+            "interaction:CH*",
+            "ref:12",
+            "note",
+            "502",
+        ):
+            flt = parse_filter(text)
+            listing.refilter(flt)
+            host.pump(lambda: listing.settled)
+            expected = [r for r in rows if flt.matches(r)]  # reads every summary
+            assert host.view == expected, text
+        for row in rows[::37]:
+            iid = row.summary.get("interaction_id")
+            alike = [r for r in rows if r.summary.get("interaction_id") == iid] if iid else [row]
+            assert listing.index.interaction(row) == alike
+    finally:
+        listing.close()
+
+
+def test_followed_rows_are_judged_on_screen_first_then_for_the_filter(tmp_path: Path) -> None:
+    path = tmp_path / "live.gwscap"
+    traffic = write_capture(path, 30, seed=3, close=False)
+    host = Host()
+    listing = Listing(host, [path], follow=True)
+    listing.load()
+    host.pump(lambda: not listing.loading)
+    try:
+        with CaptureWriter(path, {"upstream": "http://gws.test"}, append=True) as writer:
+            for kind, summary, body in traffic.records(60):
+                writer.write(kind, summary, body)
+        host.pump(lambda: any(not r.from_index and r.is_pair for r in listing.index.rows))
+        host.pump(lambda: len(listing.index.extra) > 60 and listing.settled)
         judged: list[Row] = []
         judge_row = listing.sources.judge
 
@@ -125,10 +212,11 @@ def test_rows_on_screen_are_judged_before_those_a_filter_waits_for(capture: Path
         listing.sources.judge = judge_and_note  # type: ignore[method-assign]
         host.held = []  # the judging thread waits until both asks are queued
         listing.refilter(parse_filter("verdict:applied"))
-        waiting = len([r for r in listing.index.rows if not r.judged])
-        on_screen = [r for r in listing.index.rows if not r.judged][-5:]
+        unjudged = [r for r in listing.index.rows if not r.judged]
+        assert unjudged and all(not r.from_index for r in unjudged)
+        on_screen = unjudged[-5:]
         listing.want_verdicts(on_screen)
-        assert listing.progress == f"judging {waiting:,} pairs for the verdict filter"
+        assert listing.progress == f"judging {len(unjudged):,} pairs for the verdict filter"
         (work,) = host.held
         host.held = None
         threading.Thread(target=work, daemon=True).start()
@@ -136,6 +224,32 @@ def test_rows_on_screen_are_judged_before_those_a_filter_waits_for(capture: Path
         assert judged[:5] == on_screen
         assert all(r.judged for r in listing.index.rows)
         assert host.view and {r.verdict for r in host.view} == {"applied"}
+        assert any(not r.from_index for r in host.view)
         assert not listing.progress
     finally:
         listing.close()
+
+
+def test_the_listing_says_how_far_building_the_index_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gwsproxy.capture import index as index_module
+
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=12)
+    monkeypatch.setattr(index_module, "BATCH", 50)
+    monkeypatch.setattr(listing_module, "BATCH_SECONDS", 0.0)
+    said: list[str] = []
+
+    class Watching(Host):
+        def listing_changed(self, *, verdicts: bool = False, problems: bool = False) -> None:
+            said.append(listing.progress)
+
+    host = Watching()
+    listing = Listing(host, [path], follow=False)
+    listing.load()
+    host.pump(lambda: listing.settled)
+    listing.close()
+    building = [p for p in said if p.startswith("indexing")]
+    assert len(set(building)) > 1  # it moved on as the capture was read
+    assert not listing.progress

@@ -8,8 +8,9 @@ import os
 import stat
 import threading
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -481,6 +482,54 @@ class CaptureReader(_Scanned):
         CRC-checked but never decompressed or decoded."""
         yield from self._scanner.scan(start, self._file.size())
 
+    def iter_frames(
+        self, start: int = 0
+    ) -> Iterator[tuple[Entry, int, Callable[[], dict[str, Any] | None]]]:
+        """As iter_entries, with the offset where each frame ends and a function that decodes
+        its body from what the pass read (raises CaptureError as body() does); for
+        gwsproxy.capture.index."""
+        for entry, flags, view, end in self._scanner.scan(start, self._file.size(), bodies=True):
+            yield entry, end, partial(self._decode, entry.offset, flags, view)
+
+    def _decode(self, offset: int, flags: int, view: memoryview) -> dict[str, Any] | None:
+        try:
+            return decode_body(flags, view)
+        except FormatError as e:
+            raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
+
+    def entry(self, offset: int) -> tuple[Entry, int]:
+        """The record at offset, CRC-checked, and where its frame ends; raises CaptureError if
+        there is no good frame there."""
+        w = _Window(self._file, self._file.size(), RANDOM_CHUNK)
+        r = _parse(w, max(offset, 0))
+        if r[0] != _OK:
+            raise CaptureError(f"{self.path}: record at offset {offset} is unreadable: {r[1]}")
+        return r[1], r[2]
+
+    def scan_state(self) -> dict[str, Any]:
+        """What a full pass found (header, sessions, damage, end), for resume()."""
+        sc = self._scanner
+        return {
+            "header": sc.header,
+            "sessions": sc.sessions,
+            "damage": sc.damage,
+            "ended": sc.ended,
+        }
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Take up the state of a pass that went up to some offset (a persisted index): a pass
+        with iter_entries(start) then finish() continues it as if index() had gone through."""
+        self._restart()
+        sc = self._scanner
+        sc.header, sc.sessions = state["header"], state["sessions"]
+        sc.damage, sc.ended = state["damage"], state["ended"]
+        self.notices = self._header_notices()
+
+    def finish(self) -> None:
+        """After resume() and a pass to the end: the notices index() would have left."""
+        self.notices = self._header_notices()
+        self._finish()
+
     def body(self, entry_or_offset: Entry | int) -> dict[str, Any] | None:
         """Decode one record's body (None if it has none); raises CaptureError if damaged."""
         offset = entry_or_offset.offset if isinstance(entry_or_offset, Entry) else entry_or_offset
@@ -571,6 +620,14 @@ class Follower(_Scanned):
     def position(self) -> int:
         """Offset up to which the file has been consumed."""
         return self._scanner.pos
+
+    def resume(self, state: dict[str, Any], pos: int) -> None:
+        """Follow on from a full pass (CaptureReader.scan_state()) whose last good frame ends
+        at pos, instead of reading the file again from its start."""
+        sc = self._scanner
+        sc.header, sc.ended, sc.pos = state["header"], state["ended"], pos
+        sc.sessions = [replace(s, counts=dict(s.counts)) for s in state["sessions"]]
+        sc.damage = [d for d in state["damage"] if d.offset < pos]
 
     def poll(self) -> list[Entry]:
         if not self._check_magic():

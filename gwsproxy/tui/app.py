@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,7 +122,7 @@ class InspectorApp(App[int]):
     def run_in_thread(self, work: Callable[[], None], name: str) -> None:
         self.run_worker(work, name=name, group=name, thread=True)
 
-    def rows_shown(self, rows: list[Row], *, replace: bool) -> None:
+    def rows_shown(self, rows: Sequence[Row], *, replace: bool) -> None:
         if replace:
             self.table.set_rows(rows)
         else:
@@ -359,7 +359,7 @@ class InspectorApp(App[int]):
         files = [(i, s.path) for i, s in enumerate(listing.sources.items) if s.error is None]
         if not files:
             return self.notify("nothing to replay: no capture could be read", severity="warning")
-        pairs = None if listing.loading else sum(r.is_pair for r in listing.index.rows)
+        pairs = None if listing.loading else listing.index.pairs()
         screen = ReplayScreen(self.replay_request, pairs, [p.name for _, p in files])
         # The callback's value (a Worker or None) is not awaitable, so Textual drops it.
         self.push_screen(screen, lambda request: request and self._replay(request, files, pairs))  # type: ignore[arg-type]

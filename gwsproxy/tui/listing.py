@@ -1,20 +1,23 @@
 """What the pair list holds and the work behind it, without Textual.
 
-The captures are read in a thread (then followed); rows show as soon as the first ones are read.
-The view is what the filter and the unsolicited switch let through, worked out at once or, past
-SYNC_FILTER_ROWS, in a thread. Verdicts need bodies, so one queue judges pairs in a thread: the
-rows on screen first, then those a verdict: filter waits for, whose matches join the view as
-they are found. Everything reaches the UI through a Host (the inspector app), on its thread;
-`settled` says when nothing is left to do.
+Each capture is opened through its index (gwsproxy.capture.index: read from beside it, or
+built, with progress, then kept) in a thread, then followed. An index's rows carry their
+verdicts and are made only as they are looked at; filters run over its columns. The view is
+what the filter and the unsolicited switch let through, worked out at once or, past
+SYNC_FILTER_ROWS, in a thread. Rows followed since the index was read need their bodies for a
+verdict, so one queue judges those in a thread: the rows on screen first, then those a verdict:
+filter waits for, whose matches join the view as they are found. Everything reaches the UI
+through a Host (the inspector app), on its thread; `settled` says when nothing is left to do.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
@@ -22,21 +25,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gwsproxy.capture.format import CaptureError
 from gwsproxy.capture.reader import Follower
-from gwsproxy.tui.model import Filter, Index, Row
+from gwsproxy.tui.model import Filter, Index, Indexed, Row
 from gwsproxy.tui.pairs import Source, Sources, open_source
 
 if TYPE_CHECKING:
     from gwsproxy.tui.replays import ReplayRun
 
-FIRST_BATCH = 200  # rows shown before the rest of the index is read
-MAX_BATCH = 20_000
-BATCH_SECONDS = 0.1  # a batch is also sent when this much time passed since the last one
+BATCH_SECONDS = 0.1  # how often building an index says how far it got
 POLL_SECONDS = 0.1  # follow mode: how often the captures are polled for new records
 SYNC_FILTER_ROWS = 20_000  # up to this many rows a filter is applied at once, beyond in a thread
 PROGRESS_SECONDS = 0.1  # a verdict: filter shows its matches this often while judging
 REPLAY_REFILTER_SECONDS = 0.5  # a replay: filter follows a running replay this often
 
 _key = attrgetter("key")
+
+
+class _Closed(Exception):
+    """The listing was closed while an index was being built."""
 
 
 class Host(Protocol):
@@ -50,7 +55,7 @@ class Host(Protocol):
         """Run work in a thread of its own."""
         ...
 
-    def rows_shown(self, rows: list[Row], *, replace: bool) -> None:
+    def rows_shown(self, rows: Sequence[Row], *, replace: bool) -> None:
         """The view is now rows (replace), or rows join it in time order."""
         ...
 
@@ -60,7 +65,7 @@ class Host(Protocol):
         ...
 
 
-def select(rows: list[Row], flt: Filter, others: bool) -> tuple[list[Row], list[Row]]:
+def select(rows: Sequence[Row], flt: Filter, others: bool) -> tuple[list[Row], list[Row]]:
     """The rows flt lets through (only pairs unless others), and the pairs whose verdict it
     still waits for."""
     if flt.empty:
@@ -76,6 +81,19 @@ def select(rows: list[Row], flt: Filter, others: bool) -> tuple[list[Row], list[
         elif hit is None:
             pending.append(r)
     return view, pending
+
+
+def select_all(
+    tables: list[Indexed], extra: list[Row], flt: Filter, others: bool
+) -> tuple[Sequence[Row], list[Row]]:
+    """select() over every row: those of capture indexes through their columns (each table's
+    verdicts are known), the others (extra, in time order) one by one."""
+    parts = [t.select(flt, others) for t in tables]
+    view, pending = select(extra, flt, others)
+    parts = [p for p in (*parts, view) if p]
+    if len(parts) == 1:
+        return parts[0], pending
+    return sorted(itertools.chain.from_iterable(parts), key=_key), pending
 
 
 class Listing:
@@ -164,35 +182,64 @@ class Listing:
         for src, source in enumerate(self.sources.items):
             if source.reader is None:
                 continue
-            size = max(1, source.reader.path.stat().st_size)
-            batch: list = []
-            want = FIRST_BATCH
-            sent = time.monotonic()
-            for entry in source.reader.iter_entries():
-                if self._closed.is_set():
-                    return
-                batch.append(entry)
-                if len(batch) >= want or time.monotonic() - sent > BATCH_SECONDS:
-                    self._send(src, batch, entry.offset / size)
-                    batch, sent = [], time.monotonic()
-                    want = min(want * 4, MAX_BATCH)
-            self._send(src, batch, 1.0)
+            try:
+                indexed = self._indexed(src, source)
+            except (CaptureError, OSError) as e:
+                source.error = f"{source.name}: {e}"
+                indexed = None
+            if self._closed.is_set():
+                return
+            if indexed is not None:
+                self._post(self._table_added)
+            # Rows live as long as the app: keep the collector from rescanning them.
+            gc.freeze()
             source.loaded = True
             self._post(partial(self.host.listing_changed, problems=True))
         self._post(self._loaded)
         if self.follow:
             self._follow()
 
-    def _send(self, src: int, entries: list, progress: float) -> None:
-        if entries:
-            self.sources[src].last_offset = entries[-1].offset
-        rows = self.index.make_rows(src, entries)
-        if len(self.sources) > 1:
-            progress = (src + progress) / len(self.sources)
-        self._post(self._add, rows, f"loading {progress:.0%}")
-        # Summaries live as long as the app: keep the collector from rescanning them on every
-        # pass, which otherwise makes indexing a large capture several times slower.
-        gc.freeze()
+    def _indexed(self, src: int, source: Source) -> Indexed | None:
+        """Open (build or extend) the capture's index, and the rows of its table."""
+        from gwsproxy.report import open_index
+
+        assert source.reader is not None
+        n = len(self.sources)
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            if self._closed.is_set():
+                raise _Closed
+            now = time.monotonic()
+            if now - last[0] > BATCH_SECONDS:
+                last[0] = now
+                share = (src + done / max(total, 1)) / n
+                self._post(self._progress_only, f"indexing {share:.0%}")
+
+        paused = gc.isenabled()
+        gc.disable()  # rows and summaries hold no cycles; the collector only slows this down
+        try:
+            index = open_index(source.reader, progress)
+            table = index.table
+            if table.num_rows:
+                last = table.num_rows - 1
+                source.last_offset = table["offset"][last].as_py()
+                source.covered = source.last_offset + table["size"][last].as_py()
+            return self.index.add_table(src, table, source)
+        except _Closed:
+            return None
+        finally:
+            if paused:
+                gc.enable()
+
+    def _table_added(self) -> None:
+        """A file's index is read: its rows join the view (made as they are shown)."""
+        self._load_progress = ""
+        self.refilter()
+
+    def _progress_only(self, progress: str) -> None:
+        self._load_progress = progress
+        self.host.listing_changed()
 
     def _follow(self) -> None:
         for source in self.sources.items:
@@ -201,6 +248,10 @@ class Listing:
                     source.follower = Follower(source.path)
                 except CaptureError as e:
                     source.error = str(e)
+                    continue
+                if source.reader is not None and source.covered:
+                    # On from where the index ends, not from the start of the file again.
+                    source.follower.resume(source.reader.scan_state(), source.covered)
         self._post(partial(self.host.listing_changed, problems=True))
         known = {id(s): (0, 0, False) for s in self.sources.items}
         while not self._closed.is_set():
@@ -261,25 +312,29 @@ class Listing:
         self._gen += 1
         self._waiting = 0
         self._then = then
-        rows = self.index.rows
-        if len(rows) <= SYNC_FILTER_ROWS:
+        index = self.index
+        tables = list(index.tables.values())
+        extra = list(index.extra)
+        if len(index.rows) <= SYNC_FILTER_ROWS:
             self._late = None
-            self._filtered(*select(rows, self.filter, self.show_others), self._gen)
+            self._filtered(*select_all(tables, extra, self.filter, self.show_others), self._gen)
         else:
             self._late = []
             self.host.listing_changed()
-            work = partial(self._filter, list(rows), self.filter, self.show_others, self._gen)
+            work = partial(self._filter, tables, extra, self.filter, self.show_others, self._gen)
             self.host.run_in_thread(work, "filter")
 
-    def _filter(self, rows: list[Row], flt: Filter, others: bool, gen: int) -> None:
-        self._post(self._filtered, *select(rows, flt, others), gen)
+    def _filter(
+        self, tables: list[Indexed], extra: list[Row], flt: Filter, others: bool, gen: int
+    ) -> None:
+        self._post(self._filtered, *select_all(tables, extra, flt, others), gen)
 
-    def _filtered(self, view: list[Row], pending: list[Row], gen: int) -> None:
+    def _filtered(self, view: Sequence[Row], pending: list[Row], gen: int) -> None:
         if gen != self._gen:
             return
         late, self._late = self._late or [], None
         if late:
-            view = sorted(view + late, key=_key)
+            view = sorted([*view, *late], key=_key)
         self.host.rows_shown(view, replace=True)
         then, self._then = self._then, None
         if then is not None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
+import itertools
 import re
 import shlex
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.correlate import Status
@@ -45,26 +47,78 @@ REPLAY_VALUES = ("pass", "fail")
 _key = attrgetter("key")
 
 
-class Row:
-    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies;
-    `replay` is the comparison of the last replay of this pair, if it was replayed."""
+class SummarySource(Protocol):
+    def summary_at(self, offset: int) -> dict:
+        """The summary of the record at offset ({} when it cannot be read)."""
+        ...
 
-    __slots__ = ("src", "offset", "kind", "summary", "key", "verdict", "delta", "replay", "_text")
+
+class Row:
+    """One listed record. `verdict` and `delta` ("+1 ~0 -2") are filled in lazily from bodies,
+    or come from the capture's index; `replay` is the comparison of the last replay of this
+    pair, if it was replayed. A row made from the index holds no summary: it is read from the
+    capture when first asked for (only rows shown or opened are)."""
+
+    __slots__ = (
+        "src",
+        "offset",
+        "kind",
+        "t",
+        "verdict",
+        "delta",
+        "replay",
+        "_summary",
+        "_source",
+        "_text",
+    )
 
     def __init__(self, src: int, offset: int, kind: int, summary: dict, t: float) -> None:
         self.src = src
         self.offset = offset
         self.kind = kind
-        self.summary = summary
-        self.key = (t, src, offset)
+        self.t = t
+        self._summary: dict | None = summary
+        self._source: SummarySource | None = None
         self.verdict: str | None = quick_verdict(kind, summary)
         self.delta: str | None = "" if self.verdict is not None or kind != Kind.PAIR else None
         self.replay: Comparison | None = None
         self._text: str | None = None
 
+    @classmethod
+    def indexed(
+        cls,
+        source: SummarySource,
+        src: int,
+        offset: int,
+        kind: int,
+        t: float,
+        verdict: str | None,
+        delta: str | None,
+    ) -> Row:
+        """A row from the capture's index: verdict and delta known, summary read on demand."""
+        row = cls.__new__(cls)
+        row.src, row.offset, row.kind, row.t = src, offset, kind, t
+        row._summary, row._source = None, source
+        row.verdict, row.delta = verdict, "" if delta is None else delta
+        row.replay = None
+        row._text = None
+        return row
+
     @property
-    def t(self) -> float:
-        return self.key[0]
+    def summary(self) -> dict:
+        s = self._summary
+        if s is None:
+            assert self._source is not None
+            s = self._summary = self._source.summary_at(self.offset)
+        return s
+
+    @property
+    def from_index(self) -> bool:
+        return self._source is not None
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        return (self.t, self.src, self.offset)
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -118,12 +172,36 @@ def quick_verdict(kind: int, summary: dict) -> str | None:
 
 
 class Index:
-    """Rows of every source, sorted by (time, source, offset), plus rows per interaction."""
+    """Rows of every source in time order (`rows`: by (time, source, offset)), plus rows per
+    interaction.
+
+    A source read through its capture index is kept as that index's table (`tables`): its
+    filters run over the table's columns and its rows are made only when looked at (one
+    source alone: `rows` is a LazyRows). Rows followed since (`extra`) are kept as rows."""
 
     def __init__(self) -> None:
-        self.rows: list[Row] = []
-        self.by_interaction: dict[str, list[Row]] = {}
+        self.by_interaction: dict[str, list[Row]] = {}  # rows not from an index
+        self.extra: list[Row] = []  # rows not from an index (followed), in time order
+        self.tables: dict[int, Indexed] = {}
         self._last_t: dict[int, float] = {}
+        self._merged: list[Row] | None = None
+
+    @property
+    def rows(self) -> Sequence[Row]:
+        tables = list(self.tables.values())
+        if not tables:
+            return self.extra
+        if len(tables) == 1 and not self.extra:
+            return LazyRows(tables[0])
+        if self._merged is None:  # several files: every row made, merged once
+            parts = [list(LazyRows(t)) for t in tables]
+            self._merged = sorted(itertools.chain(*parts, self.extra), key=_key)
+        return self._merged
+
+    def pairs(self) -> int:
+        """How many pairs are listed."""
+        followed = sum(r.is_pair for r in self.extra)
+        return followed + sum(t.pairs for t in self.tables.values())
 
     def make_rows(self, src: int, entries: Iterable[Any]) -> list[Row]:
         """Rows for listed entries (objects with offset, kind, summary); others are skipped.
@@ -139,31 +217,375 @@ class Index:
         self._last_t[src] = last
         return out
 
-    def add(self, rows: list[Row]) -> bool:
-        """Insert rows; True if any landed before the end (views must then insert, not append)."""
-        inserted = False
-        all_rows = self.rows
+    def add_table(self, src: int, table: Any, source: SummarySource) -> Indexed:
+        """The rows of a capture index's table, for src."""
+        indexed = Indexed(src, table, source, self._last_t.get(src, 0.0))
+        self.tables[src] = indexed
+        self._last_t[src] = indexed.last_t
+        self._merged = None
+        return indexed
+
+    def add(self, rows: list[Row]) -> None:
+        """Rows followed since the files were read (made by make_rows)."""
+        if self._merged is not None:
+            for r in rows:
+                insert_sorted(self._merged, r)
         for r in rows:
-            if not all_rows or all_rows[-1].key <= r.key:
-                all_rows.append(r)
-            else:
-                bisect.insort(all_rows, r, key=_key)
-                inserted = True
+            insert_sorted(self.extra, r)
             iid = r.summary.get("interaction_id")
             if iid is not None:
-                lst = self.by_interaction.setdefault(str(iid), [])
-                if not lst or lst[-1].key <= r.key:
-                    lst.append(r)
-                else:
-                    bisect.insort(lst, r, key=_key)
-        return inserted
+                insert_sorted(self.by_interaction.setdefault(str(iid), []), r)
 
-    def interaction(self, row: Row) -> list[Row]:
+    def interaction(self, row: Row) -> Sequence[Row]:
         iid = row.summary.get("interaction_id")
-        return self.by_interaction.get(str(iid), []) if iid is not None else [row]
+        if iid is None:
+            return [row]
+        parts: list[Sequence[Row]] = [t.interaction(str(iid)) for t in self.tables.values()]
+        parts = [p for p in (*parts, self.by_interaction.get(str(iid), [])) if p]
+        if len(parts) == 1:
+            return parts[0]
+        return sorted(itertools.chain.from_iterable(parts), key=_key)
 
 
-def position(rows: list[Row], row: Row) -> int | None:
+class LazyRows(Sequence[Row]):
+    """Rows of one capture index by rank (their place in its time order): every listed one,
+    or those of `ranks`. A row is made when first looked at, and stays the same object."""
+
+    __slots__ = ("indexed", "ranks")
+
+    def __init__(self, indexed: Indexed, ranks: Any = None) -> None:
+        self.indexed = indexed
+        self.ranks = ranks  # an Arrow integer array; None: every row
+
+    def __len__(self) -> int:
+        return len(self.indexed.order) if self.ranks is None else len(self.ranks)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        n = len(self)
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(n)
+            if step != 1:
+                return [self[j] for j in range(lo, hi, step)]
+            ranks = self._ranks(lo, hi)
+            return self.indexed.rows_of(ranks)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self.indexed.row(i if self.ranks is None else self.ranks[i].as_py())
+
+    def __iter__(self) -> Iterator[Row]:
+        n = len(self)
+        for lo in range(0, n, 50_000):
+            yield from self[lo : min(lo + 50_000, n)]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyRows | list):
+            return len(self) == len(other) and all(a is b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _ranks(self, lo: int, hi: int) -> Any:
+        import pyarrow as pa
+
+        if self.ranks is None:
+            return pa.array(range(lo, hi), pa.int64())
+        return self.ranks[lo:hi]
+
+
+class Indexed:
+    """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns): its
+    listed records in time order (`order`: their positions in the table), and the rows made of
+    them so far. A row is light (offset, kind, time, verdict); what filters read stays in the
+    table's columns."""
+
+    def __init__(self, src: int, table: Any, source: SummarySource, last_t: float) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.src, self.table, self.source = src, table, source
+        n = table.num_rows
+        t = pc.fill_null(pc.fill_null_forward(table.column("t")), last_t).combine_chunks()
+        self.t = t
+        self.last_t = float(t[n - 1].as_py()) if n else last_t
+        # Time order (the file's order for equal times), as the rows are listed.
+        order = pc.sort_indices(
+            pa.table({"t": t, "offset": table.column("offset")}),
+            sort_keys=[("t", "ascending"), ("offset", "ascending")],
+        )
+        kinds = table.column("kind")
+        listed = pc.is_in(kinds, pa.array(sorted(LISTED), pa.uint8()))
+        self.order = pc.filter(order, pc.take(listed, order))  # positions of listed records
+        self.pairs = int(pc.sum(pc.equal(kinds, int(Kind.PAIR))).as_py() or 0)
+        self.rows_at: list[Row | None] = [None] * n  # by position in the table
+        self._lock = threading.Lock()
+        self._groups: tuple[dict[str, tuple[int, int]], Any] | None = None
+        self._offsets = table.column("offset").combine_chunks()
+        self._kinds = kinds.combine_chunks()
+        self._verdicts = _encoded(table.column("verdict"))
+        self._deltas = _encoded(table.column("delta"))
+        _release()
+
+    def row(self, rank: int) -> Row:
+        """The row at rank in time order."""
+        p = self.order[rank].as_py()
+        r = self.rows_at[p]
+        if r is None:
+            (vi, vnames), (di, dnames) = self._verdicts, self._deltas
+            v, d = vi[p].as_py(), di[p].as_py()
+            r = self._made(
+                p,
+                self._offsets[p].as_py(),
+                self._kinds[p].as_py(),
+                self.t[p].as_py(),
+                None if v is None else vnames[v],
+                None if d is None else dnames[d],
+            )
+        return r
+
+    def rows_of(self, ranks: Any) -> list[Row]:
+        """The rows at these ranks (an Arrow array), made together where they are not yet."""
+        import pyarrow.compute as pc
+
+        positions = pc.take(self.order, ranks)
+        ps = positions.to_pylist()
+        rows_at = self.rows_at
+        if all(rows_at[p] is not None for p in ps):
+            return [rows_at[p] for p in ps]
+        offsets = pc.take(self._offsets, positions).to_pylist()
+        kinds = pc.take(self._kinds, positions).to_pylist()
+        times = pc.take(self.t, positions).to_pylist()
+        (vi, vnames), (di, dnames) = self._verdicts, self._deltas
+        verdicts = pc.take(vi, positions).to_pylist()
+        deltas = pc.take(di, positions).to_pylist()
+        out: list[Row] = []
+        for p, offset, kind, t, v, d in zip(
+            ps, offsets, kinds, times, verdicts, deltas, strict=True
+        ):
+            r = rows_at[p]
+            if r is None:
+                r = self._made(
+                    p,
+                    offset,
+                    kind,
+                    t,
+                    None if v is None else vnames[v],
+                    None if d is None else dnames[d],
+                )
+            out.append(r)
+        return out
+
+    def _made(
+        self, p: int, offset: int, kind: int, t: float, verdict: str | None, delta: str | None
+    ) -> Row:
+        with self._lock:  # rows are made by the UI and by filter threads: one object each
+            r = self.rows_at[p]
+            if r is None:
+                r = Row.indexed(self.source, self.src, offset, kind, t, verdict, delta)
+                self.rows_at[p] = r
+        return r
+
+    def offsets(self, flt: Filter, others: bool) -> set[int]:
+        """Offsets of the records flt and others let through (by the columns)."""
+        import pyarrow.compute as pc
+
+        mask = column_mask(self.table, flt, others)
+        return set(pc.filter(self.table.column("offset"), mask).to_pylist())
+
+    def select(self, flt: Filter, others: bool) -> LazyRows | list[Row]:
+        """The rows flt and others let through, in time order (filtered on the columns)."""
+        import pyarrow.compute as pc
+
+        if flt.empty and others:
+            return LazyRows(self)
+        mask = column_mask(self.table, flt, others)
+        hits: Any = pc.indices_nonzero(pc.take(mask, self.order))  # ranks in time order
+        _release()
+        if flt.needs_replay:  # replay results are on rows: these rows are made
+            return [r for r in LazyRows(self, hits) if flt.matches_replay(r)]
+        return LazyRows(self, hits)
+
+    def interaction(self, iid: str) -> LazyRows:
+        """The rows of one interaction, in time order (grouped once, on the first call; rows
+        made as they are looked at: an interaction may have thousands)."""
+        import pyarrow.compute as pc
+
+        if self._groups is None:
+            ids = pc.take(self.table.column("interaction_id"), self.order).combine_chunks()
+            if not _is_dictionary(ids.type):
+                ids = pc.dictionary_encode(ids)
+            codes = ids.indices
+            counts = pc.value_counts(codes)
+            n = dict(
+                zip(
+                    counts.field("values").to_pylist(),
+                    counts.field("counts").to_pylist(),
+                    strict=True,
+                )
+            )
+            spans: dict[str, tuple[int, int]] = {}
+            start = 0
+            for code, name in enumerate(ids.dictionary.to_pylist()):
+                end = start + n.get(code, 0)
+                spans.setdefault(name, (start, end))
+                start = end
+            # A stable sort by interaction: each one's records stay in time order (ranks).
+            self._groups = spans, pc.sort_indices(codes)
+        spans, grouped = self._groups
+        lo, hi = spans.get(iid, (0, 0))
+        return LazyRows(self, grouped[lo:hi])
+
+
+def _release() -> None:
+    """Give back what Arrow's allocator keeps of freed buffers (a filter's masks over a million
+    rows would otherwise stay in the inspector's RSS)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _is_dictionary(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_dictionary(arrow_type))
+
+
+def _encoded(column: Any) -> tuple[Any, list[Any]]:
+    """A text column as (indices, the distinct values as Python strings): rows share them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = column.combine_chunks()
+    if not pa.types.is_dictionary(encoded.type):
+        encoded = pc.dictionary_encode(encoded)
+    return encoded.indices, encoded.dictionary.to_pylist()
+
+
+# Columns of the index whose text free-text filtering searches, as Row.text() does.
+TEXT_COLUMNS = (
+    "interaction_id",
+    "scope",
+    "media",
+    "operation",
+    "reference_id",
+    "status",
+    "note_type",
+    "reason",
+    "where",
+    "path",
+)
+
+
+def column_mask(table: Any, flt: Filter, others: bool) -> Any:
+    """Which records of an index table flt lets through (only listed ones; only pairs unless
+    others), as an Arrow boolean array: the columns' version of Filter.matches (replay: terms
+    are left to matches_replay)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = sorted(LISTED) if others else [Kind.PAIR]
+    mask = pc.is_in(table.column("kind"), pa.array([int(k) for k in wanted], pa.uint8()))
+    for term in flt.terms:
+        hit = _column_match(term, table)
+        if hit is None:
+            continue
+        hit = pc.fill_null(hit, False)
+        mask = pc.and_(mask, pc.invert(hit) if term.negate else hit)
+    return mask
+
+
+def _column_match(term: Term, table: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    f, value = term.field, term.value
+    col = table.column
+    if f is None:
+        v = value.lower()
+        hit = _list_any(col("keys"), lambda flat: pc.match_substring(flat, v, ignore_case=True))
+        for name in TEXT_COLUMNS:
+            found = _per_value(col(name), lambda c: pc.match_substring(c, v, ignore_case=True))
+            hit = pc.or_(hit, pc.fill_null(found, False))
+        kinds = [k for k, n in KIND_NAMES.items() if v in n]
+        return pc.or_(hit, pc.is_in(col("kind"), pa.array(kinds, pa.uint8())))
+    if f == "verdict":
+        return pc.is_in(col("verdict"), pa.array(list(_verdicts_named(value)), pa.string()))
+    if f == "replay":
+        return None
+    if f == "media":
+        return _column_glob(value, col("media"), exact=True)
+    if f == "op":  # the operation, else the notification type
+        operation = col("operation")
+        return pc.if_else(
+            pc.is_valid(operation),
+            _column_glob(value, operation),
+            _column_glob(value, col("note_type")),
+        )
+    if f == "key":
+        return _list_any(col("keys"), lambda flat: _column_glob(value, flat, exact=True))
+    if f == "agent":
+        return _column_glob(value, col("scope"))
+    if f == "interaction":
+        return _column_glob(value, col("interaction_id"))
+    if f == "status":
+        return _column_glob(value, col("status"), exact=True)
+    if f == "kind":
+        kinds = [k for k, n in KIND_NAMES.items() if n.startswith(value.lower())]
+        return pc.is_in(col("kind"), pa.array(kinds, pa.uint8()))
+    if f == "ref":
+        return pc.equal(col("reference_id"), value.lstrip("~"))
+    return pa.repeat(pa.scalar(False), table.num_rows)
+
+
+def _column_glob(pattern: str, column: Any, *, exact: bool = False) -> Any:
+    """_glob over a text column."""
+    import pyarrow.compute as pc
+
+    p = pattern.lower()
+    if "*" in p or "?" in p:
+        body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p)
+        regex = f"(?s)^{body}$"
+        return _per_value(column, lambda c: pc.match_substring_regex(c, regex, ignore_case=True))
+    if exact:
+        return _per_value(column, lambda c: pc.equal(pc.utf8_lower(c), p))
+    return _per_value(column, lambda c: pc.match_substring(c, p, ignore_case=True))
+
+
+def _per_value(column: Any, match: Any) -> Any:
+    """match over a text column: over a dictionary column's distinct values only, then spread
+    to its rows (most of the index's text columns are dictionaries)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([_per_value(c, match) for c in column.chunks], pa.bool_())
+    if pa.types.is_dictionary(column.type):
+        return pc.take(match(column.dictionary), column.indices)
+    return match(column)
+
+
+def _list_any(column: Any, match: Any) -> Any:
+    """Per row of a list column: whether any of its items match (null lists: False)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = pc.list_flatten(column)
+    parents = pc.list_parent_indices(column)
+    hit = pc.unique(pc.filter(parents, pc.fill_null(match(flat), False)))
+    rows = pa.array(range(len(column)), pa.int64())
+    return pc.is_in(rows, value_set=hit.cast(pa.int64()))
+
+
+def position(rows: Sequence[Row], row: Row) -> int | None:
     """Index of row in a key-sorted list, or None."""
     i = bisect.bisect_left(rows, row.key, key=_key)
     return i if i < len(rows) and rows[i] is row else None
@@ -216,6 +638,10 @@ class Filter:
     def needs_replay(self) -> bool:
         """Whether replay results change what this filter lets through."""
         return any(t.field == "replay" for t in self.terms)
+
+    def matches_replay(self, row: Row) -> bool:
+        """Whether the row passes the replay: terms (the only ones no index column holds)."""
+        return all(_match(t, row) != t.negate for t in self.terms if t.field == "replay")
 
     def matches(self, row: Row) -> bool | None:
         """True/False, or None when a verdict: term needs a verdict not yet computed."""

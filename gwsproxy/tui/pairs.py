@@ -31,12 +31,22 @@ class Source:
     reader: CaptureReader | None
     follower: Follower | None = None
     last_offset: int = -1  # entries at or before this offset are already listed
+    covered: int = 0  # the end of the last good frame its index lists (following starts there)
     loaded: bool = False
     error: str | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    def summary_at(self, offset: int) -> dict[str, Any]:
+        """The summary of the record at offset, read from the capture ({} if it cannot be)."""
+        if self.reader is None:
+            return {}
+        try:
+            return self.reader.entry(offset)[0].summary
+        except (CaptureError, OSError):
+            return {}
 
     def problems(self, following: bool) -> list[str]:
         """Damage and notices as lines for the banner."""

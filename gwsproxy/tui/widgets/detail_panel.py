@@ -5,6 +5,7 @@ Only the visible tab is rendered when the selection moves; the others catch up w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -37,7 +38,7 @@ class DetailPanel(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.detail: Detail | None = None
-        self.timeline: list[Row] = []
+        self.timeline: Sequence[Row] = []
         self._stale: set[str] = set(TABS)
 
     def compose(self) -> ComposeResult:
@@ -81,7 +82,7 @@ class DetailPanel(Vertical):
         # straight from the list to the tab's content.
         self.query_one(Tabs).can_focus = False
 
-    def show(self, detail: Detail | None, timeline: list[Row]) -> None:
+    def show(self, detail: Detail | None, timeline: Sequence[Row]) -> None:
         self.detail, self.timeline = detail, timeline
         self.query_one("#detail-title", Static).update(self._title(), layout=False)
         self._stale = set(TABS)

@@ -6,6 +6,7 @@ It holds the filtered rows as a list of references; verdicts of visible rows are
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
@@ -161,7 +162,7 @@ class PairTable(ScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.rows: list[Row] = []
+        self.rows: Sequence[Row] = []
         self.cursor = 0
         self.tail = False  # keep the cursor on the last row as rows arrive (follow mode)
         self._show_replay = False
@@ -190,7 +191,7 @@ class PairTable(ScrollView, can_focus=True):
     def cursor_row(self) -> Row | None:
         return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
 
-    def set_rows(self, rows: list[Row]) -> None:
+    def set_rows(self, rows: Sequence[Row]) -> None:
         """Show another view, keeping the cursor on the same row when it is still there."""
         current = self.cursor_row
         self.rows = rows
@@ -203,10 +204,12 @@ class PairTable(ScrollView, can_focus=True):
             self.cursor = len(rows) - 1
         self._changed()
 
-    def add_rows(self, rows: list[Row]) -> None:
+    def add_rows(self, rows: Sequence[Row]) -> None:
         """Insert rows (already filtered) into the view in time order."""
         current = self.cursor_row
         at_end = self.tail or not self.rows or self.cursor >= len(self.rows) - 1
+        if not isinstance(self.rows, list):  # a view of an index's rows: made into a list
+            self.rows = list(self.rows)
         for r in rows:
             i = insert_sorted(self.rows, r)
             if current is not None and i <= self.cursor:

@@ -5,6 +5,8 @@ Selecting one (enter or click) jumps the pair list to it. Long histories are win
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -23,9 +25,9 @@ class TimelineView(Vertical):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.rows: list[Row] = []
+        self.rows: Sequence[Row] = []
         self.current: Row | None = None
-        self.window: list[Row] = []
+        self.window: Sequence[Row] = []
         self._spec: tuple[tuple[str, int], ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -34,7 +36,7 @@ class TimelineView(Vertical):
             id="timeline-table", cursor_type="row", zebra_stripes=True, show_cursor=False
         )
 
-    def show(self, rows: list[Row], current: Row | None) -> None:
+    def show(self, rows: Sequence[Row], current: Row | None) -> None:
         self.rows, self.current = rows, current
         self.redraw()
 

@@ -1,0 +1,297 @@
+"""The capture's persistent index (gwsproxy/capture/index.py): built when missing, extended when
+the capture grew, rebuilt when it cannot be verified; what it gives equals a full pass."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+from rich.console import Console
+
+from gwsproxy.capture.format import Kind
+from gwsproxy.capture.index import Spec, open_index, sidecar
+from gwsproxy.capture.reader import CaptureReader, Entry
+from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.report import info, write_jsonl
+from gwsproxy.testing.synthetic import Traffic, write_capture
+
+
+def _columns(entries: list[Entry], bodies: list[Any]) -> dict[str, list[Any]]:
+    return {"status": [e.summary.get("status") for e in entries]}
+
+
+SPEC = Spec("test/1", (pa.field("status", pa.string()),), _columns)
+
+
+def opened(path: Path, spec: Spec = SPEC) -> tuple[Any, dict[str, Any]]:
+    """The index and what the reader was left with."""
+    with CaptureReader(path) as reader:
+        index = open_index(reader, spec)
+        return index, state(reader)
+
+
+def state(reader: CaptureReader) -> dict[str, Any]:
+    return {
+        "header": reader.header,
+        "damage": reader.damage,
+        "ended": reader.ended,
+        "notices": reader.notices,
+        "sessions": [
+            (s.offset, s.header, s.first, s.last, s.counts, s.last_id) for s in reader.sessions
+        ],
+    }
+
+
+def full_pass(path: Path) -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    with CaptureReader(path) as reader:
+        entries = reader.index()
+        return [(e.offset, e.kind) for e in entries], state(reader)
+
+
+def rows(index: Any) -> list[tuple[int, int]]:
+    t = index.table
+    return list(zip(t.column("offset").to_pylist(), t.column("kind").to_pylist(), strict=True))
+
+
+def assert_like_a_full_pass(path: Path, index: Any, got: dict[str, Any]) -> None:
+    entries, expected = full_pass(path)
+    assert rows(index) == entries
+    assert got == expected
+
+
+def test_a_missing_index_is_built_then_used_without_reading_the_capture(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=1)
+    first, got = opened(path)
+    assert (first.why, first.reused, first.saved) == ("missing", 0, True)
+    assert first.scanned == len(rows(first))
+    assert_like_a_full_pass(path, first, got)
+    assert stat.S_IMODE(sidecar(path).stat().st_mode) == 0o600  # summaries are private too
+
+    second, got = opened(path)
+    assert (second.why, second.scanned, second.saved) == ("", 0, False)
+    assert second.reused == first.scanned
+    assert rows(second) == rows(first)
+    assert second.table.column("status").to_pylist() == first.table.column("status").to_pylist()
+    assert_like_a_full_pass(path, second, got)
+
+
+def test_a_capture_that_grew_is_read_from_where_its_index_ends(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    traffic = write_capture(path, 100, seed=2, close=False)
+    before, _ = opened(path)
+    with CaptureWriter(path, {"upstream": "again"}, append=True) as writer:  # a second session
+        for kind, summary, body in traffic.records(50):
+            writer.write(kind, summary, body)
+    after, got = opened(path)
+    assert after.why == "" and after.reused == before.scanned
+    assert 0 < after.scanned < before.scanned
+    assert_like_a_full_pass(path, after, got)
+    assert len(got["sessions"]) == 2 and got["ended"]
+    assert any("session 1 of 2 has no end record" in n for n in got["notices"])
+
+
+@pytest.mark.parametrize("how", ["truncated", "replaced", "replaced-longer"])
+def test_a_capture_replaced_or_truncated_is_not_trusted(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 200, seed=3)
+    opened(path)
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+    else:
+        other = tmp_path / "other.gwscap"
+        write_capture(other, 400 if how == "replaced-longer" else 100, seed=4)
+        shutil.copyfile(other, path)
+    index, got = opened(path)
+    assert index.why.startswith("stale") and index.reused == 0
+    assert_like_a_full_pass(path, index, got)
+    if how == "truncated":
+        assert got["damage"] and "torn tail" in got["damage"][-1].reason
+
+
+def test_a_torn_or_foreign_index_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 200, seed=5)
+    opened(path)
+    idx = sidecar(path)
+    with open(idx, "r+b") as f:
+        f.truncate(idx.stat().st_size - 100)
+    index, got = opened(path)
+    assert index.why.startswith("unreadable") and index.saved
+    assert_like_a_full_pass(path, index, got)
+    idx.write_bytes(b"not an index at all")
+    index, got = opened(path)
+    assert index.why.startswith("unreadable")
+    assert_like_a_full_pass(path, index, got)
+    # An index of other columns (another spec, or a newer gwsproxy's) is rebuilt too.
+    other = Spec("test/2", SPEC.fields, _columns)
+    index, got = opened(path, other)
+    assert index.why == "made for other columns"
+    assert_like_a_full_pass(path, index, got)
+
+
+def test_when_index_and_capture_disagree_the_capture_wins(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 200, seed=6)
+    opened(path)
+    idx = sidecar(path)
+    with pa.OSFile(str(idx)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    kinds = table.column("kind").to_pylist()
+    n = len(kinds)
+    kinds[n // 4 : 3 * n // 4] = [int(Kind.RAW)] * (3 * n // 4 - n // 4)  # other records
+    bad = table.set_column(1, table.schema.field(1), pa.array(kinds, pa.uint8()))
+    tmp = tmp_path / "bad.idx"
+    with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(bad)
+    tmp.replace(idx)  # as the index is always replaced: readers may have it mapped
+    index, got = opened(path)
+    assert index.why.startswith("stale: the record at offset")
+    assert_like_a_full_pass(path, index, got)
+    # The index of another capture alike but for its header (recorded at another time).
+    other = tmp_path / "other.gwscap"
+    write_capture(other, 200, seed=6)
+    opened(other)
+    shutil.copyfile(sidecar(other), tmp_path / "copy.idx")
+    (tmp_path / "copy.idx").replace(idx)
+    index, got = opened(path)
+    assert index.why.startswith("stale: the capture's header")
+    assert_like_a_full_pass(path, index, got)
+
+
+def test_damage_and_a_torn_tail_read_alike_through_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 200, seed=7, close=False)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # a flipped byte in the middle
+    path.write_bytes(bytes(data) + b"\xc7\x5a\x3b\xe1\x00\x10")  # and half a frame at the end
+    first, got = opened(path)
+    assert len(got["damage"]) == 2
+    assert_like_a_full_pass(path, first, got)
+    second, got = opened(path)
+    assert second.why == "" and second.scanned == 0
+    assert_like_a_full_pass(path, second, got)
+
+
+def test_a_capture_in_a_read_only_folder_still_opens(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "c.gwscap"
+    write_capture(path, 50, seed=8)
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        index, got = opened(path)
+        assert not index.saved and not sidecar(path).exists()
+        assert_like_a_full_pass(path, index, got)
+    finally:
+        folder.chmod(0o700)
+
+
+def _info_text(path: Path) -> str:
+    console = Console(width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(info(str(path)))
+    return console.export_text()
+
+
+def test_info_and_export_say_the_same_with_and_without_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    traffic = write_capture(path, 300, seed=9, close=False)
+    with CaptureWriter(path, {"upstream": "again"}, append=True) as writer:
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+    outputs = []
+    for _ in range(2):  # without, then with the index
+        export = tmp_path / "export.jsonl"
+        with open(export, "w") as out:
+            write_jsonl(str(path), out)
+        outputs.append((_info_text(path), export.read_text()))
+        assert sidecar(path).exists()
+    assert outputs[0] == outputs[1]
+    assert "sessions" in outputs[0][0] and "coerced" in outputs[0][0]
+
+
+def test_a_followed_traffic_source_still_appends_after_an_index(tmp_path: Path) -> None:
+    """The writer knows nothing of the index: appending never needs it, the next open catches
+    up."""
+    path = tmp_path / "c.gwscap"
+    traffic = Traffic(seed=10)
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for kind, summary, body in traffic.records(20):
+            writer.write(kind, summary, body)
+        opened(path)  # while the writer is still at it
+        for kind, summary, body in traffic.records(20):
+            writer.write(kind, summary, body)
+    index, got = opened(path)
+    assert index.reused and index.scanned
+    assert_like_a_full_pass(path, index, got)
+
+
+def test_info_shows_progress_while_indexing_on_a_terminal_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gwsproxy import cli
+
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=11)
+    assert cli.main(["info", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "pairs" in out and err == ""  # not a terminal: no progress
+    sidecar(path).unlink()
+
+    terminal = io.StringIO()
+    real = cli._console
+
+    def console(stderr: bool = False) -> Console:
+        if not stderr:
+            return real()
+        return Console(file=terminal, force_terminal=True, width=100)
+
+    monkeypatch.setattr(cli, "_console", console)
+    assert cli.main(["info", str(path)]) == 0
+    assert "indexing" in terminal.getvalue()
+
+
+def test_a_follower_takes_up_where_the_index_ends(tmp_path: Path) -> None:
+    from gwsproxy.capture.reader import Follower
+
+    path = tmp_path / "c.gwscap"
+    traffic = Traffic(seed=13)
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+        with CaptureReader(path) as reader:
+            index = open_index(reader, SPEC)
+            t = index.table
+            covered = t["offset"][-1].as_py() + t["size"][-1].as_py()
+            resumed = Follower(path)
+            resumed.resume(reader.scan_state(), covered)
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+    new = resumed.poll()
+    fresh = Follower(path)
+    every = fresh.poll()
+    assert [e.offset for e in new] == [e.offset for e in every if e.offset >= covered]
+    assert new and new[-1].kind == Kind.END
+    assert resumed.sessions == fresh.sessions and resumed.ended
+    assert resumed.damage == fresh.damage == []
+
+
+def test_an_index_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 50, seed=14)
+    sidecar(path).mkdir()  # something else holds its name: it can be neither read nor replaced
+    for _ in range(2):
+        index, got = opened(path)
+        assert not index.saved and index.why.startswith("unreadable")
+        assert_like_a_full_pass(path, index, got)
+    assert sidecar(path).is_dir() and not list(tmp_path.glob("*.tmp"))
