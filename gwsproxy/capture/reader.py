@@ -223,8 +223,9 @@ class _Scanner:
     def scan(
         self, start: int, end: int, *, follow: bool = False, bodies: bool = False
     ) -> Iterator[Any]:
-        """Yield Entry (or (entry, flags, body view, frame end) with bodies=True) for every
-        good frame in [start, end). self.pos tracks the first byte not yet consumed."""
+        """Yield Entry (or (entry, flags, body view, frame end, dictionary offset or -1) with
+        bodies=True) for every good frame in [start, end). self.pos tracks the first byte not
+        yet consumed."""
         w = _Window(self.file, end)
         pos = max(start, len(MAGIC))
         self.pos = pos
@@ -488,12 +489,15 @@ class CaptureReader(_Scanned):
         """As iter_entries, with the offset where each frame ends and a function that decodes
         its body from what the pass read (raises CaptureError as body() does); for
         gwsproxy.capture.index."""
-        for entry, flags, view, end in self._scanner.scan(start, self._file.size(), bodies=True):
-            yield entry, end, partial(self._decode, entry.offset, flags, view)
+        scan = self._scanner.scan(start, self._file.size(), bodies=True)
+        for entry, flags, view, end, dref in scan:
+            yield entry, end, partial(self._decode, entry.offset, flags, view, dref)
 
-    def _decode(self, offset: int, flags: int, view: memoryview) -> dict[str, Any] | None:
+    def _decode(
+        self, offset: int, flags: int, view: memoryview, dref: int
+    ) -> dict[str, Any] | None:
         try:
-            return decode_body(flags, view)
+            return decode_body(flags, view, _body_dictionary(self._file, flags, dref, offset))
         except FormatError as e:
             raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
 
