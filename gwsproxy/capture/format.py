@@ -97,9 +97,11 @@ def unpack(data: bytes | memoryview) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-def pack_frame(kind: int, flags: int, summary: bytes, body: bytes = b"") -> bytes:
-    """Frame already-encoded parts; the low-level primitive (tests use it to craft frames)."""
-    payload = PAYLOAD_HEAD.pack(kind, flags, len(summary)) + summary + body
+def pack_frame(kind: int, flags: int, summary: bytes, body: bytes = b"", ref: bytes = b"") -> bytes:
+    """Frame already-encoded parts; the low-level primitive (tests use it to craft frames).
+    `ref`: a v2 frame's dictionary reference (FLAG_DICT), between the payload head and the
+    summary."""
+    payload = PAYLOAD_HEAD.pack(kind, flags, len(summary)) + ref + summary + body
     return FRAME_HEAD.pack(SYNC, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -209,8 +211,7 @@ class FrameEncoder:
             packed = c.compress(raw)
             b, flags = (packed, flags | FLAG_ZSTD) if len(packed) < len(raw) else (raw, flags)
         _check_frame(s, b, DICT_REF_SIZE)
-        payload = PAYLOAD_HEAD.pack(kind, flags, len(s)) + self._ref + s + b
-        return FRAME_HEAD.pack(SYNC, len(payload), zlib.crc32(payload)) + payload
+        return pack_frame(kind, flags, s, b, self._ref)
 
     def dictionary_frame(self, now: float) -> bytes | None:
         """When enough records have been seen: train the dictionary and return its DICT frame
