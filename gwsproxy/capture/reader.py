@@ -323,14 +323,17 @@ def _dictionary(file: _File, offset: int, user: int) -> Dictionary | str:
     return d
 
 
-def _body_dictionary(file: _File, flags: int, dref: int, pos: int) -> Dictionary | None:
-    """The dictionary a body needs (None for none); FormatError when it is unusable."""
+def _decode(
+    file: _File, pos: int, flags: int, body: memoryview, dref: int
+) -> dict[str, Any] | None:
+    """The body of the frame at `pos`, decoded with its dictionary when it has one (`dref`);
+    FormatError when it cannot be, the dictionary being unusable included."""
     if not flags & FLAG_DICT:
-        return None
+        return decode_body(flags, body)
     d = _dictionary(file, dref, pos)
     if isinstance(d, str):
         raise FormatError(f"its dictionary at offset {dref} is unusable ({d})")
-    return d
+    return decode_body(flags, body, d)
 
 
 def _parse(w: _Window, pos: int, *, refs: bool = True) -> tuple[Any, ...]:
@@ -497,7 +500,7 @@ class CaptureReader(_Scanned):
         self, offset: int, flags: int, view: memoryview, dref: int
     ) -> dict[str, Any] | None:
         try:
-            return decode_body(flags, view, _body_dictionary(self._file, flags, dref, offset))
+            return _decode(self._file, offset, flags, view, dref)
         except FormatError as e:
             raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
 
@@ -546,11 +549,7 @@ class CaptureReader(_Scanned):
             )
         if r[0] != _OK:
             raise CaptureError(f"{self.path}: record at offset {offset} is unreadable: {r[1]}")
-        try:
-            dctx = _body_dictionary(self._file, r[3], r[6], r[1].offset)
-            return decode_body(r[3], w.view[r[4] : r[5]], dctx)
-        except FormatError as e:
-            raise CaptureError(f"{self.path}: record at offset {offset}: {e}") from None
+        return self._decode(r[1].offset, r[3], w.view[r[4] : r[5]], r[6])
 
     def records(self) -> Iterator[tuple[Entry, dict[str, Any] | None]]:
         """Every record with its decoded body, in file order. An undecodable body is yielded
@@ -559,9 +558,7 @@ class CaptureReader(_Scanned):
         scan = self._scanner.scan(0, self._file.size(), bodies=True)
         for entry, flags, view, nxt, dref in scan:
             try:
-                body = decode_body(
-                    flags, view, _body_dictionary(self._file, flags, dref, entry.offset)
-                )
+                body = _decode(self._file, entry.offset, flags, view, dref)
             except FormatError as e:
                 self._scanner.damage.append(Damage(entry.offset, nxt - entry.offset, str(e)))
                 body = None
