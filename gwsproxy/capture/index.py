@@ -38,6 +38,7 @@ SUFFIX = ".idx"
 SAMPLES = 32  # frames checked between the first and the last listed one
 BATCH = 20_000  # records turned into columns at a time
 _META = b"gwsproxy-index"
+UNREADABLE = "unreadable (torn or not an index)"
 
 # The columns every index has, before the spec's.
 FRAMING = (
@@ -159,13 +160,13 @@ def _load(
     """The sidecar's table and the scan state it holds, or (None, None, why it is not used)."""
     if not path.exists():
         return None, None, "missing"
+    table = _map(path)
+    if table is None:
+        return None, None, UNREADABLE
     try:
-        with pa.memory_map(str(path)) as source:
-            ipc = pa.ipc.open_file(source)
-            table = ipc.read_all()
         meta = unpack((table.schema.metadata or {})[_META])
-    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError):
-        return None, None, "unreadable (torn or not an index)"
+    except (KeyError, ValueError, TypeError):
+        return None, None, UNREADABLE
     if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
         return None, None, "another index version"
     if meta.get("spec") != spec.name or not table.schema.equals(schema):
@@ -180,7 +181,7 @@ def _load(
             "covered": covered,
         }
     except (KeyError, TypeError, ValueError):
-        return None, None, "unreadable (torn or not an index)"
+        return None, None, UNREADABLE
     if meta["header"] != reader.header:
         return None, None, "stale: the capture's header is not the one indexed (replaced?)"
     sessions = state["sessions"]
