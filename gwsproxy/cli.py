@@ -639,20 +639,16 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import import_file
 
-    console = _console(stderr=True)
-    with contextlib.ExitStack() as stack:
-        progress = None
-        if console.is_terminal:  # a bar over the file's bytes; none to a pipe or a log
-            from rich.progress import Progress
-
-            bar = stack.enter_context(Progress(console=console, transient=True))
-            task = bar.add_task(f"importing {os.path.basename(args.flows)}", total=None)
-
-            def progress(read: int, size: int) -> None:
-                bar.update(task, completed=read, total=size)
-
+    # A bar over the file's bytes on a terminal (a missing file is import_file's to say).
+    shown = [args.flows] if os.path.isfile(args.flows) else []
+    with _progress(f"importing {os.path.basename(args.flows)}", shown, every=1) as advance:
         try:
-            result = import_file(args.flows, args.output, args.timeout, progress)
+            result = import_file(
+                args.flows,
+                args.output,
+                args.timeout,
+                None if advance is None else lambda read, size: advance(read),
+            )
         except OSError as e:
             raise GwsProxyError(str(e)) from None
     for line in result.told():  # where reading stopped and why, what the file lacked
