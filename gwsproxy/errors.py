@@ -16,6 +16,13 @@ class GwsProxyError(Exception):
     """Something the user can fix, in one line: what is wrong and what to do."""
 
 
+def one_line(value: object) -> str:
+    """An error (or any value) as one line of text: its message with the whitespace runs made
+    single spaces, or its type's name when it has no message."""
+    text = str(value).strip() or type(value).__name__
+    return " ".join(text.split())
+
+
 def url_problem(text: str) -> str | None:
     """Why `text` is not the http(s) base URL of a GWS, or None when it is one."""
     text = text.strip()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gwsproxy.errors import GwsProxyError
+from gwsproxy.errors import GwsProxyError, one_line
 
 DEFAULT_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -190,4 +190,4 @@ def bundle_with_defaults(extra: Sequence[str], out: Path) -> Path:
 def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and not isinstance(e, ssl.SSLError):
         return e.strerror.lower()
-    return " ".join(str(e).split()) or type(e).__name__
+    return one_line(e)

@@ -17,7 +17,7 @@ import aiohttp
 
 from gwsproxy import gws
 from gwsproxy.bayeux.client import CometdClient, CometdError
-from gwsproxy.errors import GwsProxyError
+from gwsproxy.errors import GwsProxyError, one_line
 from gwsproxy.lenient import Unreadable
 
 SUBSCRIPTION = "/v2/me/**"
@@ -215,8 +215,3 @@ def _reason(exc: aiohttp.ClientConnectorError) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     return one_line(error.strerror or error) if isinstance(error, OSError) else one_line(exc)
-
-
-def one_line(value: object) -> str:
-    text = str(value).strip() or type(value).__name__
-    return " ".join(text.split())

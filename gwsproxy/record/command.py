@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from gwsproxy import tls
-from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
+from gwsproxy.errors import GwsProxyError, listen_problem, one_line, url_problem
 from gwsproxy.record import shutdown
 from gwsproxy.record.addon import GwsRecorder
 
@@ -213,10 +213,6 @@ def _mitmproxy_options(config: RecordConfig, scratch: Path) -> dict[str, Any]:
     return opts
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def read_config_file(opts: Any, confdir: Path) -> None:
     """mitmproxy's config.yaml (or .yml) in `confdir`, read as mitmdump reads it (scripts
     relative to it; options of addons not loaded yet kept for them), but for gws_capture:
@@ -237,7 +233,7 @@ def read_config_file(opts: Any, confdir: Path) -> None:
                 ]
             opts.update_defer(**data)
         except (OSError, UnicodeDecodeError, exceptions.OptionsError) as e:
-            raise RecordError(f"{path}: {_one_line(e)}") from None
+            raise RecordError(f"{path}: {one_line(e)}") from None
 
 
 def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
@@ -279,17 +275,17 @@ def configure(master: Any, config: RecordConfig, scratch: Path) -> list[Listen]:
     try:
         opts.update(**{k: v for k, v in ours.items() if k not in named})
     except exceptions.OptionsError as e:
-        raise RecordError(_one_line(e)) from None
+        raise RecordError(one_line(e)) from None
     if config.sets:
         try:  # at once: mitmproxy gathers a list option given several times
             opts.set(*config.sets)
         except exceptions.OptionsError as e:
-            raise RecordError(f"--set {' --set '.join(config.sets)}: {_one_line(e)}") from None
+            raise RecordError(f"--set {' --set '.join(config.sets)}: {one_line(e)}") from None
     if "gws_capture" not in named:
         try:
             opts.update(gws_capture=config.output)
         except exceptions.OptionsError as e:
-            raise RecordError(_one_line(e)) from None
+            raise RecordError(one_line(e)) from None
     return found
 
 

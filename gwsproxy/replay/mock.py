@@ -26,7 +26,7 @@ from yarl import URL
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.errors import GwsProxyError, listen_problem
+from gwsproxy.errors import GwsProxyError, listen_problem, one_line
 from gwsproxy.gws.server import error_answer, logged_in, serve
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
 from gwsproxy.tls import ServerCert, told
@@ -280,7 +280,7 @@ class Mock:
                 content_type = response.headers.get("Content-Type")
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = one_line(exc)
             log.warning("forwarding %s %s failed: %s", request.method, request.path, reason)
             return error_answer(502, 4, f"forwarding to {self._forward} failed: {reason}")
         self.stats.forwarded += 1

@@ -24,8 +24,8 @@ from rich.table import Table
 from gwsproxy import gws
 from gwsproxy.bayeux.client import TRANSPORTS
 from gwsproxy.correlate import Closed, Correlator, Pair, Status
-from gwsproxy.errors import url_problem
-from gwsproxy.gws.session import Access, GwsError, GwsSession, one_line
+from gwsproxy.errors import one_line, url_problem
+from gwsproxy.gws.session import Access, GwsError, GwsSession
 from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)

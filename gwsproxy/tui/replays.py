@@ -141,7 +141,8 @@ async def _replay_files(
     run: ReplayRun, files: list[tuple[int, Path]], on_result: Callable[[Row | None], None]
 ) -> None:
     from gwsproxy.capture.format import CaptureError
-    from gwsproxy.gws.session import GwsError, one_line
+    from gwsproxy.errors import one_line
+    from gwsproxy.gws.session import GwsError
     from gwsproxy.replay.regress import ReplayConfig, replay
 
     request = run.request
