@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gwsproxy.errors import GwsProxyError
 from gwsproxy.report import export_pairs, pair_object
+from gwsproxy.verdict import MISSING, UNCHANGED, change_kind
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
 BATCH = 16_384  # pairs per record batch and Parquet row group
-_MISSING = object()
 
 
 class QueryError(GwsProxyError):
@@ -55,17 +55,16 @@ def _keys(value: Any) -> list[str] | None:
 
 
 def _changed(obj: dict[str, Any]) -> list[str] | None:
-    """Keys whose value in `after` differs from `before` (added, removed, changed, or the same
-    value of another type); None when either side is unknown."""
+    """Keys whose value in `after` differs from `before` as the verdict sees it (added,
+    removed, changed, or the same value of another type); None when either side is unknown."""
     before, after = obj.get("before"), obj.get("after")
     if not isinstance(before, dict) or not isinstance(after, dict):
         return None
-    out = []
-    for key in sorted({*before, *after}, key=str):
-        b, a = before.get(key, _MISSING), after.get(key, _MISSING)
-        if type(a) is not type(b) or a != b:
-            out.append(str(key))
-    return out
+    return [
+        str(key)
+        for key in sorted({*before, *after}, key=str)
+        if change_kind(before.get(key, MISSING), after.get(key, MISSING)) != UNCHANGED
+    ]
 
 
 def _micros(t: Any) -> int | None:

@@ -197,11 +197,11 @@ def judge(
             not_applied.append(key)
         elif outcome == VerdictName.COERCED:
             coerced.append(key)
-        changes.append(KeyChange(key, b, a, want, _kind_of(b, a), True, outcome))
+        changes.append(KeyChange(key, b, a, want, change_kind(b, a), True, outcome))
     for key in rest:
         b = old.get(key, MISSING)
         a = new.get(key, MISSING)
-        kind = _kind_of(b, a)
+        kind = change_kind(b, a)
         outcome = ""
         if kind != UNCHANGED and before_known and after_known:
             outcome = SIDE_EFFECT
@@ -344,7 +344,9 @@ def _sort_key(key: Any) -> tuple[bool, str]:
     return (not isinstance(key, str), key if isinstance(key, str) else repr(key))
 
 
-def _kind_of(b: Any, a: Any) -> str:
+def change_kind(b: Any, a: Any) -> str:
+    """What became of a key whose value was `b` and is `a` (MISSING: absent): ADDED, REMOVED,
+    CHANGED, TYPE_CHANGED or UNCHANGED (types matter at every level, as in `same`)."""
     if b is MISSING:
         return UNCHANGED if a is MISSING else ADDED
     if a is MISSING:

@@ -295,3 +295,14 @@ def test_query_reads_earlier_parquet_exports_as_they_are(
     (tmp_path / "bogus.parquet").write_text("not parquet")
     assert cli.main(["query", "SELECT 1", str(tmp_path / "bogus.parquet")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_changed_keys_are_the_keys_the_verdict_sees_change() -> None:
+    """A nested 1 that came back as 1.0 is a change, as the verdict judges it; equal values
+    are not."""
+    from gwsproxy.report_parquet import _changed
+
+    before = {"Same": {"n": 1}, "Nested": {"n": 1}, "Gone": "x", "Kept": "k"}
+    after = {"Same": {"n": 1}, "Nested": {"n": 1.0}, "New": 2, "Kept": "k"}
+    assert _changed({"before": before, "after": after}) == ["Gone", "Nested", "New"]
+    assert _changed({"before": None, "after": after}) is None
