@@ -61,7 +61,7 @@ async def test_csrf_session_keeps_its_cookies_and_sends_the_token(running) -> No
         await session.login()
         cookies = {c.key: c.value for c in session.http.cookie_jar}
         assert {"JSESSIONID", STICKY} <= set(cookies), cookies
-        assert session.csrf == {"X-CSRF-TOKEN": sim.simulator.session_csrf[cookies["JSESSIONID"]]}
+        assert session.csrf == {"X-CSRF-TOKEN": sim.simulator.csrf[cookies["JSESSIONID"]]}
         status, body = await session.post(_chat_url(sim.simulator, "agent1"), UPDATE)
         assert (status, json.loads(body)["statusCode"]) == (200, 0)
     assert (sim.simulator.posts, sim.simulator.csrf_refused) == (1, 0)
@@ -73,7 +73,7 @@ async def test_a_stale_token_is_fetched_again_once_and_the_post_goes_through(run
     async with _session(sim) as session:
         await session.login()
         old = dict(session.csrf)
-        sim.simulator.session_csrf.clear()  # what POST /_sim/csrf {"expire": true} does
+        sim.simulator.csrf.clear()  # what POST /_sim/csrf {"expire": true} does
         status, _ = await session.post(_chat_url(sim.simulator, "agent1"), UPDATE)
         assert status == 200
         assert session.csrf != old
@@ -215,11 +215,11 @@ async def test_a_refreshed_token_reaches_the_cometd_client_too(running) -> None:
     async with _session(sim) as session:
         await session.open()
         assert session.cometd is not None and session.cometd.headers == session.csrf
-        sim.simulator.session_csrf.clear()
+        sim.simulator.csrf.clear()
         status, _ = await session.post(_chat_url(sim.simulator, "agent1"), UPDATE)
         assert status == 200
         assert session.cometd.headers == session.csrf
-        assert session.csrf["X-CSRF-TOKEN"] in sim.simulator.session_csrf.values()
+        assert session.csrf["X-CSRF-TOKEN"] in sim.simulator.csrf.values()
 
 
 @pytest_asyncio.fixture
@@ -227,7 +227,7 @@ async def https_gws(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """A GWS login over HTTPS with a throwaway CA: its URL and the CA file."""
     from aiohttp import web
 
-    from gwsproxy.gws.server import logged_in
+    from gwsproxy.gws.server import known_session, logged_in
     from gwsproxy.tls import server_context, throwaway
 
     cert = throwaway(tmp_path / "tls")
@@ -235,7 +235,8 @@ async def https_gws(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     csrf: dict[str, str] = {}
 
     async def me(request: web.Request) -> web.Response:
-        return logged_in(request, "agent1", "agent1", sessions, csrf)
+        session = known_session(request, sessions)
+        return logged_in(request, "agent1", "agent1", sessions, csrf, session)[0]
 
     app = web.Application()
     app.router.add_get("/api/v2/me", me)

@@ -19,20 +19,32 @@ def error_answer(http: int, code: int, message: str) -> web.Response:
     return web.json_response({"statusCode": code, "statusMessage": message}, status=http)
 
 
+def known_session(request: web.Request, sessions: dict[str, str]) -> str | None:
+    """The request's JSESSIONID when the server knows it."""
+    session = request.cookies.get("JSESSIONID")
+    return session if session in sessions else None
+
+
 def logged_in(
-    request: web.Request, name: str, key: str, sessions: dict[str, str], csrf: dict[str, str]
-) -> web.Response:
-    """The answer to `GET /api/v2/me`: the user, a JSESSIONID (unless the request has a known
-    one) and the CSRF header pair GWS announces. `key` is what the session cookie stands for."""
+    request: web.Request,
+    name: str,
+    key: str,
+    sessions: dict[str, str],
+    csrf: dict[str, str],
+    session: str | None,
+) -> tuple[web.Response, str]:
+    """The answer to `GET /api/v2/me` and its HTTP session: the user, a new JSESSIONID when
+    the request has no `session` the server knows (`key` is what it stands for), and the CSRF
+    header pair GWS announces, the token living with the HTTP session as in GWS."""
     response = web.json_response({"statusCode": 0, "user": {"userName": name, "id": name}})
-    if request.cookies.get("JSESSIONID") not in sessions:
-        token = secrets.token_hex(16)
-        sessions[token] = key
-        response.set_cookie("JSESSIONID", token, httponly=True)
+    if session is None:
+        session = secrets.token_hex(16)
+        sessions[session] = key
+        response.set_cookie("JSESSIONID", session, httponly=True)
         response.set_cookie("BAYEUX_BROWSER", secrets.token_hex(8))
     response.headers["X-CSRF-HEADER"] = CSRF_HEADER
-    response.headers[CSRF_HEADER] = csrf.setdefault(key, secrets.token_hex(12))
-    return response
+    response.headers[CSRF_HEADER] = csrf.setdefault(session, secrets.token_hex(12))
+    return response, session
 
 
 async def serve(

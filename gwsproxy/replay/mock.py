@@ -27,7 +27,7 @@ from yarl import URL
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
 from gwsproxy.errors import GwsProxyError, listen_problem, one_line
-from gwsproxy.gws.server import error_answer, logged_in, serve
+from gwsproxy.gws.server import error_answer, known_session, logged_in, serve
 from gwsproxy.replay.book import Asked, Book, Capture, RecordedPair, describe_request, load_capture
 from gwsproxy.tls import ServerCert, told
 
@@ -103,7 +103,7 @@ class Mock:
         self.sessions: dict[str, str] = {}  # JSESSIONID -> scope
         self.claims: dict[str, str] = {}  # identity (user:NAME, cookie:..., client:ADDR) -> scope
         self.names: dict[str, str] = {}  # scope -> the name /api/v2/me reports
-        self.csrf: dict[str, str] = {}  # scope -> token
+        self.csrf: dict[str, str] = {}  # JSESSIONID -> its CSRF token
         self._scopes = set(capture.scopes)
         # Scopes that name no user (session:HASH, client:ADDR) go to unknown users in turn.
         self._unclaimed = [s for s in capture.scopes if not s.startswith("user:")]
@@ -169,7 +169,8 @@ class Mock:
             return error_answer(401, 20, "Not authenticated: log in with Basic auth (any password)")
         scope = self.owner_of(request)
         name = self.names.get(scope) or scope.partition(":")[2] or scope
-        return logged_in(request, name, scope, self.sessions, self.csrf)
+        session = known_session(request, self.sessions)
+        return logged_in(request, name, scope, self.sessions, self.csrf, session)[0]
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         self._start_without_pairs()

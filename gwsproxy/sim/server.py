@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gwsproxy import gws
 from gwsproxy.bayeux.server import BayeuxServer
-from gwsproxy.gws.server import CSRF_HEADER, error_answer, logged_in, serve
+from gwsproxy.gws.server import CSRF_HEADER, error_answer, known_session, logged_in, serve
 from gwsproxy.lenient import Parsed, loads
 from gwsproxy.tls import ServerCert
 
@@ -90,7 +90,7 @@ class Simulator:
         self.agents = {f"agent{i}": PASSWORD for i in range(1, config.agents + 1)}
         seeded = seed_from_capture(config.seed_from) if config.seed_from else None
         self.sessions: dict[str, str] = {}  # JSESSIONID -> agent
-        self.csrf: dict[str, str] = {}  # agent -> token
+        self.csrf: dict[str, str] = {}  # JSESSIONID -> its CSRF token
         self.interactions: dict[str, Interaction] = {}
         self.bayeux = BayeuxServer(timeout=config.cometd_timeout, authenticate=self.agent_of)
         self.reference = 0
@@ -109,7 +109,6 @@ class Simulator:
             self.reference = max(0, first_reference - 1)
         # bearer mode: token -> agent
         self.bearer = {secrets.token_urlsafe(24): a for a in sorted(self.agents)}
-        self.session_csrf: dict[str, str] = {}  # csrf mode: JSESSIONID -> its token
         self.sticky: dict[str, str] = {}  # csrf mode: JSESSIONID -> its stickiness cookie
         self.refuse_csrf = False  # POST /_sim/csrf {"refuse": true}: refuse every token
         self.posts = 0  # user-data POSTs received
@@ -177,8 +176,8 @@ class Simulator:
         """The request's known JSESSIONID. In csrf mode only with its stickiness cookie: a
         request that lost it lands, behind a load balancer, on a node that never saw the
         session (the session and its CSRF token are then unknown, as on another node)."""
-        session = request.cookies.get("JSESSIONID")
-        if session not in self.sessions:
+        session = known_session(request, self.sessions)
+        if session is None:
             return None
         if self.config.csrf and request.cookies.get(STICKY) != self.sticky.get(session):
             return None
@@ -207,19 +206,12 @@ class Simulator:
         agent = self.agent_of(request)
         if agent is None:
             return error_answer(401, 20, "Not authenticated")
-        response = logged_in(request, agent, agent, self.sessions, self.csrf)
-        if not self.config.csrf:
-            return response
-        new = response.cookies.get("JSESSIONID")
-        session = new.value if new is not None else self._session_of(request)
-        if session is None:  # a known session without its stickiness cookie: a new one here
-            session = secrets.token_hex(16)
-            self.sessions[session] = agent
-            response.set_cookie("JSESSIONID", session, httponly=True)
-        if session not in self.sticky:
+        # csrf mode: a known session without its stickiness cookie gets a new one here
+        known = self._session_of(request)
+        response, session = logged_in(request, agent, agent, self.sessions, self.csrf, known)
+        if self.config.csrf and session not in self.sticky:
             self.sticky[session] = secrets.token_hex(8)
             response.set_cookie(STICKY, self.sticky[session])
-        response.headers[CSRF_HEADER] = self.session_csrf.setdefault(session, secrets.token_hex(12))
         return response
 
     def _csrf_refusal(self, request: web.Request) -> web.Response | None:
@@ -227,7 +219,7 @@ class Simulator:
         if not self.config.csrf:
             return None
         session = self._session_of(request)
-        token = self.session_csrf.get(session) if session else None
+        token = self.csrf.get(session) if session else None
         if self.refuse_csrf or token is None or request.headers.get(CSRF_HEADER) != token:
             self.csrf_refused += 1
             return error_answer(403, 3, CSRF_REFUSED)
@@ -236,7 +228,7 @@ class Simulator:
     async def get_csrf(self, request: web.Request) -> web.Response:
         """For tests: user-data POSTs received and refused for their CSRF token, and each HTTP
         session's secrets (JSESSIONID, stickiness cookie, CSRF token) to look for in captures."""
-        sessions = [[s, self.sticky.get(s), self.session_csrf.get(s)] for s in self.sessions]
+        sessions = [[s, self.sticky.get(s), self.csrf.get(s)] for s in self.sessions]
         counts = {"posts": self.posts, "refused": self.csrf_refused, "refuse": self.refuse_csrf}
         return web.json_response({**counts, "sessions": sessions})
 
@@ -245,7 +237,7 @@ class Simulator:
         gives the session a new one), `{"refuse": true|false}` refuses every token or not."""
         order = await request.json()
         if order.get("expire"):
-            self.session_csrf.clear()
+            self.csrf.clear()
         if "refuse" in order:
             self.refuse_csrf = bool(order["refuse"])
         return await self.get_csrf(request)
