@@ -638,6 +638,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from gwsproxy.record.command import import_file
+    from gwsproxy.record.indexing import index_file
 
     # A bar over the file's bytes on a terminal (a missing file is import_file's to say).
     shown = [args.flows] if os.path.isfile(args.flows) else []
@@ -653,6 +654,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise GwsProxyError(str(e)) from None
     for line in result.told():  # where reading stopped and why, what the file lacked
         print(f"gwsproxy import: {line}", file=sys.stderr)
+    # Its index too, as a recorder keeps it: the first open of the capture reads no record.
+    with _progress("indexing", [result.path], every=1) as progress:
+        index_file(result.path, None if progress is None else lambda done, _total: progress(done))
     counts = result.counts
     print(
         f"{result.path}: {counts['pairs']} pairs, {counts['unsolicited']} unsolicited notifications"

@@ -17,10 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from gwsproxy.capture.format import CaptureError, Kind
-from gwsproxy.capture.reader import CaptureReader, Entry, Session
+from gwsproxy.capture.reader import CaptureReader, Session
 from gwsproxy.correlate import Status
+from gwsproxy.record.indexing import judge_pair, open_index, verdict_name
 from gwsproxy.record.records import after_of
-from gwsproxy.verdict import MISSING, SIDE_EFFECT, Verdict, VerdictName, judge, type_name
+from gwsproxy.verdict import MISSING, SIDE_EFFECT, Verdict, VerdictName, type_name
 
 EXPORT_SCHEMA = 3
 ABSENT = "absent"  # a finding's type for a key that is not there
@@ -109,104 +110,6 @@ def _counts_table(field: str, counts: Counter[str]) -> Table:
     return table
 
 
-# ---- the index: what info and the inspector keep per record -----------------------------------
-
-INDEX_SPEC = "gwsproxy-records/1"
-# Summary fields kept as text columns (a reference id is kept as its text).
-INDEX_TEXT = (
-    "scope",
-    "media",
-    "interaction_id",
-    "operation",
-    "reference_id",
-    "status",
-    "note_type",
-    "correlation",
-    "error",
-    "reason",
-    "where",
-    "path",
-)
-
-
-def index_spec() -> Any:
-    """The capture.index Spec of gwsproxy's records: each record's time (`t`, null when it has
-    none), its summary fields as text, its requested keys, and a pair's verdict and +/~/-
-    (judged here, once, when the index is built: a matched pair from its body)."""
-    import pyarrow as pa
-
-    from gwsproxy.capture.index import Spec
-
-    # Text that repeats (all but a reference id) as dictionaries: a smaller index, and
-    # filters that look at each distinct value once.
-    text = pa.dictionary(pa.int32(), pa.string())
-    fields = (
-        pa.field("t", pa.float64()),
-        pa.field("t_note", pa.float64()),
-        pa.field("id", pa.int64()),
-        *(pa.field(n, pa.string() if n == "reference_id" else text) for n in INDEX_TEXT),
-        pa.field("keys", pa.list_(pa.string())),
-        pa.field("verdict", text),
-        pa.field("delta", text),
-    )
-    return Spec(INDEX_SPEC, fields, _index_columns)
-
-
-def open_index(reader: CaptureReader, progress: Callable[[int, int], None] | None = None) -> Any:
-    """The capture's index (gwsproxy.capture.index.Index) with gwsproxy's columns."""
-    from gwsproxy.capture.index import open_index as open_capture_index
-
-    return open_capture_index(reader, index_spec(), progress=progress)
-
-
-def _index_columns(
-    entries: list[Entry], bodies: list[Callable[[], dict[str, Any] | None]]
-) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {
-        name: [] for name in ("t", "t_note", "id", *INDEX_TEXT, "keys", "verdict", "delta")
-    }
-    for e, body in zip(entries, bodies, strict=True):
-        s = e.summary
-        cols["t"].append(_number(s.get("t")))
-        cols["t_note"].append(_number(s.get("t_note")))
-        i = s.get("id")
-        cols["id"].append(i if type(i) is int and -(2**63) <= i < 2**63 else None)
-        for name in INDEX_TEXT:
-            v = s.get(name)
-            cols[name].append(None if v is None else str(v))
-        keys = s.get("requested_keys")
-        cols["keys"].append([str(k) for k in keys] if isinstance(keys, list) else None)
-        if e.kind == Kind.PAIR:
-            v = _judge_body(s, body)
-            cols["verdict"].append(verdict_name(v))
-            cols["delta"].append(v.summary if v is not None else "")
-        else:
-            cols["verdict"].append(None)
-            cols["delta"].append(None)
-    return cols
-
-
-def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
-def _judge_body(
-    summary: dict[str, Any], body: Callable[[], dict[str, Any] | None]
-) -> Verdict | None:
-    """A pair's verdict; only a matched pair's body is decoded (by `body`; the others pass their
-    status on). None (`unreadable`) when it cannot be, or cannot be judged: one odd record
-    must not stop an index."""
-    try:
-        if summary.get("status") != Status.MATCHED:
-            return judge_pair(summary, {})
-        try:
-            return judge_pair(summary, body() or {})
-        except CaptureError as e:
-            return judge_pair(summary, {}, str(e))
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _sessions_table(sessions: list[Session]) -> Table:
     """One row per session: when it started and wrote its last record, its pairs, whether it
     closed cleanly, how long the recording was off before it, and why it continues the file.
@@ -233,8 +136,6 @@ def _sessions_table(sessions: list[Session]) -> Table:
     return table
 
 
-UNREADABLE = "unreadable"  # the verdict of a matched pair whose body cannot be decoded
-
 # The per-key outcomes a finding reports (ok and unchanged keys are no finding).
 FINDING_OUTCOMES: Final = frozenset({VerdictName.COERCED, VerdictName.NOT_APPLIED, SIDE_EFFECT})
 
@@ -257,33 +158,6 @@ def read_pairs(
                 yield entry.summary, {}, str(e)
                 continue
             yield entry.summary, body, None
-
-
-def judge_pair(
-    summary: dict[str, Any], body: dict[str, Any], body_error: str | None = None
-) -> Verdict | None:
-    """A recorded pair's verdict by `verdict.judge`; None for a matched pair whose body could not
-    be read (nothing to judge it by: its verdict reads `unreadable`)."""
-    if body_error is not None and summary.get("status") == Status.MATCHED:
-        return None
-    return judged(summary, body)
-
-
-def judged(summary: dict[str, Any], body: dict[str, Any]) -> Verdict:
-    """`verdict.judge` of a recorded pair's summary and decoded body."""
-    before = body.get("before")
-    return judge(
-        str(summary.get("status")),
-        str(summary.get("operation")),
-        str(summary.get("media")),
-        body.get("requested"),
-        before if isinstance(before, dict) else None,
-        after_of(summary, body),
-    )
-
-
-def verdict_name(verdict: Verdict | None) -> str:
-    return UNREADABLE if verdict is None else str(verdict.name)
 
 
 def findings(verdict: Verdict | None) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from gwsproxy import __version__, bayeux
 from gwsproxy.capture.format import CaptureError, Kind
 from gwsproxy.capture.reader import CaptureReader
-from gwsproxy.report import judge_pair, verdict_name
+from gwsproxy.record.indexing import judge_pair, verdict_name
 
 HAR_VERSION = "1.2"
 LONG_POLLING, WEBSOCKET = "long-polling", "websocket"

@@ -15,8 +15,9 @@ import pyarrow.ipc
 import pytest
 from rich.console import Console
 
+from gwsproxy.capture import index as capture_index
 from gwsproxy.capture.format import Kind
-from gwsproxy.capture.index import Spec, open_index, sidecar
+from gwsproxy.capture.index import MAGIC, Spec, extend_index, open_index, sidecar
 from gwsproxy.capture.reader import CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
 from gwsproxy.report import info, write_jsonl
@@ -35,6 +36,27 @@ def opened(path: Path, spec: Spec = SPEC) -> tuple[Any, dict[str, Any]]:
     with CaptureReader(path) as reader:
         index = open_index(reader, spec)
         return index, state(reader)
+
+
+def segments(idx: Path) -> list[pa.Table]:
+    """The sidecar's segments as tables (with their metadata): its layout, read plainly."""
+    data, pos, out = idx.read_bytes(), len(MAGIC), []
+    assert data.startswith(MAGIC)
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 8], "little")
+        out.append(pa.ipc.open_stream(data[pos + 8 : pos + 8 + n]).read_all())
+        pos += 8 + n
+    return out
+
+
+def write_segments(idx: Path, tables: list[pa.Table]) -> None:
+    out = bytearray(MAGIC)
+    for table in tables:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        out += sink.getvalue().size.to_bytes(8, "little") + sink.getvalue().to_pybytes()
+    idx.write_bytes(bytes(out))
 
 
 def state(reader: CaptureReader) -> dict[str, Any]:
@@ -143,16 +165,11 @@ def test_when_index_and_capture_disagree_the_capture_wins(tmp_path: Path) -> Non
     write_capture(path, 200, seed=6)
     opened(path)
     idx = sidecar(path)
-    with pa.OSFile(str(idx)) as source:
-        table = pa.ipc.open_file(source).read_all()
+    (table,) = segments(idx)
     kinds = table.column("kind").to_pylist()
     n = len(kinds)
     kinds[n // 4 : 3 * n // 4] = [int(Kind.RAW)] * (3 * n // 4 - n // 4)  # other records
-    bad = table.set_column(1, table.schema.field(1), pa.array(kinds, pa.uint8()))
-    tmp = tmp_path / "bad.idx"
-    with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
-        w.write_table(bad)
-    tmp.replace(idx)  # as the index is always replaced: readers may have it mapped
+    write_segments(idx, [table.set_column(1, table.schema.field(1), pa.array(kinds, pa.uint8()))])
     index, got = opened(path)
     assert index.why.startswith("stale: the record at offset")
     assert_like_a_full_pass(path, index, got)
@@ -184,13 +201,13 @@ def test_damage_and_a_torn_tail_read_alike_through_the_index(tmp_path: Path) -> 
 def test_verdicts_in_the_index_of_a_v2_capture_are_judged_through_its_dictionary(
     tmp_path: Path,
 ) -> None:
-    from gwsproxy import report
+    from gwsproxy.record import indexing
 
     path = tmp_path / "c.gwscap"
     write_capture(path, 400, seed=11)  # v2: past the first records, bodies use a dictionary
     with CaptureReader(path) as reader:
         assert reader.header["version"] == 2
-        index = report.open_index(reader)
+        index = indexing.open_index(reader)
         by_offset = dict(
             zip(
                 index.table.column("offset").to_pylist(),
@@ -199,7 +216,7 @@ def test_verdicts_in_the_index_of_a_v2_capture_are_judged_through_its_dictionary
             )
         )
         expected = {
-            e.offset: report.verdict_name(report.judged(e.summary, reader.body(e) or {}))
+            e.offset: indexing.verdict_name(indexing.judged(e.summary, reader.body(e) or {}))
             for e in reader.index()
             if e.kind == Kind.PAIR
         }
@@ -305,3 +322,155 @@ def test_an_index_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
         assert not index.saved and index.why.startswith("unreadable")
         assert_like_a_full_pass(path, index, got)
     assert sidecar(path).is_dir() and not list(tmp_path.glob("*.tmp"))
+
+
+# ---- a sidecar kept as the capture grows -----------------------------------------------------
+
+
+def grow(path: Path, steps: int, per_step: int, limit: int | None = None) -> list[int | None]:
+    """A capture written in steps, its writer extending the index after each (as the recorder
+    does in its idle moments); what each extension added."""
+    traffic = Traffic(seed=21)
+    added = []
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for _ in range(steps):
+            for kind, summary, body in traffic.records(per_step):
+                writer.write(kind, summary, body)
+            with CaptureReader(path) as reader:
+                added.append(extend_index(reader, SPEC, limit=limit))
+        for kind, summary, body in traffic.close():
+            writer.write(kind, summary, body)
+    return added
+
+
+def test_a_growing_capture_is_indexed_in_steps_and_then_opens_without_a_pass(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.gwscap"
+    added = grow(path, 40, 5)
+    assert all(n for n in added)  # each step indexed what was written since the one before
+    # Merged as a binary counter: a short chain, whatever the number of steps.
+    assert 1 < len(segments(sidecar(path))) <= 6
+    index, got = opened(path)
+    # Only what came after the last step (the closing records) is read from the capture.
+    assert index.why == "" and index.reused == sum(added)
+    assert 0 < index.scanned == len(rows(index)) - sum(added) < 10
+    assert_like_a_full_pass(path, index, got)
+    assert index.table.column("status").num_chunks == 1  # one chunk a column, for the TUI
+    again, _ = opened(path)
+    assert again.scanned == 0 and rows(again) == rows(index)
+
+
+def test_an_extension_step_indexes_at_most_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 300, seed=22)
+    total = len(full_pass(path)[0])
+    with CaptureReader(path) as reader:
+        assert extend_index(reader, SPEC, limit=100) == 100
+    with CaptureReader(path) as reader:
+        assert extend_index(reader, SPEC, limit=100) == 100
+    index, got = opened(path)
+    assert (index.reused, index.scanned) == (200, total - 200)
+    assert_like_a_full_pass(path, index, got)
+
+
+@pytest.mark.parametrize("damage", ["torn", "gap"])
+def test_a_damaged_last_segment_loses_only_itself(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "c.gwscap"
+    added = grow(path, 3, 40)  # segments of 40+, 40+ rows: the second does not merge
+    idx = sidecar(path)
+    tables = segments(idx)
+    assert len(tables) >= 2
+    if damage == "torn":
+        with open(idx, "r+b") as f:
+            f.truncate(idx.stat().st_size - 50)
+    else:  # a segment that does not start where the one before it ends
+        write_segments(idx, [tables[0], tables[0]])
+    index, got = opened(path)
+    assert index.why.startswith("partly") and index.reused == tables[0].num_rows
+    assert index.saved and index.scanned == len(rows(index)) - tables[0].num_rows
+    assert_like_a_full_pass(path, index, got)
+    mended, _ = opened(path)
+    assert (mended.why, mended.scanned) == ("", 0) and sum(added) < len(rows(mended))
+
+
+def test_a_busy_index_is_read_and_left_to_its_keeper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(capture_index, "READ_WAIT", 0.2)  # a writer that never finishes
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 100, seed=23)
+    idx = sidecar(path)
+    with open(idx, "wb") as keeper:
+        fcntl.flock(keeper.fileno(), fcntl.LOCK_EX)  # another process is writing it
+        with CaptureReader(path) as reader:
+            assert extend_index(reader, SPEC) is None
+        index, got = opened(path)
+        assert not index.saved and index.why == "missing"
+        assert_like_a_full_pass(path, index, got)
+    assert idx.stat().st_size == 0
+    index, _ = opened(path)
+    assert index.saved
+
+
+def test_a_version_1_index_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "c.gwscap"
+    write_capture(path, 50, seed=24)
+    table = opened(path)[0].table
+    with pa.OSFile(str(sidecar(path)), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)  # version 1 was one Arrow IPC file
+    index, got = opened(path)
+    assert index.why == "another index version" and index.saved
+    assert_like_a_full_pass(path, index, got)
+
+
+def test_a_table_read_before_a_merge_stays_whole(tmp_path: Path) -> None:
+    """A merge cuts the sidecar's tail and rewrites it: an inspector holding the index it read
+    before must keep every row (it holds a copy, not a mapping)."""
+    path = tmp_path / "c.gwscap"
+    traffic = Traffic(seed=25)
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for step in range(6):
+            for kind, summary, body in traffic.records(10):
+                writer.write(kind, summary, body)
+            with CaptureReader(path) as reader:
+                extend_index(reader, SPEC)
+            if step == 2:
+                held, _ = opened(path)
+                before = held.table.to_pylist()
+                chains = len(segments(sidecar(path)))
+    assert len(segments(sidecar(path))) < chains + 3  # later steps merged into earlier ones
+    assert held.table.to_pylist() == before
+
+
+def test_a_reader_does_not_append_over_a_step_taken_since_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder extends the sidecar between a reader's read and its append: the reader
+    leaves the sidecar to it, and the recorder's rows stay."""
+    path = tmp_path / "c.gwscap"
+    traffic = Traffic(seed=26)
+    with CaptureWriter(path, {"upstream": "x"}) as writer:
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+        with CaptureReader(path) as reader:
+            extend_index(reader, SPEC)
+        for kind, summary, body in traffic.records(30):
+            writer.write(kind, summary, body)
+        read = capture_index._read
+
+        def then_a_step(idx: Path) -> Any:
+            got = read(idx)
+            with CaptureReader(path) as other:
+                assert extend_index(other, SPEC)
+            return got
+
+        monkeypatch.setattr(capture_index, "_read", then_a_step)
+        index, got = opened(path)
+        assert not index.saved and index.scanned
+        assert_like_a_full_pass(path, index, got)
+    monkeypatch.undo()
+    after, _ = opened(path)
+    assert after.why == "" and after.scanned == 1  # only the END record written since

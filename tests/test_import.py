@@ -221,3 +221,21 @@ def test_a_har_of_blob_entries_only_is_nothing_usable(
     assert run.returncode == 2 and not out.exists(), run.stderr
     assert "no GWS user-data traffic" in run.stderr
     assert "1 entries skipped: not HTTP (blob:" in run.stderr, run.stderr
+
+
+def test_an_imported_capture_comes_with_its_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gwsproxy.capture.index import open_index
+    from gwsproxy.capture.reader import CaptureReader
+    from gwsproxy.record.indexing import index_spec
+
+    dump, out = tmp_path / "flows.mitm", tmp_path / "out.gwscap"
+    write_dump(dump, gws_flows(4))
+    run = cli(capsys, "import", str(dump), "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    with CaptureReader(out) as reader:
+        index = open_index(reader, index_spec(), save=False)
+    # The first open reads no record of the capture, and the verdicts are in the index.
+    assert (index.why, index.scanned) == ("", 0)
+    assert index.table.column("verdict").drop_null().to_pylist() == ["applied"] * 4

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from gwsproxy import report as report_module
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.index import sidecar
 from gwsproxy.capture.writer import CaptureWriter
+from gwsproxy.record import indexing as indexing_module
 from gwsproxy.report import export_pairs
 from gwsproxy.testing.synthetic import write_capture
 from gwsproxy.tui import listing as listing_module
@@ -90,14 +90,14 @@ def loaded(host: Host, path: Path) -> Listing:
 
 
 def counting_judge(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the calls of verdict.judge made through the report (index building, details)."""
+    """Count the calls of verdict.judge made through record.indexing (index building, details)."""
     calls: list[int] = []
 
     def counted(*args: Any) -> Any:
         calls.append(1)
         return judge(*args)
 
-    monkeypatch.setattr(report_module, "judge", counted)
+    monkeypatch.setattr(indexing_module, "judge", counted)
     return calls
 
 

@@ -1,28 +1,41 @@
 """A capture's index, kept beside it (`CAPTURE.idx`), so that a capture of millions of records
 opens without being read again.
 
-An Arrow IPC file, memory-mapped when read: one row per good frame (`offset`, `kind`, `size`,
-the frame's bytes) and the columns a caller's Spec derives from the records (this layer knows
-records, not pairs: what the columns hold is the caller's). Its metadata holds what a full pass
-over the capture found (header, sessions, damage, clean end) up to `covered`, the end of the
-last frame it lists.
+Arrow tables: one row per good frame (`offset`, `kind`, `size`, the frame's bytes) and the
+columns a caller's Spec derives from the records (this layer knows records, not pairs: what the
+columns hold is the caller's). The sidecar is a chain of segments, each a whole Arrow IPC stream
+of the rows of one stretch of the capture; its metadata holds where that stretch starts and ends
+(`covered`) and what a full pass found up to its end (header, sessions, damage, clean end).
 
-Never trusted past what it can verify: on open, the capture must be at least `covered` bytes
-long, and its first frame, its last listed frame and SAMPLES frames between must still be the
-frames the index lists (CRC-checked, same kind, same size). Anything else (no sidecar, an
-unreadable or torn one, another version or spec, a capture replaced or truncated) and the index
-is rebuilt from the capture: the capture wins. Past `covered` the capture is scanned as usual
-and the index extended. The sidecar is written whole (a temporary file renamed over it), so a
-reader never sees half of one; one that cannot be written (a read-only folder) is no error.
+Appended to as the capture grows: by the recorder (`extend_index`, a bounded step at a time,
+in its idle moments) and by readers that read past it (`open_index`). A new segment merges with
+the ones before it while they are no larger (a binary counter: O(log n) segments, each row
+rewritten O(log n) times), so the chain stays short without rewriting the whole file.
 
-pyarrow is imported here only; the recorder never imports this module.
+Never trusted past what it can verify: on open, segments are taken while each reads whole and
+starts where the one before ends; then the capture must be at least `covered` bytes long, and
+its first frame, its last listed frame and SAMPLES frames between must still be the frames the
+index lists (CRC-checked, same kind, same size). Anything else (no sidecar, an unreadable one,
+another version or spec, a capture replaced or truncated) and the index is rebuilt from the
+capture: the capture wins. Past `covered` the capture is scanned as usual and the index
+extended.
+
+Writers (appending, merging, rebuilding) hold an exclusive flock on the sidecar and never wait
+for it: busy means someone else is keeping it, and the caller goes on without saving. Readers
+read it whole under a shared lock into memory (a writer may cut its tail when it merges, which
+would take pages from under a memory map). A sidecar that cannot be written (a read-only
+folder) is no error.
+
+pyarrow is imported here only; the recorder imports this module in its worker, lazily.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import struct
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +46,16 @@ import pyarrow.ipc
 from .format import CaptureError, Damage, FormatError, pack, unpack
 from .reader import CaptureReader, Entry, Session
 
-INDEX_VERSION = 1
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: no locking there
+    fcntl = None  # type: ignore[assignment]
+
+INDEX_VERSION = 2
 SUFFIX = ".idx"
+MAGIC = b"GWSIDX2\n"
+_LENGTH = struct.Struct("<Q")  # each segment's byte length, before it
+READ_WAIT = 5.0  # seconds a reader waits for a writer to finish (an extension step is ~1 s)
 SAMPLES = 32  # frames checked between the first and the last listed one
 BATCH = 20_000  # records turned into columns at a time
 _META = b"gwsproxy-index"
@@ -68,8 +89,16 @@ class Index:
     table: pa.Table  # FRAMING + the spec's fields, one row per good frame, in file order
     reused: int  # rows taken from the sidecar
     scanned: int  # rows read from the capture (0: the capture was not read again)
-    why: str  # why the sidecar was not used ("" when it was)
-    saved: bool  # the sidecar was (re)written
+    why: str  # why the sidecar, or part of it, was not used ("" when it was)
+    saved: bool  # the sidecar was extended or rebuilt
+
+
+@dataclass
+class _Segment:
+    at: int  # where its length prefix starts in the sidecar
+    end: int  # where it ends
+    table: pa.Table
+    meta: dict[str, Any]
 
 
 def sidecar(path: str | os.PathLike[str]) -> Path:
@@ -84,57 +113,95 @@ def open_index(
     save: bool = True,
 ) -> Index:
     """The index of reader's capture: from its sidecar where that verifies, else rebuilt, then
-    extended to the end of the capture. Leaves the reader as index() would (sessions, damage,
-    notices)."""
+    extended to the end of the capture (and the sidecar with it, when it is free). Leaves the
+    reader as index() would (sessions, damage, notices)."""
     schema = pa.schema([*FRAMING, *spec.fields])
     path = sidecar(reader.path)
-    table, state, why = _load(path, reader, spec, schema)
-    if table is None or state is None:
-        table, start = schema.empty_table(), 0
-        reader.resume({"header": None, "sessions": [], "damage": [], "ended": False})
-    else:
-        reader.resume(state)
-        start = state["covered"]
-    reused = table.num_rows
+    data, seen = _read(path)
+    segments, why = _segments(data, reader, spec, schema)
+    start = _resume(reader, segments)
     total = reader.path.stat().st_size
+    new, covered = _scan(reader, spec, schema, start, progress, total, None)
+    reader.finish()
+    saved = False
+    if save and (new.num_rows or why):
+        with _locked(path) as fd:
+            # Only where the sidecar is still the one read: else someone else keeps it.
+            if fd is not None and _unchanged(fd, seen):
+                saved = _append(fd, segments, new, reader, start, covered, spec)
+    tables = [s.table for s in segments]
+    reused = sum(t.num_rows for t in tables)
+    if new.num_rows or not tables:
+        tables.append(new)
+    table = tables[0]
+    if len(tables) > 1:  # one chunk a column
+        table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    return Index(table.replace_schema_metadata(None), reused, new.num_rows, why, saved)
+
+
+def extend_index(reader: CaptureReader, spec: Spec, *, limit: int | None = None) -> int | None:
+    """Index up to `limit` more frames of a growing capture into its sidecar, for the writer
+    that is growing it: the rows added, or None when the sidecar is busy (someone else is
+    keeping it) or cannot be written. Builds no table for the caller."""
+    schema = pa.schema([*FRAMING, *spec.fields])
+    path = sidecar(reader.path)
+    with _locked(path) as fd:
+        if fd is None:
+            return None
+        # Under the exclusive lock nobody cuts the file: mapping it is safe until we write.
+        with _mapped(path, fd) as data:
+            segments, why = _segments(data, reader, spec, schema)
+            start = _resume(reader, segments)
+            new, covered = _scan(reader, spec, schema, start, None, 0, limit)
+            if not new.num_rows and not why:
+                return 0
+            saved = _append(fd, segments, new, reader, start, covered, spec)
+            del segments  # their tables point into the map
+        return new.num_rows if saved else None
+
+
+def _resume(reader: CaptureReader, segments: list[_Segment]) -> int:
+    """Resume the reader where the segments end; that offset."""
+    if not segments:
+        reader.resume({"header": None, "sessions": [], "damage": [], "ended": False})
+        return 0
+    state = _state(segments[-1].meta)
+    reader.resume(state)
+    return int(state["covered"])
+
+
+def _scan(
+    reader: CaptureReader,
+    spec: Spec,
+    schema: pa.Schema,
+    start: int,
+    progress: Progress | None,
+    total: int,
+    limit: int | None,
+) -> tuple[pa.Table, int]:
+    """Rows for the frames from start (at most limit of them), and where the last one ends."""
     batches: list[pa.RecordBatch] = []
     entries: list[Entry] = []
     sizes: list[int] = []
     bodies: list[Callable[[], Any]] = []
-    covered = start
+    covered, n = start, 0
     for entry, end, body in reader.iter_frames(start):
         entries.append(entry)
         sizes.append(end - entry.offset)
         bodies.append(body)
-        covered = end
+        covered, n = end, n + 1
         if len(entries) >= BATCH:
             batches.append(_batch(spec, schema, entries, sizes, bodies))
             entries, sizes, bodies = [], [], []
             if progress is not None:
                 progress(covered, total)
+        if n == limit:
+            break
     if entries:
         batches.append(_batch(spec, schema, entries, sizes, bodies))
     if progress is not None:
         progress(total, total)
-    reader.finish()
-    scanned = sum(b.num_rows for b in batches)
-    saved = False
-    if batches or why:
-        table = pa.concat_tables([table, pa.Table.from_batches(batches, schema)])
-        if table.num_rows and save:
-            saved = _save(path, table, reader, covered, spec)
-        mapped = _map(path) if saved else None
-        # One chunk a column, memory-mapped where the sidecar was written.
-        table = mapped if mapped is not None else table.unify_dictionaries().combine_chunks()
-    return Index(table, reused, scanned, why, saved)
-
-
-def _map(path: Path) -> pa.Table | None:
-    try:
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).read_all()
-    except (OSError, pa.ArrowException):
-        return None
+    return pa.Table.from_batches(batches, schema), covered
 
 
 def _batch(
@@ -154,44 +221,151 @@ def _batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _load(
-    path: Path, reader: CaptureReader, spec: Spec, schema: pa.Schema
-) -> tuple[pa.Table | None, dict[str, Any] | None, str]:
-    """The sidecar's table and the scan state it holds, or (None, None, why it is not used)."""
-    if not path.exists():
-        return None, None, "missing"
-    table = _map(path)
-    if table is None:
-        return None, None, UNREADABLE
+# ---- the sidecar file -----------------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[bytes | None, tuple[int, int] | None]:
+    """The sidecar's bytes, read under a shared lock (waited for READ_WAIT at most, then read
+    as it is: what a writer is in the middle of reads as a torn tail), and its (size, mtime)
+    then: b"" when there is none, None when it cannot be read."""
     try:
+        with open(path, "rb") as f:
+            deadline = time.monotonic() + READ_WAIT
+            while fcntl is not None:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.02)
+                except OSError:
+                    break  # a filesystem without locks
+            return f.read(), _version(f.fileno())
+    except FileNotFoundError:
+        return b"", None
+    except OSError:
+        return None, None
+
+
+def _version(fd: int) -> tuple[int, int]:
+    """What tells one state of the sidecar from the next: appends and merges change both."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
+
+
+def _unchanged(fd: int, seen: tuple[int, int] | None) -> bool:
+    """The sidecar is still as it was read (seen None: there was none, it is still empty)."""
+    return _version(fd) == seen if seen is not None else os.fstat(fd).st_size == 0
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[int | None]:
+    """The sidecar open for writing (created, mode 0600) under an exclusive lock; None when it
+    is busy or cannot be opened. Never waits."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        yield None
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield None
+                return
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _mapped(path: Path, fd: int) -> Iterator[pa.Buffer | bytes]:
+    """The sidecar (locked by fd, never renamed: path is the same file) memory-mapped."""
+    if os.fstat(fd).st_size == 0:
+        yield b""
+        return
+    with pa.memory_map(str(path)) as source:
+        yield source.read_buffer()
+
+
+def _segments(
+    data: pa.Buffer | bytes | None, reader: CaptureReader, spec: Spec, schema: pa.Schema
+) -> tuple[list[_Segment], str]:
+    """The sidecar's segments that can be used (a verified prefix of the chain), and why the
+    rest cannot ("" when all can)."""
+    if data is None:
+        return [], UNREADABLE
+    if not data:
+        return [], "missing"
+    buf = pa.py_buffer(data) if isinstance(data, bytes) else data
+    if bytes(buf[: len(MAGIC)]) != MAGIC:
+        # Version 1 was one Arrow IPC file, rewritten whole each time.
+        return [], "another index version" if bytes(buf[:6]) == b"ARROW1" else UNREADABLE
+    segments: list[_Segment] = []
+    why = ""
+    pos, covered = len(MAGIC), 0
+    while pos < len(buf):
+        segment, why = _segment(buf, pos, spec, schema)
+        if segment is None:
+            break
+        if segment.meta["start"] != covered:
+            why = "a segment does not follow the one before it"
+            break
+        if segment.meta["header"] != reader.header:
+            why = "stale: the capture's header is not the one indexed (replaced?)"
+            break
+        segments.append(segment)
+        pos, covered = segment.end, segment.meta["covered"]
+    if segments:
+        table = pa.concat_tables([s.table for s in segments])
+        failed = _verify(reader, table, covered, _state(segments[-1].meta)["sessions"])
+        if failed:
+            return [], failed
+    if why and segments:
+        why = f"partly: {why}"
+    return segments, why
+
+
+def _segment(
+    buf: pa.Buffer, pos: int, spec: Spec, schema: pa.Schema
+) -> tuple[_Segment | None, str]:
+    if pos + _LENGTH.size > len(buf):
+        return None, UNREADABLE
+    (n,) = _LENGTH.unpack(bytes(buf[pos : pos + _LENGTH.size]))
+    end = pos + _LENGTH.size + n
+    if end > len(buf):
+        return None, UNREADABLE
+    try:
+        table = pa.ipc.open_stream(buf.slice(pos + _LENGTH.size, n)).read_all()
         meta = unpack((table.schema.metadata or {})[_META])
-    except (KeyError, ValueError, TypeError):
-        return None, None, UNREADABLE
+    except (pa.ArrowException, KeyError, ValueError, TypeError, FormatError):
+        return None, UNREADABLE
     if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
-        return None, None, "another index version"
-    if meta.get("spec") != spec.name or not table.schema.equals(schema):
-        return None, None, "made for other columns"
+        return None, "another index version"
+    if meta.get("spec") != spec.name or not table.schema.remove_metadata().equals(schema):
+        return None, "made for other columns"
     try:
-        covered = int(meta["covered"])
-        state = {
-            "header": meta["header"],
-            "sessions": [_session(s) for s in meta["sessions"]],
-            "damage": [Damage(*d) for d in meta["damage"]],
-            "ended": bool(meta["ended"]),
-            "covered": covered,
-        }
+        _state(meta)
+        meta["start"] = int(meta["start"])
     except (KeyError, TypeError, ValueError):
-        return None, None, UNREADABLE
-    if meta["header"] != reader.header:
-        return None, None, "stale: the capture's header is not the one indexed (replaced?)"
-    sessions = state["sessions"]
-    why = _verify(reader, table, covered, sessions[-1].last if sessions else None)
-    if why:
-        return None, None, why
-    return table.replace_schema_metadata(None), state, ""
+        return None, UNREADABLE
+    return _Segment(pos, end, table.replace_schema_metadata(None), meta), ""
 
 
-def _verify(reader: CaptureReader, table: pa.Table, covered: int, last: Entry | None) -> str:
+def _state(meta: dict[str, Any]) -> dict[str, Any]:
+    """The scan state a segment's metadata holds, for CaptureReader.resume()."""
+    return {
+        "header": meta["header"],
+        "sessions": [_session(s) for s in meta["sessions"]],
+        "damage": [Damage(*d) for d in meta["damage"]],
+        "ended": bool(meta["ended"]),
+        "covered": int(meta["covered"]),
+    }
+
+
+def _verify(reader: CaptureReader, table: pa.Table, covered: int, sessions: list[Session]) -> str:
     """What differs between the capture and the frames the index lists ("" when nothing does):
     its last frame is compared whole, SAMPLES others by kind and size."""
     n = table.num_rows
@@ -212,6 +386,7 @@ def _verify(reader: CaptureReader, table: pa.Table, covered: int, last: Entry | 
             return f"stale: the record at offset {offset} is not the one indexed"
     if offsets[n - 1].as_py() + sizes[n - 1].as_py() != covered:
         return "stale: its end does not match"
+    last = sessions[-1].last if sessions else None
     if last is None or reader.entry(last.offset)[0] != last:
         return "stale: its last record is not the one indexed"
     return ""
@@ -222,12 +397,42 @@ def _session(s: list[Any]) -> Session:
     return Session(offset, header, Entry(*first), Entry(*last), dict(counts), last_id)
 
 
-def _save(path: Path, table: pa.Table, reader: CaptureReader, covered: int, spec: Spec) -> bool:
-    """Write the sidecar whole (temporary file, then rename); False when it cannot be."""
+def _append(
+    fd: int,
+    segments: list[_Segment],
+    new: pa.Table,
+    reader: CaptureReader,
+    start: int,
+    covered: int,
+    spec: Spec,
+) -> bool:
+    """Write new (the rows from start to covered) after the usable segments, merged with the
+    last ones while they are no larger; cut whatever followed them. False when it cannot be."""
+    keep = list(segments)
+    while keep and new.num_rows and keep[-1].table.num_rows <= new.num_rows:
+        last = keep.pop()
+        new = pa.concat_tables([last.table, new])
+        start = last.meta["start"]
+    at = keep[-1].end if keep else 0
+    try:
+        blob = _encode(new, reader, start, covered, spec) if new.num_rows else b""
+        head = b"" if keep else MAGIC
+        # Everything written is in memory by now: the segments' tables may be mapped from the
+        # part of the file about to be cut.
+        os.ftruncate(fd, at)
+        os.pwrite(fd, head + blob, at)
+        return True
+    except (OSError, pa.ArrowException, TypeError, ValueError, FormatError):
+        return False
+
+
+def _encode(table: pa.Table, reader: CaptureReader, start: int, covered: int, spec: Spec) -> bytes:
+    """One segment: its length, then an Arrow IPC stream of table with the scan state."""
     state = reader.scan_state()
     meta = {
         "version": INDEX_VERSION,
         "spec": spec.name,
+        "start": start,
         "covered": covered,
         "header": state["header"],
         "sessions": [
@@ -246,19 +451,9 @@ def _save(path: Path, table: pa.Table, reader: CaptureReader, covered: int, spec
         "damage": [[d.offset, d.length, d.reason] for d in state["damage"] if d.offset < covered],
         "ended": state["ended"],
     }
-    try:
-        blob = pack(meta)
-    except (TypeError, ValueError, FormatError):
-        return False
-    schema = table.schema.with_metadata({_META: blob})
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as w:
-            w.write_table(table.cast(schema).unify_dictionaries().combine_chunks())
-        os.replace(tmp, path)
-        return True
-    except (OSError, pa.ArrowException):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return False
+    schema = table.schema.with_metadata({_META: pack(meta)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as w:
+        w.write_table(table.cast(schema).unify_dictionaries().combine_chunks())
+    body: bytes = sink.getvalue().to_pybytes()
+    return _LENGTH.pack(len(body)) + body

@@ -13,8 +13,11 @@ msgpack into a pipe; this worker process unpacks and records them, in order.
 - The worker runs niced and, once caught up, lets events gather for a moment before it reads:
   a few wake-ups a second instead of one per event, and never the proxy's CPU when it is short.
 - The worker reports its counts as a JSON line on stdout after each ADVANCE and at the end.
-- CLOSE: open pairs are written as incomplete, then the END record. End of input without CLOSE
-  (the proxy was killed): the same, without the END record, so the capture says it was cut short.
+- Once caught up, now and then, it indexes what it wrote (gwsproxy.record.indexing.IndexKeeper:
+  a bounded step, verdicts judged), so that the first open after a recording needs no pass.
+- CLOSE: open pairs are written as incomplete, then the END record, then what is left to index.
+  End of input without CLOSE (the proxy was killed): the same, without the END record, so the
+  capture says it was cut short.
   The worker ignores SIGINT/SIGTERM/SIGHUP: its end comes from the pipe, after the last event.
 """
 
@@ -37,6 +40,7 @@ import msgpack
 
 from gwsproxy.record.core import Recording
 from gwsproxy.record.events import ADVANCE, CLOSE, Close, Event
+from gwsproxy.record.indexing import IndexKeeper
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +233,7 @@ def main() -> None:
     unpacker = msgpack.Unpacker(max_buffer_size=1 << 30)
     config = None
     recording = Recording()  # until the config says where its pair ids start
+    keeper: IndexKeeper | None = None
     last: dict[str, int] = {}
 
     def report(final: bool = False) -> None:
@@ -245,6 +250,8 @@ def main() -> None:
         if not data:  # the proxy is gone without saying CLOSE
             recording.close(clean=False)
             report(final=True)
+            if keeper is not None:
+                keeper.finish()
             return
         unpacker.feed(data)
         for item in unpacker:
@@ -265,14 +272,20 @@ def main() -> None:
                     print(json.dumps({"error": str(e)}), flush=True)
                     sys.exit(2)
                 print(json.dumps({"path": config["path"]}), flush=True)
+                keeper = IndexKeeper(config["path"])
                 continue
             recording.handle(item)
             if item[0] == CLOSE:
                 report(final=True)
+                if keeper is not None:
+                    keeper.finish()
                 return
             if item[0] == ADVANCE:
                 report()
         if len(data) < READ_SIZE:
-            # Caught up: let events gather in the pipe for a moment and take them in one read,
-            # instead of waking up for each (they are safe there even if the proxy dies).
+            # Caught up: index what was written (now and then), then let events gather in the
+            # pipe for a moment and take them in one read, instead of waking up for each (they
+            # are safe there even if the proxy dies).
+            if keeper is not None:
+                keeper.idle(time.monotonic())
             time.sleep(COALESCE)

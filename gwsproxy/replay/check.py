@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from gwsproxy.errors import GwsProxyError
+from gwsproxy.record.indexing import UNREADABLE, judge_pair, verdict_name
 from gwsproxy.replay.compare import Comparison, Mismatch
 from gwsproxy.replay.regress import ReplayResult, outcome_of
-from gwsproxy.report import FINDING_OUTCOMES, UNREADABLE, judge_pair, read_pairs, verdict_name
+from gwsproxy.report import FINDING_OUTCOMES, read_pairs
 from gwsproxy.verdict import FAIL_ON, VerdictName, ignoring
 
 VERDICTS: Final = (*(str(v) for v in VerdictName), UNREADABLE)

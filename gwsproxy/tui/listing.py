@@ -201,7 +201,7 @@ class Listing:
 
     def _indexed(self, src: int, source: Source) -> Indexed | None:
         """Open (build or extend) the capture's index, and the rows of its table."""
-        from gwsproxy.report import open_index
+        from gwsproxy.record.indexing import open_index
 
         assert source.reader is not None
         n = len(self.sources)

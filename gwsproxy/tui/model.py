@@ -301,7 +301,7 @@ class LazyRows(Sequence[Row]):
 
 
 class Indexed:
-    """One source's capture index (an Arrow table, gwsproxy.report.index_spec's columns): its
+    """One source's capture index (an Arrow table, record.indexing.index_spec's columns): its
     listed records in time order (`order`: their positions in the table), and the rows made of
     them so far. A row is light (offset, kind, time, verdict); what filters read stays in the
     table's columns."""

@@ -14,12 +14,11 @@ from typing import Any
 from gwsproxy import gws
 from gwsproxy.capture.format import MAGIC, CaptureError, Kind
 from gwsproxy.capture.reader import INTERRUPTED, CaptureReader, Follower
+from gwsproxy.record.indexing import UNREADABLE, judged
 from gwsproxy.record.records import after_of, notification_of
-from gwsproxy.report import judged
 from gwsproxy.tui.model import Row
 from gwsproxy.verdict import Verdict
 
-UNREADABLE = "unreadable"
 BODY_CACHE = 256
 
 

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gwsproxy.report import judged, pair_object
+from gwsproxy.record.indexing import judged
+from gwsproxy.report import pair_object
 
 FULL_AFTER_CHARS = 600  # a small `after` is asserted whole, a large one key by key
 VALUE_CHARS = 300  # a longer value is asserted by length
