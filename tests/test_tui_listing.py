@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.index import sidecar
@@ -24,7 +26,7 @@ from gwsproxy.report import export_pairs
 from gwsproxy.testing.synthetic import write_capture
 from gwsproxy.tui import listing as listing_module
 from gwsproxy.tui.listing import Listing
-from gwsproxy.tui.model import Row, parse_filter
+from gwsproxy.tui.model import Merged, Row, insert_sorted, merged, parse_filter
 from gwsproxy.verdict import judge
 
 
@@ -253,3 +255,65 @@ def test_the_listing_says_how_far_building_the_index_got(
     building = [p for p in said if p.startswith("indexing")]
     assert len(set(building)) > 1  # it moved on as the capture was read
     assert not listing.progress
+
+
+@settings(max_examples=200)
+@given(
+    base=st.lists(st.integers(0, 30), max_size=30),
+    added=st.lists(st.integers(-2, 32), max_size=30),
+)
+def test_rows_inserted_among_a_lazy_view_land_where_a_list_puts_them(
+    base: list[int], added: list[int]
+) -> None:
+    def row(t: int, offset: int) -> Row:
+        return Row(0, offset, int(Kind.PAIR), {}, float(t))
+
+    rows = [row(t, i) for i, t in enumerate(sorted(base))]
+    as_list = list(rows)
+    view = Merged(tuple(rows))  # a sequence that is not a list, as an index's rows are
+    for i, t in enumerate(added):
+        r = row(t, 1000 + i)
+        assert insert_sorted(view, r) == insert_sorted(as_list, r)
+    assert len(view) == len(as_list) and list(view) == as_list
+    assert [view[i] for i in range(-len(view), 0)] == as_list
+    assert view[1:-1] == as_list[1:-1]
+
+
+def test_following_an_indexed_capture_keeps_its_rows_lazy(tmp_path: Path) -> None:
+    """Rows that arrive are placed among the index's rows without making the others (a
+    capture of a million pairs would otherwise make a million rows at the first new record)."""
+
+    class Screen(Host):
+        """Keeps the view as the listing gives it, as the pair table does."""
+
+        def rows_shown(self, rows: Any, *, replace: bool) -> None:
+            self.view = rows if replace else merged([self.view, rows])
+
+    path = tmp_path / "live.gwscap"
+    traffic = write_capture(path, 300, seed=7, close=False)
+    host = Screen()
+    listing = Listing(host, [path], follow=True)
+    listing.load()
+    host.pump(lambda: listing.settled)
+    try:
+        (indexed,) = listing.index.tables.values()
+        assert sum(r is not None for r in indexed.rows_at) < 10  # none but those looked at
+        with CaptureWriter(path, {"upstream": "http://gws.test"}, append=True) as writer:
+            for kind, summary, body in traffic.records(20):
+                writer.write(kind, summary, body)
+        host.pump(lambda: len(listing.index.extra) > 20 and listing.settled)
+        rows = listing.index.rows
+        assert isinstance(rows, Merged)
+        made = sum(r is not None for r in indexed.rows_at)
+        assert made < len(indexed.rows_at) // 2, made
+        listing.refilter(parse_filter(""))
+        host.pump(lambda: listing.settled)
+        # Where each row is, as a listing of the whole file read afresh has it.
+        again = loaded(Host(), path)
+        try:
+            assert [r.key for r in rows] == [r.key for r in again.index.rows]
+            assert [r.key for r in host.view] == [r.key for r in again.index.rows]
+        finally:
+            again.close()
+    finally:
+        listing.close()

@@ -13,7 +13,6 @@ through a Host (the inspector app), on its thread; `settled` says when nothing i
 from __future__ import annotations
 
 import gc
-import itertools
 import threading
 import time
 from collections import deque
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gwsproxy.capture.format import CaptureError
 from gwsproxy.capture.reader import Follower
-from gwsproxy.tui.model import Filter, Index, Indexed, Row
+from gwsproxy.tui.model import Filter, Index, Indexed, Row, merged
 from gwsproxy.tui.pairs import Source, Sources, open_source
 
 if TYPE_CHECKING:
@@ -88,12 +87,8 @@ def select_all(
 ) -> tuple[Sequence[Row], list[Row]]:
     """select() over every row: those of capture indexes through their columns (each table's
     verdicts are known), the others (extra, in time order) one by one."""
-    parts = [t.select(flt, others) for t in tables]
     view, pending = select(extra, flt, others)
-    parts = [p for p in (*parts, view) if p]
-    if len(parts) == 1:
-        return parts[0], pending
-    return sorted(itertools.chain.from_iterable(parts), key=_key), pending
+    return merged([*(t.select(flt, others) for t in tables), view]), pending
 
 
 class Listing:

@@ -184,7 +184,7 @@ class Index:
         self.extra: list[Row] = []  # rows not from an index (followed), in time order
         self.tables: dict[int, Indexed] = {}
         self._last_t: dict[int, float] = {}
-        self._merged: list[Row] | None = None
+        self._merged: list[Row] | Merged | None = None
 
     @property
     def rows(self) -> Sequence[Row]:
@@ -193,9 +193,9 @@ class Index:
             return self.extra
         if len(tables) == 1 and not self.extra:
             return LazyRows(tables[0])
-        if self._merged is None:  # several files: every row made, merged once
-            parts = [list(LazyRows(t)) for t in tables]
-            self._merged = sorted(itertools.chain(*parts, self.extra), key=_key)
+        if self._merged is None:  # merged once, then kept as rows are added (a new list)
+            view = merged([*(LazyRows(t) for t in tables), list(self.extra)])
+            self._merged = view if isinstance(view, Merged) else list(view)
         return self._merged
 
     def pairs(self) -> int:
@@ -591,7 +591,73 @@ def position(rows: Sequence[Row], row: Row) -> int | None:
     return i if i < len(rows) and rows[i] is row else None
 
 
-def insert_sorted(rows: list[Row], row: Row) -> int:
+def merged(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
+    """Views, each in time order, as one in time order. One index's rows with others among
+    them stay lazy (a Merged: following a capture of a million pairs makes no row of its index
+    that is not looked at); several indexes' rows are all made and sorted."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) <= 1:
+        return parts[0] if parts else []
+    lazy = [p for p in parts if not isinstance(p, list)]
+    if len(lazy) != 1:
+        return sorted(itertools.chain.from_iterable(parts), key=_key)
+    view = Merged(lazy[0])
+    for part in parts:
+        if part is not lazy[0]:
+            for row in part:
+                view.insert(row)
+    return view
+
+
+class Merged(Sequence[Row]):
+    """A view in time order that is not a list (an index's LazyRows) with rows inserted among
+    them: the view's rows are made only when looked at, as before the insertions."""
+
+    __slots__ = ("base", "added", "_at")
+
+    def __init__(self, base: Sequence[Row]) -> None:
+        self.base = base
+        self.added: list[Row] = []  # in time order
+        self._at: list[int] = []  # each added row's position in the whole
+
+    def insert(self, row: Row) -> int:
+        """Insert row after those of the same key or earlier (as insert_sorted); its position."""
+        j = bisect.bisect_right(self.added, row.key, key=_key)
+        at = bisect.bisect_right(self.base, row.key, key=_key) + j
+        self.added.insert(j, row)
+        self._at.insert(j, at)
+        for k in range(j + 1, len(self._at)):
+            self._at[k] += 1
+        return at
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.added)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        n = len(self)
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(n))]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        j = bisect.bisect_left(self._at, i)  # added rows before position i
+        if j < len(self._at) and self._at[j] == i:
+            return self.added[j]
+        return self.base[i - j]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def insert_sorted(rows: list[Row] | Merged, row: Row) -> int:
+    if isinstance(rows, Merged):
+        return rows.insert(row)
     if not rows or rows[-1].key <= row.key:
         rows.append(row)
         return len(rows) - 1

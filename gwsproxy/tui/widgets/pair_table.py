@@ -22,7 +22,7 @@ from textual.strip import Strip
 from gwsproxy.tui import text
 from gwsproxy.tui.colours import COMPONENTS, OTHER, component_style, replay_style, verdict_style
 from gwsproxy.tui.messages import NeedVerdicts
-from gwsproxy.tui.model import KIND_NAMES, Row, insert_sorted, position
+from gwsproxy.tui.model import KIND_NAMES, Merged, Row, insert_sorted, position
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +208,8 @@ class PairTable(ScrollView, can_focus=True):
         """Insert rows (already filtered) into the view in time order."""
         current = self.cursor_row
         at_end = self.tail or not self.rows or self.cursor >= len(self.rows) - 1
-        if not isinstance(self.rows, list):  # a view of an index's rows: made into a list
-            self.rows = list(self.rows)
+        if not isinstance(self.rows, list | Merged):  # a view of an index's rows: kept lazy
+            self.rows = Merged(self.rows)
         for r in rows:
             i = insert_sorted(self.rows, r)
             if current is not None and i <= self.cursor:
