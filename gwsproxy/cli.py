@@ -823,23 +823,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ReplayConfig,
         failure_lines,
         load_pairs,
+        parse_maps,
         replay,
         write_report,
     )
 
-    maps = []
-    for item in args.map:
-        old, sep, new = item.partition("=")
-        if not sep or not old:
-            raise GwsProxyError(f"--map {item!r}: expected OLD=NEW")
-        maps.append((old, new))
+    maps = parse_maps(args.map)
     _check_ignore(args.ignore)
     config = ReplayConfig(
         capture=args.file,
         target=args.target.rstrip("/"),
         user=args.user,
         password=args.password,
-        maps=tuple(maps),
+        maps=maps,
         ignore=tuple(args.ignore),
         output=args.output,
         rate=args.rate,
