@@ -1,8 +1,9 @@
 """One agent's GWS session for Locust's gevent workers: log in, the CSRF token, CometD.
 
 Synchronous code that cooperates under gevent's monkey patching (Locust patches at import):
-HTTP with `requests` (long polls and user-data POSTs alike), WebSocket with `websocket-client`;
-each blocking read yields to the other users. One greenlet per session keeps a CometD connect
+HTTP with `geventhttpclient` (Locust's own fast client: keep-alive connections, one pool for
+the operations and one for CometD's held connects), WebSocket with `websocket-client`; each
+blocking read yields to the other users. One greenlet per session keeps a CometD connect
 held (or reads the socket); delivered data messages go to `on_message`, in order. The Bayeux
 messages and the reading of replies are `gwsproxy.bayeux`'s, the GWS rules `gwsproxy.gws`'s
 (the same as the asyncio client of `replay` and `load`).
@@ -15,14 +16,17 @@ import json
 import logging
 import ssl
 from collections.abc import Callable, Iterable
+from http.client import HTTPException
 from typing import Any
 
 import gevent
-import requests
 import websocket
 from gevent.event import AsyncResult
+from geventhttpclient import HTTPClient
+from geventhttpclient.url import URL
 
 from gwsproxy import bayeux, gws
+from gwsproxy.errors import one_line
 from gwsproxy.gws.session import SUBSCRIPTION, csrf_of, refuses_csrf
 from gwsproxy.lenient import Unreadable
 
@@ -35,8 +39,64 @@ class SessionError(Exception):
     """Logging in or CometD failed, in one line."""
 
 
+class HttpError(Exception):
+    """An HTTP exchange broke (no connection, reset, timeout, an unreadable answer)."""
+
+
 class _Rehandshake(Exception):
     pass
+
+
+class Http:
+    """HTTP/1.1 to one GWS: a pool of keep-alive connections, sharing the session's cookies
+    (JSESSIONID, a load balancer's stickiness cookie) and headers."""
+
+    def __init__(
+        self, base: str, session: Session, timeout: float, read_timeout: float, concurrency: int
+    ) -> None:
+        url = URL(base)
+        self.prefix = url.path.rstrip("/")
+        self.session = session
+        options: dict[str, Any] = {}
+        if url.scheme == "https":
+            verify = session.verify
+            if verify is False:
+                options["insecure"] = True
+            elif isinstance(verify, str):
+                options["ssl_options"] = {"ca_certs": verify}
+        self.client = HTTPClient.from_url(
+            url,
+            concurrency=concurrency,
+            connection_timeout=timeout,
+            network_timeout=read_timeout,
+            **options,
+        )
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, Any, bytes]:
+        """Status, reason, the answer's headers and its body; HttpError if the exchange broke."""
+        session = self.session
+        sent = {**session.headers, **(headers or {})}
+        if session.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+        try:
+            response = self.client.request(method, self.prefix + path, body, sent)
+            try:
+                data = response.read()
+            finally:
+                response.release()
+        except (OSError, ValueError, HTTPException) as exc:  # (a socket timeout is an OSError)
+            raise HttpError(one_line(exc)) from None
+        cookies = response.get("set-cookie")
+        for cookie in [cookies] if isinstance(cookies, str) else cookies or ():
+            name, sep, value = cookie.split(";", 1)[0].strip().partition("=")
+            if sep and name:
+                session.cookies[name] = value
+        return response.status_code, response.status_message or "", response, data
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Session:
@@ -61,59 +121,61 @@ class Session:
         self.timeout = timeout
         self.transport = transport
         self.on_message = on_message
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = authorization
-        self.http.headers.update(dict(headers))
-        self.http.verify = verify
+        self.verify = verify
+        self.headers = {"Authorization": authorization, **dict(headers)}
+        self.cookies: dict[str, str] = {}
         self.csrf: dict[str, str] = {}
+        self.http = Http(self.base, self, timeout, timeout, concurrency=2)
         self.cometd: Cometd | None = None
 
     # ---- REST ------------------------------------------------------------------------------
 
     def login(self) -> None:
-        url = self.base + "/api/v2/me"
-        status, reason, doc, headers = self._get(url)
+        path = "/api/v2/me"
+        try:
+            status, reason, headers, raw = self.http.request("GET", path)
+        except HttpError as e:
+            raise SessionError(f"{self.user}: {self.base}{path} failed: {e}") from None
+        doc = _document(raw)
         if status >= 400 or not isinstance(doc, dict) or doc.get("statusCode") not in (0, None):
             message = doc.get("statusMessage") if isinstance(doc, dict) else None
-            raise SessionError(f"{self.user}: {status} {message or reason} at {url}")
+            raise SessionError(f"{self.user}: {status} {message or reason} at {self.base}{path}")
         found = csrf_of(headers)
         if found is not None:
             self.csrf.clear()
             self.csrf[found[0]] = found[1]
 
     def get(self, path: str) -> tuple[int, Any]:
-        status, _, doc, _ = self._get(self.base + path)
-        return status, doc
-
-    def _get(self, url: str) -> tuple[int, str, Any, Any]:
-        response = self.http.get(url, timeout=self.timeout)
-        parsed = gws.parse_answer(response.content)
-        doc = None if isinstance(parsed, Unreadable) else parsed.value
-        return response.status_code, response.reason or "", doc, response.headers
+        """The status and the parsed GWS document (None if unreadable); HttpError."""
+        status, _, _, raw = self.http.request("GET", path)
+        return status, _document(raw)
 
     def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         """POST with the CSRF header (fetched again once on a 403 refusing it, as
-        `GwsSession.post`); requests' errors are the caller's."""
-        status, raw = self._post(self.base + path, body, content_type)
+        `GwsSession.post`); HttpError if the exchange broke."""
+        status, raw = self._post(path, body, content_type)
         if status == 403 and refuses_csrf(raw, bool(self.csrf)):
             try:
                 self.login()
             except SessionError as e:
                 log.info("%s", e)
                 return status, raw
-            status, raw = self._post(self.base + path, body, content_type)
+            status, raw = self._post(path, body, content_type)
         return status, raw
 
-    def _post(self, url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    def _post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         headers = {"Content-Type": content_type, **self.csrf}
-        response = self.http.post(url, data=body, headers=headers, timeout=self.timeout)
-        return response.status_code, response.content
+        status, _, _, raw = self.http.request("POST", path, body, headers)
+        return status, raw
 
     # ---- CometD ----------------------------------------------------------------------------
 
     def listen(self, subscribe: str = SUBSCRIPTION) -> None:
         self.cometd = Cometd(self, self.base + bayeux.NOTIFICATIONS_PATH)
-        self.cometd.start([subscribe])
+        try:
+            self.cometd.start([subscribe])
+        except HttpError as e:
+            raise SessionError(f"{self.user}: CometD at {self.base} failed: {e}") from None
 
     def close(self) -> None:
         if self.cometd is not None:
@@ -141,6 +203,8 @@ class Cometd:
         self._reader: gevent.Greenlet | None = None
         self._loop: gevent.Greenlet | None = None
         self._pending: dict[tuple[str, str], AsyncResult] = {}
+        self._http: Http | None = None  # long polling: its own pool, for connects held long
+        self._read_timeout = 0.0
 
     def start(self, channels: list[str]) -> None:
         self.subscriptions = list(channels)
@@ -160,6 +224,8 @@ class Cometd:
             self._loop.join(timeout=1.0)
             self._loop.kill(block=False)
         self._close_socket()
+        if self._http is not None:
+            self._http.close()
         self.client_id = None
 
     # ---- protocol -------------------------------------------------------------------------
@@ -245,15 +311,20 @@ class Cometd:
 
     def _exchange_http(self, batch: list[Message], timeout: float) -> list[Message]:
         s = self.session
-        response = s.http.post(
-            self.url,
-            data=json.dumps(batch),
-            headers={"Content-Type": "application/json", **s.csrf},
-            timeout=(s.timeout, timeout),
+        if self._http is None or self._read_timeout < timeout:
+            if self._http is not None:
+                self._http.close()
+            # (a held connect lasts the server's timeout: sockets time out only beyond it)
+            self._read_timeout = max(timeout, bayeux.DEFAULT_SERVER_TIMEOUT + bayeux.MARGIN)
+            self._http = Http(s.base, s, s.timeout, self._read_timeout, concurrency=2)
+        headers = {"Content-Type": "application/json", **s.csrf}
+        status, _, answer, raw = self._http.request(
+            "POST", bayeux.NOTIFICATIONS_PATH, json.dumps(batch).encode(), headers
         )
-        parsed = bayeux.parse_batch(response.content, response.headers.get("Content-Type"))
+        content_type = answer.get("content-type")
+        parsed = bayeux.parse_batch(raw, content_type if isinstance(content_type, str) else None)
         if isinstance(parsed, Unreadable):
-            raise SessionError(f"{response.status_code} from {self.url}: {parsed.reason}")
+            raise SessionError(f"{status} from {self.url}: {parsed.reason}")
         data, replies, anonymous = bayeux.sort_replies(parsed.messages)
         for m in data:
             self.session.on_message(m)
@@ -266,7 +337,7 @@ class Cometd:
                     if anonymous
                     else f"no answer to {sent['channel']}"
                 )
-                raise SessionError(f"{response.status_code} from {self.url}: {why}")
+                raise SessionError(f"{status} from {self.url}: {why}")
             out.append(reply)
         return out
 
@@ -295,13 +366,13 @@ class Cometd:
         self._close_socket()
         s = self.session
         url = "ws" + self.url.removeprefix("http")
-        cookies = "; ".join(f"{c.name}={c.value}" for c in s.http.cookies)
-        header = [f"{k}: {v}" for k, v in {**s.http.headers, **s.csrf}.items() if k != "Cookie"]
+        cookies = "; ".join(f"{k}={v}" for k, v in s.cookies.items())
+        header = [f"{k}: {v}" for k, v in {**s.headers, **s.csrf}.items()]
         sslopt: dict[str, Any] = {}
-        if s.http.verify is False:
+        if s.verify is False:
             sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-        elif isinstance(s.http.verify, str):
-            sslopt = {"ca_certs": s.http.verify}
+        elif isinstance(s.verify, str):
+            sslopt = {"ca_certs": s.verify}
         try:
             ws = websocket.create_connection(
                 url, header=header, cookie=cookies or None, sslopt=sslopt, timeout=None
@@ -348,3 +419,8 @@ class Cometd:
         result = self._pending.get((message.get("channel"), message.get("id")))  # type: ignore[arg-type]
         if result is not None and not result.ready():
             result.set(message)
+
+
+def _document(raw: bytes) -> Any:
+    parsed = gws.parse_answer(raw)
+    return None if isinstance(parsed, Unreadable) else parsed.value

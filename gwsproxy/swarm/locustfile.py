@@ -6,7 +6,7 @@
 CometD (long polling or WebSocket) and replays one recorded agent's user-data operations in
 order, paced as recorded (divided by --speed). Each operation is reported twice: "GWS" from the
 POST to its notification, failing on the verdicts `gwsproxy check` fails on (the verdict and
-why in the message), and "HTTP" for the answer alone.
+why in the message), and "HTTP" for the answer alone (unless --no-answer-times).
 
 Who replays what is decided in one place, the master (or the only process, without workers):
 users number themselves 0, 1, 2 ... by asking it, and it hands each its script (so workers
@@ -25,7 +25,6 @@ import uuid
 from typing import Any
 
 import gevent
-import requests
 from gevent.event import AsyncResult
 from locust import User, constant, events, task
 from locust.exception import StopUser
@@ -36,7 +35,7 @@ from gwsproxy.correlate import Closed, Correlator, Pair
 from gwsproxy.errors import GwsProxyError, one_line
 from gwsproxy.gws.session import Access, parse_headers, read_bearer_file
 from gwsproxy.replay.regress import mapped, parse_maps
-from gwsproxy.swarm.client import Session, SessionError
+from gwsproxy.swarm.client import HttpError, Session, SessionError
 from gwsproxy.swarm.plan import (
     Assignment,
     Identities,
@@ -104,6 +103,12 @@ def _options(parser: Any) -> None:
     )
     group.add_argument(
         "--repeat", action="store_true", help="a user starts its script again when done"
+    )
+    group.add_argument(
+        "--no-answer-times",
+        action="store_true",
+        help="report no HTTP answer entries: Locust's Aggregated row is then the POST to "
+        "notification times alone",
     )
     group.add_argument("--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic")
     group.add_argument(
@@ -305,7 +310,7 @@ class GwsAgent(User):
                 adopt = adopted(self.script.ops, self._own_interactions())
             self.maps = adopt + parse_maps(options.map)
             self.session.listen()
-        except (SessionError, GwsProxyError, requests.RequestException, OSError) as exc:
+        except (SessionError, GwsProxyError, HttpError, OSError) as exc:
             self._report("GWS", "login", time.monotonic(), 0, VerdictFailure(one_line(exc)))
             self._finish()
             raise StopUser() from None
@@ -360,7 +365,7 @@ class GwsAgent(User):
             self.seen.add(request.interaction_id)
             try:
                 status, doc = session.get(path)
-            except requests.RequestException:
+            except HttpError:
                 status, doc = 0, None
             for obj in gws.interactions_in(doc) if status == 200 else ():
                 self.correlator.observe(str(obj["id"]), obj["userData"])
@@ -372,14 +377,16 @@ class GwsAgent(User):
         self._settle(self.correlator.request(key, self.scope, request, started))
         try:
             status, raw = session.post(path, body, op.content_type)
-        except requests.RequestException as exc:
+        except HttpError as exc:
             reason = one_line(exc)
-            self._report("HTTP", op.name, started, 0, VerdictFailure(reason))
+            if not self.options.no_answer_times:
+                self._report("HTTP", op.name, started, 0, VerdictFailure(reason))
             self._settle(self.correlator.failed(key, reason, time.monotonic(), reached=False))
         else:
             answered = time.monotonic()
-            http_failure = VerdictFailure(f"HTTP {status}") if status >= 500 else None
-            self._report("HTTP", op.name, started, len(raw), http_failure, answered)
+            if not self.options.no_answer_times:
+                failure = VerdictFailure(f"HTTP {status}") if status >= 500 else None
+                self._report("HTTP", op.name, started, len(raw), failure, answered)
             self._settle(self.correlator.answer(key, gws.parse_answer(raw), status, answered))
         try:
             pair = waiting.get(timeout=max(0.0, started + timeout - time.monotonic()))
