@@ -146,7 +146,7 @@ def swarm_round(tmp: Path, capture: Path, workers: int, users: int) -> dict[str,
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    ops = 5 if args.smoke else 60
+    ops = 5 if args.smoke else 200
     many = 20 if args.smoke else 100
     rounds = args.rounds or (1 if args.smoke else 3)
     header("swarm (Locust) vs gwsproxy load", args.smoke)

@@ -200,6 +200,20 @@ def test_the_locust_command_line(tmp_path: Path) -> None:
         locust_command(["--target", "http://h:1", "--headless"])
 
 
+def test_the_command_says_what_is_missing_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gwsproxy.cli import main
+
+    assert main(["swarm", str(tmp_path / "nope.gwscap"), "--target", "http://h:1"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"gwsproxy swarm: {tmp_path / 'nope.gwscap'}: no such capture file\n"
+    )
+    assert main(["swarm", "--headless"]) == 2
+    assert "give the capture" in capsys.readouterr().err
+
+
 def _imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -204,6 +204,14 @@ def _init(environment: Any, **_: Any) -> None:
         runner.register_message(DONE, _on_done)
 
 
+@events.test_start.add_listener
+def _test_start(environment: Any, **_: Any) -> None:
+    """A new run (the web UI starts one after another): numbers and the done count afresh."""
+    if _plan is not None:
+        _plan.numbers = itertools.count()
+        _plan.done = 0
+
+
 def _on_claim(environment: Any, msg: Any, **_: Any) -> None:
     assert _plan is not None
     reply = {"token": msg.data["token"], **_plan.claim()}
