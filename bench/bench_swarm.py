@@ -82,7 +82,7 @@ def load_round(tmp: Path, ops: int) -> dict[str, float]:
     }
 
 
-def swarm_round(tmp: Path, capture: Path, workers: int, users: int) -> dict[str, float]:
+def swarm_round(tmp: Path, capture: Path, workers: int, users: int, ops: int) -> dict[str, float]:
     sim = start_sim(*SIM, output=tmp / "sim.out")
     port = free_port()
     prefix = tmp / f"swarm-{workers}-{users}"
@@ -135,6 +135,7 @@ def swarm_round(tmp: Path, capture: Path, workers: int, users: int) -> dict[str,
     with open(f"{prefix}_stats.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
     assert code == 0 and row["Failure Count"] == "0", (code, row)
+    assert int(row["Request Count"]) == users * ops, row  # every op, each script once per user
     return {
         "ops": int(row["Request Count"]),
         "rate": float(row["Requests/s"]),
@@ -161,9 +162,9 @@ def main() -> None:
         for r in range(rounds):
             runs = {
                 "load": lambda: load_round(tmp, ops),
-                "swarm, 1 worker": lambda: swarm_round(tmp, capture, 1, AGENTS),
-                "swarm, 2 workers": lambda: swarm_round(tmp, capture, 2, AGENTS),
-                f"swarm, 1 worker, {many} users": lambda: swarm_round(tmp, capture, 1, many),
+                "swarm, 1 worker": lambda: swarm_round(tmp, capture, 1, AGENTS, ops),
+                "swarm, 2 workers": lambda: swarm_round(tmp, capture, 2, AGENTS, ops),
+                f"swarm, 1 worker, {many} users": lambda: swarm_round(tmp, capture, 1, many, ops),
             }
             order = list(runs) if r % 2 == 0 else list(reversed(runs))
             for name in order:

@@ -29,6 +29,7 @@ from gevent.event import AsyncResult
 from locust import User, constant, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from gwsproxy import gws
 from gwsproxy.correlate import Closed, Correlator, Pair
@@ -237,7 +238,9 @@ def _one_done(environment: Any) -> None:
     if _plan.done >= runner.target_user_count:
         log.info("every user replayed its script: stopping")
         headless = getattr(environment.parsed_options, "headless", False)
-        gevent.spawn_later(0.1, runner.quit if headless else runner.stop)
+        # Locust writes --csv files every CSV_STATS_INTERVAL_SEC, not at the end: one more
+        # write first, or a short run's last second is missing from them.
+        gevent.spawn_later(CSV_STATS_INTERVAL_SEC + 0.25, runner.quit if headless else runner.stop)
 
 
 def _claim(environment: Any) -> tuple[Assignment, Script]:

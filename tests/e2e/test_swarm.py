@@ -139,3 +139,43 @@ def test_coerced_operations_fail_with_their_verdict(procs: Procs, tmp_path: Path
     assert sum(int(r["Request Count"]) for r in gws_rows) == OPS
     assert sum(int(r["Failure Count"]) for r in gws_rows) == len(coerced)
     assert len(sim.log()) == OPS
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+def test_one_process_with_csrf_and_an_html_report(
+    procs: Procs, tmp_path: Path, transport: str
+) -> None:
+    """Without workers; a GWS that wants its CSRF token on every POST and the load balancer's
+    stickiness cookie with the session's (`sim --csrf`); Locust's HTML report."""
+    sim = procs.sim("--seed", "1", "--csrf")
+    html = tmp_path / "report.html"
+    run = procs.run(
+        procs.cli(
+            "swarm",
+            str(CAPTURE),
+            "--target",
+            sim.url,
+            "--headless",
+            "-u",
+            str(AGENTS),
+            "-r",
+            str(AGENTS),
+            "-t",
+            SAFETY,
+            "--csv",
+            str(tmp_path / "run"),
+            "--html",
+            str(html),
+            "--transport",
+            transport,
+        ),
+        timeout=WAIT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    csrf = sim.control("csrf")
+    assert csrf["posts"] == OPS and csrf["refused"] == 0, csrf
+    assert len(sim.log()) == OPS
+    rows = _rows(tmp_path / "run", "GWS")
+    assert sum(int(r["Request Count"]) for r in rows) == OPS, run.stderr[-5000:]
+    assert sum(int(r["Failure Count"]) for r in rows) == 0
+    assert "UpdateUserData chat" in html.read_text()
