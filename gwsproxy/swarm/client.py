@@ -375,10 +375,11 @@ class Cometd:
             sslopt = {"ca_certs": s.verify}
         try:
             ws = websocket.create_connection(
-                url, header=header, cookie=cookies or None, sslopt=sslopt, timeout=None
+                url, header=header, cookie=cookies or None, sslopt=sslopt, timeout=s.timeout
             )
         except (websocket.WebSocketException, OSError) as exc:
             raise SessionError(f"WebSocket to {self.url}: {exc}") from None
+        ws.settimeout(None)  # opened: a read waits as long as the server holds a connect
         self._ws = ws
         self._reader = gevent.spawn(self._read, ws)
 

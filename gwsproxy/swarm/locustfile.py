@@ -402,7 +402,12 @@ class GwsAgent(User):
         try:
             pair = waiting.get(timeout=max(0.0, started + timeout - time.monotonic()))
         except gevent.Timeout:
-            self._settle(self.correlator.expire(started + timeout))
+            self._settle(self.correlator.expire(started + timeout))  # closes it as a timeout
+            if not waiting.ready():  # (the Correlator closes every older op: not expected)
+                self.open.pop(key, None)
+                late = VerdictFailure(f"timeout: no notification in {timeout:g} s")
+                self._report("GWS", op.name, started, len(body), late)
+                return
             pair = waiting.get(block=False)
         if pair is None:  # the user is stopping
             return
