@@ -17,6 +17,7 @@ from gwsproxy.swarm.command import LOCUSTFILE, locust_command
 from gwsproxy.swarm.plan import (
     Identities,
     Op,
+    Plan,
     SwarmError,
     adopted,
     due,
@@ -25,6 +26,7 @@ from gwsproxy.swarm.plan import (
     outcome_of,
     read_credentials,
     scripts_of,
+    unpack,
 )
 from gwsproxy.verdict import VerdictName
 
@@ -117,6 +119,21 @@ def test_bad_credentials_files_name_the_line_never_the_password(tmp_path: Path) 
     assert "line 1" in str(caught.value) and "hunter2" not in str(caught.value)
     with pytest.raises(SwarmError, match="no such file"):
         read_credentials(str(tmp_path / "missing"))
+
+
+def test_the_master_hands_out_numbers_and_whole_scripts_through_msgpack() -> None:
+    """What a worker gets is what the master planned, after Locust's msgpack framing."""
+    import msgpack
+
+    scripts = load_scripts(str(SIM_MIXED))
+    plan = Plan(scripts, Identities())
+    got = [unpack(msgpack.unpackb(msgpack.packb(plan.claim()))) for _ in range(6)]
+    assert [a.number for a, _ in got] == [0, 1, 2, 3, 4, 5]
+    assert [a.user for a, _ in got] == [f"agent{n}" for n in range(1, 7)]
+    for assignment, script in got:
+        assert script == scripts[assignment.script]  # every op, in order, bytes and all
+    plan.restart()
+    assert unpack(plan.claim())[0].number == 0
 
 
 def test_identity_pattern() -> None:

@@ -41,6 +41,7 @@ from gwsproxy.swarm.plan import (
     Assignment,
     Identities,
     Op,
+    Plan,
     Script,
     SwarmError,
     adopted,
@@ -49,6 +50,7 @@ from gwsproxy.swarm.plan import (
     load_scripts,
     outcome_of,
     read_credentials,
+    unpack,
 )
 
 log = logging.getLogger("gwsproxy.swarm")
@@ -125,52 +127,6 @@ def _options(parser: Any) -> None:
 # ---- the plan: on the master, or the only process ---------------------------------------------
 
 
-class Plan:
-    """Scripts and identities, handed out by number; counts the users that are done."""
-
-    def __init__(self, scripts: list[Script], identities: Identities) -> None:
-        self.scripts = scripts
-        self.identities = identities
-        self.numbers = itertools.count()
-        self.done = 0
-
-    def claim(self) -> dict[str, Any]:
-        assignment = self.identities.assign(next(self.numbers), self.scripts)
-        script = self.scripts[assignment.script]
-        return {
-            "assignment": [
-                assignment.number,
-                assignment.user,
-                assignment.password,
-                assignment.script,
-                assignment.recorded,
-            ],
-            "agent": script.agent,
-            "ops": [
-                [
-                    o.method,
-                    o.path,
-                    o.body,
-                    o.content_type,
-                    o.at,
-                    o.media,
-                    o.operation,
-                    o.interaction_id,
-                ]
-                for o in script.ops
-            ],
-        }
-
-
-def _unpack(data: dict[str, Any]) -> tuple[Assignment, Script]:
-    number, user, password, index, recorded = data["assignment"]
-    ops = tuple(
-        Op(m, p, bytes(b), c, float(at), media, op, ix)
-        for m, p, b, c, at, media, op, ix in data["ops"]
-    )
-    return Assignment(number, user, password, index, recorded), Script(data["agent"], ops)
-
-
 _plan: Plan | None = None
 _waiting: dict[str, AsyncResult] = {}  # on a worker: claims sent to the master
 
@@ -209,8 +165,7 @@ def _init(environment: Any, **_: Any) -> None:
 def _test_start(environment: Any, **_: Any) -> None:
     """A new run (the web UI starts one after another): numbers and the done count afresh."""
     if _plan is not None:
-        _plan.numbers = itertools.count()
-        _plan.done = 0
+        _plan.restart()
 
 
 def _on_claim(environment: Any, msg: Any, **_: Any) -> None:
@@ -247,12 +202,12 @@ def _claim(environment: Any) -> tuple[Assignment, Script]:
     runner = environment.runner
     if not isinstance(runner, WorkerRunner):
         assert _plan is not None
-        return _unpack(_plan.claim())
+        return unpack(_plan.claim())
     token = uuid.uuid4().hex
     waiting = AsyncResult()
     _waiting[token] = waiting
     runner.send_message(CLAIM, {"token": token})
-    return _unpack(waiting.get(timeout=CLAIM_TIMEOUT))
+    return unpack(waiting.get(timeout=CLAIM_TIMEOUT))
 
 
 def _done(environment: Any) -> None:

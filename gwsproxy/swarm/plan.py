@@ -8,8 +8,10 @@ for the first of them and new identities for the rest (`Identities`); an op's pa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gwsproxy import gws
 from gwsproxy.correlate import Pair
@@ -127,6 +129,47 @@ class Identities:
             return Assignment(number, user, password, index, False)
         user = identity(self.pattern, number + 1)
         return Assignment(number, user, known.get(user, self.password), index, False)
+
+
+class Plan:
+    """The run's scripts and identities, handed out by number (on the master, or the only
+    process), and how many users are done with theirs."""
+
+    def __init__(self, scripts: list[Script], identities: Identities) -> None:
+        self.scripts = scripts
+        self.identities = identities
+        self.numbers = itertools.count()
+        self.done = 0
+
+    def restart(self) -> None:
+        """A new run (the web UI starts one after another): numbers and the count afresh."""
+        self.numbers = itertools.count()
+        self.done = 0
+
+    def claim(self) -> dict[str, Any]:
+        """The next user's part, as a message the master sends a worker (`unpack` reads it)."""
+        assignment = self.identities.assign(next(self.numbers), self.scripts)
+        script = self.scripts[assignment.script]
+        a = assignment
+        return {
+            "assignment": [a.number, a.user, a.password, a.script, a.recorded],
+            "agent": script.agent,
+            "ops": [
+                [o.method, o.path, o.body, o.content_type, o.at]
+                + [o.media, o.operation, o.interaction_id]
+                for o in script.ops
+            ],
+        }
+
+
+def unpack(data: dict[str, Any]) -> tuple[Assignment, Script]:
+    """A `Plan.claim` message (after Locust's msgpack) as the assignment and its script."""
+    number, user, password, index, recorded = data["assignment"]
+    ops = tuple(
+        Op(m, p, bytes(b), c, float(at), media, op, ix)
+        for m, p, b, c, at, media, op, ix in data["ops"]
+    )
+    return Assignment(number, user, password, index, recorded), Script(data["agent"], ops)
 
 
 def identity(pattern: str, n: int) -> str:
