@@ -301,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(rep)
     rep.set_defaults(run=cmd_replay)
 
+    swarm = sub.add_parser(
+        "swarm",
+        help="replay a capture as load with Locust (one machine or many)",
+        description="gwsproxy swarm FILE --target URL [LOCUST OPTIONS]: every option after "
+        "FILE goes to Locust (--headless -u N -r R -t 30s --csv PREFIX --html FILE, --master, "
+        "--worker --master-host H) and to gwsproxy's locustfile (--speed, --map, --transport, "
+        "--timeout, --identity, --credentials ...): `gwsproxy swarm --help` lists them all.",
+        prefix_chars="+",  # every option is Locust's: none is parsed here
+        add_help=False,
+    )
+    swarm.add_argument("locust", nargs=argparse.REMAINDER, help="FILE and Locust's options")
+    swarm.set_defaults(run=cmd_swarm)
+
     from gwsproxy.verdict import FAIL_ON
 
     chk = sub.add_parser(
@@ -447,7 +460,7 @@ def _client_options(p: argparse.ArgumentParser) -> None:
 
 def _access(args: argparse.Namespace) -> Access:
     """`_client_options` as the shared GWS client takes them; GwsProxyError for a bad value."""
-    from gwsproxy.gws.session import Access, read_bearer_file
+    from gwsproxy.gws.session import Access, parse_headers, read_bearer_file
     from gwsproxy.tls import client_context
 
     if args.bearer is not None and args.bearer_file is not None:
@@ -457,14 +470,7 @@ def _access(args: argparse.Namespace) -> Access:
         raise GwsProxyError("--bearer: the token is empty")
     if args.bearer_file is not None:
         bearer, bearers = read_bearer_file(args.bearer_file)
-    headers = []
-    for item in args.header:  # (its value may be a secret: never shown)
-        name, sep, value = item.partition(":")
-        if not sep:
-            raise GwsProxyError("--header: expected NAME:VALUE, one has no ':'")
-        if not name.strip() or any(c.isspace() for c in name.strip()):
-            raise GwsProxyError(f"--header {name.strip()!r}: not a header name")
-        headers.append((name.strip(), value.strip()))
+    headers = parse_headers(args.header)  # (a value may be a secret: never shown)
     tls = None
     if args.cacert or args.insecure:
         if args.insecure:
@@ -474,7 +480,7 @@ def _access(args: argparse.Namespace) -> Access:
                 file=sys.stderr,
             )
         tls = client_context(args.cacert, args.insecure)
-    return Access(bearer, bearers, tuple(headers), tls)
+    return Access(bearer, bearers, headers, tls)
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig:
@@ -827,23 +833,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ReplayConfig,
         failure_lines,
         load_pairs,
+        parse_maps,
         replay,
         write_report,
     )
 
-    maps = []
-    for item in args.map:
-        old, sep, new = item.partition("=")
-        if not sep or not old:
-            raise GwsProxyError(f"--map {item!r}: expected OLD=NEW")
-        maps.append((old, new))
+    maps = parse_maps(args.map)
     _check_ignore(args.ignore)
     config = ReplayConfig(
         capture=args.file,
         target=args.target.rstrip("/"),
         user=args.user,
         password=args.password,
-        maps=tuple(maps),
+        maps=maps,
         ignore=tuple(args.ignore),
         output=args.output,
         rate=args.rate,
@@ -892,6 +894,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         except OSError as e:
             raise GwsProxyError(f"cannot write {args.report}: {e.strerror}") from None
     return 0 if result.ok else 1
+
+
+def cmd_swarm(args: argparse.Namespace) -> int:
+    from gwsproxy.swarm.command import run
+
+    return run(args.locust)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

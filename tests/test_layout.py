@@ -27,6 +27,7 @@ STAGES = (
     ("record",),
     ("report", "report_har", "report_parquet"),
     ("replay",),
+    ("swarm",),  # a capture replayed as load through Locust (its locustfile)
     ("sim",),
     ("testing",),
     ("tui",),

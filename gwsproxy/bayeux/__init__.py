@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -155,3 +155,97 @@ def channel_matches(pattern: str, channel: str) -> bool:
         prefix = pattern[:-1]
         return channel.startswith(prefix) and "/" not in channel[len(prefix) :]
     return False
+
+
+# ---- a client's side of the exchange: the messages it sends, what it makes of the replies --------
+# Shared by the asyncio client (`bayeux.client`) and the gevent one of `gwsproxy swarm`.
+
+TRANSPORTS = ("long-polling", "websocket")
+MARGIN = 10.0  # seconds a held connect may take beyond the server's announced timeout
+DEFAULT_SERVER_TIMEOUT = 30.0  # CometD's default, until the handshake advice says otherwise
+MAX_BACKOFF = 5.0
+
+
+def handshake_message(transport: str) -> dict[str, Any]:
+    types = ["websocket"] if transport == "websocket" else ["long-polling"]
+    return {
+        "channel": HANDSHAKE,
+        "version": "1.0",
+        "minimumVersion": "1.0",
+        "supportedConnectionTypes": types,
+    }
+
+
+def connect_message(client_id: str | None, transport: str, fresh: bool) -> dict[str, Any]:
+    """A /meta/connect; the first after a handshake (`fresh`) asks to be answered at once
+    (without that advice the server holds it for its whole timeout)."""
+    message: dict[str, Any] = {
+        "channel": CONNECT,
+        "clientId": client_id,
+        "connectionType": transport,
+    }
+    if fresh:
+        message["advice"] = {"timeout": 0}
+    return message
+
+
+def subscribe_messages(client_id: str | None, channels: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"channel": SUBSCRIBE, "clientId": client_id, "subscription": c} for c in channels]
+
+
+def disconnect_message(client_id: str | None) -> dict[str, Any]:
+    return {"channel": DISCONNECT, "clientId": client_id}
+
+
+def timing(reply: dict[str, Any], timeout: float, interval: float) -> tuple[float, float]:
+    """The server's timeout (how long it holds a connect) and interval (how long to wait before
+    the next), in seconds, after the advice of `reply`; the interval at most MAX_BACKOFF."""
+    advice = advice_of(reply)
+    t = advice.get("timeout")
+    if isinstance(t, int | float) and not isinstance(t, bool) and t >= 0:
+        timeout = t / 1000
+    i = advice.get("interval")
+    if isinstance(i, int | float) and not isinstance(i, bool) and i >= 0:
+        interval = min(i / 1000, MAX_BACKOFF)
+    return timeout, interval
+
+
+def failure_reason(reply: dict[str, Any]) -> str:
+    error = reply.get("error")
+    return error if isinstance(error, str) and error else "no reason given"
+
+
+def wants_handshake(reply: dict[str, Any]) -> bool:
+    """An unsuccessful reply that means: the server forgot our clientId, handshake again."""
+    error = reply.get("error")
+    return advice_of(reply).get("reconnect") == "handshake" or (
+        isinstance(error, str) and error.startswith("402")
+    )
+
+
+def may_retry(reply: dict[str, Any]) -> bool:
+    """Whether the server lets the client try again after this refusal."""
+    return advice_of(reply).get("reconnect") != "none"
+
+
+def with_ids(messages: Iterable[dict[str, Any]], first: int) -> list[dict[str, Any]]:
+    """The batch to send: each message with its id (`first`, `first + 1`, ... as text)."""
+    return [{**m, "id": str(n)} for n, m in enumerate(messages, first)]
+
+
+def sort_replies(
+    messages: Iterable[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """A received batch as (data messages in order, meta replies by (channel, id), replies that
+    name no request: a server refusing the whole body answers without channel or id)."""
+    data: list[dict[str, Any]] = []
+    replies: dict[tuple[str, str], dict[str, Any]] = {}
+    anonymous: list[dict[str, Any]] = []
+    for m in messages:
+        if is_data(m):
+            data.append(m)
+        elif isinstance(m.get("id"), str) and isinstance(m.get("channel"), str):
+            replies[(m["channel"], m["id"])] = m
+        else:
+            anonymous.append(m)
+    return data, replies, anonymous

@@ -19,10 +19,10 @@ from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("long-polling", "websocket")
-MARGIN = 10.0  # seconds a held connect may take beyond the server's announced timeout
-DEFAULT_SERVER_TIMEOUT = 30.0  # CometD's default, until the handshake advice says otherwise
-MAX_BACKOFF = 5.0
+TRANSPORTS = bayeux.TRANSPORTS
+MARGIN = bayeux.MARGIN
+DEFAULT_SERVER_TIMEOUT = bayeux.DEFAULT_SERVER_TIMEOUT
+MAX_BACKOFF = bayeux.MAX_BACKOFF
 FALLBACK_AFTER = 3  # WebSocket openings failed in a row before falling back to long polling
 
 Message = dict[str, Any]
@@ -102,17 +102,10 @@ class CometdClient:
                 if not (self.fallback and self._retry_after(exc)):
                     raise
                 await self._fall_back(exc)
-        types = ["websocket"] if self.transport == "websocket" else ["long-polling"]
-        message = {
-            "channel": bayeux.HANDSHAKE,
-            "version": "1.0",
-            "minimumVersion": "1.0",
-            "supportedConnectionTypes": types,
-        }
+        message = bayeux.handshake_message(self.transport)
         reply = await self._call(message, timeout=MARGIN + 5)
         if not reply.get("successful"):
-            advice = bayeux.advice_of(reply)
-            retry = advice.get("reconnect") != "none"
+            retry = bayeux.may_retry(reply)
             raise CometdError(f"handshake refused by {self.url}: {_why(reply)}", retry=retry)
         client_id = reply.get("clientId")
         if not isinstance(client_id, str):
@@ -173,7 +166,7 @@ class CometdClient:
         self._closing = True
         if self.client_id is not None and (self.transport == "long-polling" or self._ws_open()):
             with contextlib.suppress(CometdError, aiohttp.ClientError, TimeoutError, _Rehandshake):
-                await self._call({"channel": bayeux.DISCONNECT, "clientId": self.client_id}, 2.0)
+                await self._call(bayeux.disconnect_message(self.client_id), 2.0)
         if self._loop_task is not None:
             if self.transport == "long-polling":
                 # The disconnect released the held POST: let it end rather than drop the socket.
@@ -190,24 +183,14 @@ class CometdClient:
     # ---- protocol --------------------------------------------------------------------------------
 
     async def _subscribe(self, channels: Iterable[str]) -> None:
-        messages = [
-            {"channel": bayeux.SUBSCRIBE, "clientId": self.client_id, "subscription": channel}
-            for channel in channels
-        ]
+        messages = bayeux.subscribe_messages(self.client_id, channels)
         for reply in await self._exchange(messages, timeout=MARGIN + 5):
             if not reply.get("successful"):
                 self._raise_for(reply)
 
     async def _connect(self) -> None:
-        message: Message = {
-            "channel": bayeux.CONNECT,
-            "clientId": self.client_id,
-            "connectionType": self.transport,
-        }
-        if self._fresh:
-            # Without this the server holds the first connect for its whole timeout.
-            message["advice"] = {"timeout": 0}
-            self._fresh = False
+        message = bayeux.connect_message(self.client_id, self.transport, self._fresh)
+        self._fresh = False
         reply = await self._call(message, timeout=self._server_timeout + MARGIN)
         self._take_advice(reply)
         if not reply.get("successful"):
@@ -285,23 +268,16 @@ class CometdClient:
                     ) from exc
 
     def _take_advice(self, reply: Message) -> None:
-        advice = bayeux.advice_of(reply)
-        timeout = advice.get("timeout")
-        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
-            self._server_timeout = timeout / 1000
-        interval = advice.get("interval")
-        if isinstance(interval, int | float) and not isinstance(interval, bool) and interval >= 0:
-            self._interval = min(interval / 1000, MAX_BACKOFF)
+        self._server_timeout, self._interval = bayeux.timing(
+            reply, self._server_timeout, self._interval
+        )
 
     def _raise_for(self, reply: Message) -> None:
-        advice = bayeux.advice_of(reply)
-        error = reply.get("error")
-        reconnect = advice.get("reconnect")
-        if reconnect == "handshake" or (isinstance(error, str) and error.startswith("402")):
+        if bayeux.wants_handshake(reply):
             raise _Rehandshake(_why(reply))
         raise CometdError(
             f"{reply.get('channel')} refused by {self.url}: {_why(reply)}",
-            retry=reconnect != "none",
+            retry=bayeux.may_retry(reply),
         )
 
     # ---- exchanges: one request or frame, replies matched by channel and id --------------------
@@ -311,10 +287,8 @@ class CometdClient:
 
     async def _exchange(self, messages: list[Message], timeout: float) -> list[Message]:
         """Send a batch; return its meta replies in batch order, delivering data on the way."""
-        batch = []
-        for m in messages:
-            self._next_id += 1
-            batch.append({**m, "id": str(self._next_id)})
+        batch = bayeux.with_ids(messages, self._next_id + 1)
+        self._next_id += len(batch)
         if self.transport == "websocket":
             return await self._exchange_ws(batch, timeout)
         return await self._exchange_http(batch, timeout)
@@ -334,15 +308,9 @@ class CometdClient:
                 f"{status} {reason} from {self.url}: {parsed.reason}",
                 retry=status not in (401, 403),
             )
-        replies: dict[tuple[str, str], Message] = {}
-        anonymous: list[Message] = []
-        for m in parsed.messages:
-            if bayeux.is_data(m):
-                self.queue.put_nowait(m)
-            elif isinstance(m.get("id"), str) and isinstance(m.get("channel"), str):
-                replies[(m["channel"], m["id"])] = m
-            else:
-                anonymous.append(m)
+        data, replies, anonymous = bayeux.sort_replies(parsed.messages)
+        for m in data:
+            self.queue.put_nowait(m)
         out = []
         for sent in batch:
             reply = replies.get((sent["channel"], sent["id"]))
@@ -430,9 +398,7 @@ class CometdClient:
         self._pending.clear()
 
 
-def _why(reply: Message) -> str:
-    error = reply.get("error")
-    return error if isinstance(error, str) and error else "no reason given"
+_why = bayeux.failure_reason
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

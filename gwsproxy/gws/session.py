@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,19 @@ class Access:
         return gws.basic_authorization(user, password)
 
 
+def parse_headers(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """`--header NAME:VALUE` options; GwsError for a bad one (its value, maybe a secret, unsaid)."""
+    headers = []
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise GwsError("--header: expected NAME:VALUE, one has no ':'")
+        if not name.strip() or any(c.isspace() for c in name.strip()):
+            raise GwsError(f"--header {name.strip()!r}: not a header name")
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
+
+
 def read_bearer_file(path: str) -> tuple[str | None, dict[str, str]]:
     """A file of one token (for every user), or of lines `USER TOKEN` (blank lines and lines
     starting with # skipped). Errors name the file and line, never a token."""
@@ -73,6 +86,25 @@ def read_bearer_file(path: str) -> tuple[str | None, dict[str, str]]:
     if not tokens:
         raise GwsError(f"--bearer-file {path}: no token in it")
     return None, tokens
+
+
+def csrf_of(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The CSRF header GWS hands out at login (GET /api/v2/me): (its name, the token)."""
+    name = headers.get("X-CSRF-HEADER")
+    token = (headers.get(name) if name else None) or headers.get("X-CSRF-TOKEN")
+    return (name, token) if name and token else None
+
+
+def refuses_csrf(raw: bytes, has_token: bool) -> bool:
+    """Whether a 403 answer refuses the CSRF token: GWS's "Missing or invalid Csrf token", or
+    any refusal (or an unreadable one) while a token is in use."""
+    parsed = gws.parse_answer(raw)
+    doc = None if isinstance(parsed, Unreadable) else parsed.value
+    if not isinstance(doc, dict):
+        return has_token
+    if CSRF_REFUSED in str(doc.get("statusMessage", "")).lower():
+        return True
+    return has_token and doc.get("statusCode") != 0
 
 
 class GwsSession:
@@ -151,9 +183,9 @@ class GwsSession:
         if status >= 400 or not isinstance(doc, dict) or doc.get("statusCode") not in (0, None):
             message = doc.get("statusMessage") if isinstance(doc, dict) else None
             raise GwsError(f"{self.user}: {status} {message or reason} at {url}")
-        name = headers.get("X-CSRF-HEADER")
-        token = (headers.get(name) if name else None) or headers.get("X-CSRF-TOKEN")
-        if name and token:
+        found = csrf_of(headers)
+        if found is not None:
+            name, token = found
             if self.cometd is not None:  # its POSTs carry the token too
                 for old in self.csrf:
                     self.cometd.headers.pop(old, None)
@@ -187,13 +219,7 @@ class GwsSession:
             return response.status, await response.read()
 
     def _refuses_csrf(self, raw: bytes) -> bool:
-        parsed = gws.parse_answer(raw)
-        doc = None if isinstance(parsed, Unreadable) else parsed.value
-        if not isinstance(doc, dict):
-            return bool(self.csrf)
-        if CSRF_REFUSED in str(doc.get("statusMessage", "")).lower():
-            return True
-        return bool(self.csrf) and doc.get("statusCode") != 0
+        return refuses_csrf(raw, bool(self.csrf))
 
     async def get(self, url: str) -> tuple[int, str, Any, Any]:
         """Status, reason, the parsed GWS document (None if unreadable) and the headers."""

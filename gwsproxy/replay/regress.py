@@ -51,6 +51,7 @@ class Recorded:
     path: str
     body: bytes
     content_type: str | None
+    t: float = 0.0  # when it was sent (epoch seconds): the pacing `swarm` replays
 
 
 @dataclass(slots=True)
@@ -103,6 +104,27 @@ def _outcome_of_pair(pair: Pair) -> Outcome:
     )
 
 
+def parse_maps(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`--map OLD=NEW` options as (old, new) pairs; GwsProxyError for one without `=` or OLD."""
+    maps = []
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            raise GwsProxyError(f"--map {item!r}: expected OLD=NEW")
+        maps.append((old, new))
+    return tuple(maps)
+
+
+def mapped(maps: tuple[tuple[str, str], ...], data: Any) -> Any:
+    """`data` (bytes or text: a path, a body) with each OLD replaced by its NEW, in order."""
+    for old, new in maps:
+        if isinstance(data, bytes):
+            data = data.replace(old.encode(), new.encode())
+        else:
+            data = data.replace(old, new)
+    return data
+
+
 def load_pairs(path: str) -> list[Recorded]:
     """The capture's pairs in recorded order; CaptureError if it cannot be read."""
     pairs: list[Recorded] = []
@@ -121,6 +143,7 @@ def load_pairs(path: str) -> list[Recorded]:
                     path=str(request.get("path", "")),
                     body=bytes(request.get("body") or b""),
                     content_type=headers.get("content-type"),
+                    t=float(entry.summary.get("t") or 0.0),
                 )
             )
     pairs.sort(key=lambda r: r.outcome.id)
@@ -147,12 +170,7 @@ class Replayer:
         raise GwsError(f"the capture's scope {scope} names no user: give --user")
 
     def _mapped(self, data: bytes | str) -> Any:
-        for old, new in self.config.maps:
-            if isinstance(data, bytes):
-                data = data.replace(old.encode(), new.encode())
-            else:
-                data = data.replace(old, new)
-        return data
+        return mapped(self.config.maps, data)
 
     async def run(self) -> ReplayResult:
         pairs = load_pairs(self.config.capture)
