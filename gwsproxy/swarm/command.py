@@ -5,10 +5,12 @@ Nothing of Locust is imported here: its gevent monkey patching belongs to its ow
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gwsproxy.swarm.plan import SwarmError
 
@@ -16,6 +18,61 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USAGE = "gwsproxy swarm FILE --target URL [LOCUST OPTIONS]"
 # Locust runs that need no capture here: a worker gets its scripts from the master.
 NO_CAPTURE = ("--worker", "-h", "--help", "-V", "--version")
+
+
+def add_options(group: Any) -> None:
+    """The locustfile's own options, on Locust's parser (and on `gwsproxy swarm --help`'s:
+    Locust prints its help before it loads a locustfile, so it cannot list them)."""
+    group.add_argument("--capture", metavar="FILE", help="the capture to replay (master only)")
+    group.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="divide the recorded pauses by this (0: no pauses) (default 1)",
+    )
+    group.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="replace in paths and bodies, e.g. an interaction id (repeatable)",
+    )
+    group.add_argument(
+        "--transport",
+        choices=("long-polling", "websocket"),
+        default="long-polling",
+        help="CometD transport (default long-polling)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds from POST to notification (10)"
+    )
+    group.add_argument("--password", default="password", help="every agent's password")
+    group.add_argument(
+        "--identity",
+        default="agent{n}",
+        help="users beyond the capture's agents log in as this ({n}: the user's number from 1)",
+    )
+    group.add_argument(
+        "--credentials", metavar="FILE", help="USER PASSWORD lines: passwords, and new identities"
+    )
+    group.add_argument(
+        "--repeat", action="store_true", help="a user starts its script again when done"
+    )
+    group.add_argument(
+        "--no-answer-times",
+        action="store_true",
+        help="report no HTTP answer entries: Locust's Aggregated row is then the POST to "
+        "notification times alone",
+    )
+    group.add_argument("--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic")
+    group.add_argument(
+        "--bearer-file", metavar="FILE", help="one bearer token, or USER TOKEN lines"
+    )
+    group.add_argument(
+        "--header", action="append", default=[], metavar="NAME:VALUE", help="send this header too"
+    )
+    group.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM)")
+    group.add_argument("--insecure", action="store_true", help="do not check the certificate")
 
 
 def locust_command(args: Sequence[str]) -> list[str]:
@@ -41,6 +98,11 @@ def locust_command(args: Sequence[str]) -> list[str]:
 def run(args: Sequence[str]) -> int:
     """Replace this process with Locust (its signals, output and exit status are the run's)."""
     command = locust_command(args)
+    if any(a in ("-h", "--help") for a in args):
+        parser = argparse.ArgumentParser(prog="gwsproxy swarm", usage=USAGE, add_help=False)
+        add_options(parser.add_argument_group("the locustfile's options (then Locust's own)"))
+        parser.print_help()
+        print()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)

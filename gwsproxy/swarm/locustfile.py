@@ -37,6 +37,7 @@ from gwsproxy.errors import GwsProxyError, one_line
 from gwsproxy.gws.session import Access, parse_headers, read_bearer_file
 from gwsproxy.replay.regress import mapped, parse_maps
 from gwsproxy.swarm.client import HttpError, Session, SessionError
+from gwsproxy.swarm.command import add_options
 from gwsproxy.swarm.plan import (
     Assignment,
     Identities,
@@ -71,57 +72,7 @@ class VerdictFailure(Exception):
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    group = parser.add_argument_group("gwsproxy swarm")
-    group.add_argument("--capture", metavar="FILE", help="the capture to replay (master only)")
-    group.add_argument(
-        "--speed",
-        type=float,
-        default=1.0,
-        help="divide the recorded pauses by this (0: no pauses) (default 1)",
-    )
-    group.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="OLD=NEW",
-        help="replace in paths and bodies, e.g. an interaction id (repeatable)",
-    )
-    group.add_argument(
-        "--transport",
-        choices=("long-polling", "websocket"),
-        default="long-polling",
-        help="CometD transport (default long-polling)",
-    )
-    group.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds from POST to notification (10)"
-    )
-    group.add_argument("--password", default="password", help="every agent's password")
-    group.add_argument(
-        "--identity",
-        default="agent{n}",
-        help="users beyond the capture's agents log in as this ({n}: the user's number from 1)",
-    )
-    group.add_argument(
-        "--credentials", metavar="FILE", help="USER PASSWORD lines: passwords, and new identities"
-    )
-    group.add_argument(
-        "--repeat", action="store_true", help="a user starts its script again when done"
-    )
-    group.add_argument(
-        "--no-answer-times",
-        action="store_true",
-        help="report no HTTP answer entries: Locust's Aggregated row is then the POST to "
-        "notification times alone",
-    )
-    group.add_argument("--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic")
-    group.add_argument(
-        "--bearer-file", metavar="FILE", help="one bearer token, or USER TOKEN lines"
-    )
-    group.add_argument(
-        "--header", action="append", default=[], metavar="NAME:VALUE", help="send this header too"
-    )
-    group.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM)")
-    group.add_argument("--insecure", action="store_true", help="do not check the certificate")
+    add_options(parser.add_argument_group("gwsproxy swarm"))
 
 
 # ---- the plan: on the master, or the only process ---------------------------------------------
@@ -325,7 +276,9 @@ class GwsAgent(User):
         path = mapped(self.maps, op.path)
         body = mapped(self.maps, op.body)
         request = gws.classify_request(op.method, path, body)
-        if not isinstance(request, gws.UserDataRequest):
+        if not isinstance(request, gws.UserDataRequest):  # (a --map that broke it): not sent
+            why = request.reason if isinstance(request, gws.BadRequest) else "no user-data op"
+            self._report("GWS", op.name, time.monotonic(), 0, VerdictFailure(f"not sent: {why}"))
             return
         if request.interaction_id not in self.seen:
             self.seen.add(request.interaction_id)

@@ -179,3 +179,14 @@ def test_one_process_with_csrf_and_an_html_report(
     assert sum(int(r["Request Count"]) for r in rows) == OPS, run.stderr[-5000:]
     assert sum(int(r["Failure Count"]) for r in rows) == 0
     assert "UpdateUserData chat" in html.read_text()
+
+
+def test_help_lists_the_locustfiles_options_and_locusts(procs: Procs) -> None:
+    """Locust prints its help before it loads a locustfile: ours are listed first."""
+    run = procs.run(procs.cli("swarm", "--help"), timeout=WAIT)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "usage: gwsproxy swarm FILE --target URL" in out
+    for option in ("--speed", "--map", "--transport", "--identity", "--credentials"):
+        assert option in out, option
+    assert out.index("--speed") < out.index("--run-time")  # then Locust's own
