@@ -19,10 +19,6 @@ from gwsproxy.lenient import Unreadable
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = bayeux.TRANSPORTS
-MARGIN = bayeux.MARGIN
-DEFAULT_SERVER_TIMEOUT = bayeux.DEFAULT_SERVER_TIMEOUT
-MAX_BACKOFF = bayeux.MAX_BACKOFF
 FALLBACK_AFTER = 3  # WebSocket openings failed in a row before falling back to long polling
 
 Message = dict[str, Any]
@@ -59,8 +55,9 @@ class CometdClient:
         headers: Mapping[str, str] | None = None,
         fallback: bool = False,
     ) -> None:
-        if transport not in TRANSPORTS:
-            raise ValueError(f"unknown transport {transport!r}: choose {' or '.join(TRANSPORTS)}")
+        if transport not in bayeux.TRANSPORTS:
+            choose = " or ".join(bayeux.TRANSPORTS)
+            raise ValueError(f"unknown transport {transport!r}: choose {choose}")
         self.url = url
         self.transport = transport
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
@@ -73,7 +70,7 @@ class CometdClient:
         self._ws_failures = 0  # openings failed in a row
         self._session = session
         self.headers = dict(headers or {})
-        self._server_timeout = DEFAULT_SERVER_TIMEOUT
+        self._server_timeout = bayeux.DEFAULT_SERVER_TIMEOUT
         self._interval = 0.0
         self._next_id = 0
         self._fresh = False  # the next connect is the first after a handshake
@@ -103,7 +100,7 @@ class CometdClient:
                     raise
                 await self._fall_back(exc)
         message = bayeux.handshake_message(self.transport)
-        reply = await self._call(message, timeout=MARGIN + 5)
+        reply = await self._call(message, timeout=bayeux.MARGIN + 5)
         if not reply.get("successful"):
             retry = bayeux.may_retry(reply)
             raise CometdError(f"handshake refused by {self.url}: {_why(reply)}", retry=retry)
@@ -184,14 +181,14 @@ class CometdClient:
 
     async def _subscribe(self, channels: Iterable[str]) -> None:
         messages = bayeux.subscribe_messages(self.client_id, channels)
-        for reply in await self._exchange(messages, timeout=MARGIN + 5):
+        for reply in await self._exchange(messages, timeout=bayeux.MARGIN + 5):
             if not reply.get("successful"):
                 self._raise_for(reply)
 
     async def _connect(self) -> None:
         message = bayeux.connect_message(self.client_id, self.transport, self._fresh)
         self._fresh = False
-        reply = await self._call(message, timeout=self._server_timeout + MARGIN)
+        reply = await self._call(message, timeout=self._server_timeout + bayeux.MARGIN)
         self._take_advice(reply)
         if not reply.get("successful"):
             self._raise_for(reply)
@@ -247,7 +244,7 @@ class CometdClient:
         return True
 
     async def _back_off(self, backoff: float) -> float:
-        backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.1)
+        backoff = min(bayeux.MAX_BACKOFF, backoff * 2 if backoff else 0.1)
         await asyncio.sleep(backoff)
         return backoff
 

@@ -21,8 +21,7 @@ from urllib.parse import quote
 import aiohttp
 from rich.table import Table
 
-from gwsproxy import gws
-from gwsproxy.bayeux.client import TRANSPORTS
+from gwsproxy import bayeux, gws
 from gwsproxy.correlate import Closed, Correlator, Pair, Status
 from gwsproxy.errors import one_line, url_problem
 from gwsproxy.gws.session import Access, GwsError, GwsSession
@@ -511,8 +510,9 @@ def _check(config: LoadConfig) -> None:
     problem = url_problem(config.target)
     if problem:
         raise GwsError(f"bad target: {problem}")
-    if config.transport not in TRANSPORTS:
-        raise GwsError(f"unknown transport {config.transport!r}: choose {' or '.join(TRANSPORTS)}")
+    if config.transport not in bayeux.TRANSPORTS:
+        choose = " or ".join(bayeux.TRANSPORTS)
+        raise GwsError(f"unknown transport {config.transport!r}: choose {choose}")
     if config.agents < 1 or config.ops < 0 or config.in_flight < 1:
         raise GwsError("agents and in_flight must be at least 1, ops at least 0")
     if config.timeout <= 0 or config.think < 0:
