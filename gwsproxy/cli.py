@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from rich.console import Console
 
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
+from gwsproxy.gws.options import add_access_options
 
 if TYPE_CHECKING:  # each command imports its stage only when it runs
     from gwsproxy.gws.session import Access
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="simulated agents sending user-data operations to a GWS")
     load.add_argument("--target", required=True, help="GWS base URL, e.g. http://127.0.0.1:8090")
     _load_options(load)
-    _client_options(load)
+    add_access_options(load)
     load.set_defaults(run=cmd_load)
 
     record = sub.add_parser("record", help="record GWS traffic through mitmproxy into a capture")
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--replay-target", metavar="URL", help="default GWS URL for replay (r) in the inspector"
     )
-    _client_options(tui)  # for its replay
+    add_access_options(tui)  # for its replay
     tui.set_defaults(run=cmd_tui)
 
     info = sub.add_parser("info", help="a capture's counts, time span, sessions and damage")
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
     )
-    _client_options(rep)
+    add_access_options(rep)
     rep.set_defaults(run=cmd_replay)
 
     swarm = sub.add_parser(
@@ -429,58 +430,18 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument("--think", type=_positive(float), default=0.0, help="pause between ops (s)")
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
-    """How `replay` and `load` reach a GWS beyond Basic: bearer tokens, headers, TLS."""
-    p.add_argument(
-        "--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic (every user)"
-    )
-    p.add_argument(
-        "--bearer-file",
-        metavar="FILE",
-        help="a file of one bearer token, or of USER TOKEN lines (a token per user)",
-    )
-    p.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME:VALUE",
-        help="send this header too, e.g. x-api-key:KEY (repeatable)",
-    )
-    p.add_argument(
-        "--cacert",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="trust this CA (PEM) besides the system's (repeatable)",
-    )
-    p.add_argument(
-        "--insecure", action="store_true", help="do not check the GWS's certificate (warns)"
-    )
-
-
 def _access(args: argparse.Namespace) -> Access:
-    """`_client_options` as the shared GWS client takes them; GwsProxyError for a bad value."""
-    from gwsproxy.gws.session import Access, parse_headers, read_bearer_file
-    from gwsproxy.tls import client_context
+    """The access options (`gws.options`) as the shared GWS client takes them; GwsProxyError
+    for a bad value."""
+    from gwsproxy.gws.options import access_of
 
-    if args.bearer is not None and args.bearer_file is not None:
-        raise GwsProxyError("--bearer and --bearer-file: give one of them")
-    bearer, bearers = args.bearer, dict[str, str]()
-    if args.bearer is not None and not args.bearer.strip():
-        raise GwsProxyError("--bearer: the token is empty")
-    if args.bearer_file is not None:
-        bearer, bearers = read_bearer_file(args.bearer_file)
-    headers = parse_headers(args.header)  # (a value may be a secret: never shown)
-    tls = None
-    if args.cacert or args.insecure:
-        if args.insecure:
-            print(
-                f"gwsproxy {args.command}: warning: --insecure: the GWS's certificate is "
-                "not checked",
-                file=sys.stderr,
-            )
-        tls = client_context(args.cacert, args.insecure)
-    return Access(bearer, bearers, headers, tls)
+    access = access_of(args)
+    if args.insecure:
+        print(
+            f"gwsproxy {args.command}: warning: --insecure: the GWS's certificate is not checked",
+            file=sys.stderr,
+        )
+    return access
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig:

@@ -58,12 +58,10 @@ class Http:
         self.prefix = url.path.rstrip("/")
         self.session = session
         options: dict[str, Any] = {}
-        if url.scheme == "https":
-            verify = session.verify
-            if verify is False:
-                options["insecure"] = True
-            elif isinstance(verify, str):
-                options["ssl_options"] = {"ca_certs": verify}
+        tls = session.tls
+        if url.scheme == "https" and tls is not None:  # else geventhttpclient's own checks
+            options["ssl_context_factory"] = lambda *args, **kwargs: tls
+            options["insecure"] = not tls.check_hostname
         self.client = HTTPClient.from_url(
             url,
             concurrency=concurrency,
@@ -110,7 +108,7 @@ class Session:
         *,
         transport: str,
         timeout: float,
-        verify: bool | str = True,
+        tls: ssl.SSLContext | None = None,
         headers: Iterable[tuple[str, str]] = (),
         on_message: Callable[[Message], None] = lambda m: None,
     ) -> None:
@@ -121,7 +119,7 @@ class Session:
         self.timeout = timeout
         self.transport = transport
         self.on_message = on_message
-        self.verify = verify
+        self.tls = tls  # gws.options.access_of's: --cacert, --insecure
         self.headers = {"Authorization": authorization, **dict(headers)}
         self.cookies: dict[str, str] = {}
         self.csrf: dict[str, str] = {}
@@ -368,11 +366,7 @@ class Cometd:
         url = "ws" + self.url.removeprefix("http")
         cookies = "; ".join(f"{k}={v}" for k, v in s.cookies.items())
         header = [f"{k}: {v}" for k, v in {**s.headers, **s.csrf}.items()]
-        sslopt: dict[str, Any] = {}
-        if s.verify is False:
-            sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-        elif isinstance(s.verify, str):
-            sslopt = {"ca_certs": s.verify}
+        sslopt: dict[str, Any] = {"context": s.tls} if s.tls is not None else {}
         try:
             ws = websocket.create_connection(
                 url, header=header, cookie=cookies or None, sslopt=sslopt, timeout=s.timeout

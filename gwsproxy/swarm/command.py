@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gwsproxy.gws.options import add_access_options
 from gwsproxy.swarm.plan import SwarmError
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -64,15 +65,7 @@ def add_options(group: Any) -> None:
         help="report no HTTP answer entries: Locust's Aggregated row is then the POST to "
         "notification times alone",
     )
-    group.add_argument("--bearer", metavar="TOKEN", help="OAuth 2 bearer token instead of Basic")
-    group.add_argument(
-        "--bearer-file", metavar="FILE", help="one bearer token, or USER TOKEN lines"
-    )
-    group.add_argument(
-        "--header", action="append", default=[], metavar="NAME:VALUE", help="send this header too"
-    )
-    group.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM)")
-    group.add_argument("--insecure", action="store_true", help="do not check the certificate")
+    add_access_options(group)
 
 
 def locust_command(args: Sequence[str]) -> list[str]:

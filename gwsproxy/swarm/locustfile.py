@@ -34,7 +34,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 from gwsproxy import gws
 from gwsproxy.correlate import Closed, Correlator, Pair
 from gwsproxy.errors import GwsProxyError, one_line
-from gwsproxy.gws.session import Access, parse_headers, read_bearer_file
+from gwsproxy.gws.options import access_of
 from gwsproxy.replay.regress import mapped, parse_maps
 from gwsproxy.swarm.client import HttpError, Session, SessionError
 from gwsproxy.swarm.command import add_options
@@ -101,7 +101,9 @@ def _init(environment: Any, **_: Any) -> None:
         if not options.capture:
             raise SwarmError("give the capture: --capture FILE")
         parse_maps(options.map)
-        _access(options)
+        access_of(options)
+        if options.insecure:
+            log.warning("--insecure: the GWS's certificate is not checked")
         credentials = read_credentials(options.credentials) if options.credentials else ()
         identities = Identities(options.identity, options.password, credentials)
         _plan = Plan(load_scripts(options.capture), identities)
@@ -172,16 +174,6 @@ def _done(environment: Any) -> None:
         _one_done(environment)
 
 
-def _access(options: Any) -> tuple[Access, bool | str]:
-    if options.bearer and options.bearer_file:
-        raise SwarmError("--bearer and --bearer-file: give one of them")
-    bearer, bearers = options.bearer, dict[str, str]()
-    if options.bearer_file:
-        bearer, bearers = read_bearer_file(options.bearer_file)
-    verify: bool | str = False if options.insecure else (options.cacert or True)
-    return Access(bearer, bearers, parse_headers(options.header)), verify
-
-
 # ---- the user ---------------------------------------------------------------------------------
 
 
@@ -207,7 +199,7 @@ class GwsAgent(User):
         options = self.options
         assignment, self.script = _claim(self.environment)
         self.scope = f"user:{assignment.user}"
-        access, verify = _access(options)
+        access = access_of(options)
         try:
             if not self.host:
                 raise SwarmError("give the GWS: --target URL (Locust's --host)")
@@ -217,7 +209,7 @@ class GwsAgent(User):
                 access.authorization(assignment.user, assignment.password),
                 transport=options.transport,
                 timeout=options.timeout,
-                verify=verify,
+                tls=access.tls,
                 headers=access.headers,
                 on_message=self._notification,
             )

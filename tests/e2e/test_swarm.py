@@ -141,13 +141,18 @@ def test_coerced_operations_fail_with_their_verdict(procs: Procs, tmp_path: Path
     assert len(sim.log()) == OPS
 
 
-@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+@pytest.mark.parametrize(
+    ("transport", "tls"), [("long-polling", False), ("websocket", True)], ids=["http", "https-ws"]
+)
 def test_one_process_with_csrf_and_an_html_report(
-    procs: Procs, tmp_path: Path, transport: str
+    procs: Procs, tmp_path: Path, transport: str, tls: bool
 ) -> None:
     """Without workers; a GWS that wants its CSRF token on every POST and the load balancer's
-    stickiness cookie with the session's (`sim --csrf`); Locust's HTML report."""
-    sim = procs.sim("--seed", "1", "--csrf")
+    stickiness cookie with the session's (`sim --csrf`), over HTTPS with its CA trusted by
+    --cacert; Locust's HTML report."""
+    sim = procs.sim("--seed", "1", "--csrf", *(["--tls"] if tls else []))
+    trust = ["--cacert", str(sim.ca)] if tls else []
+    assert sim.url.startswith("https://" if tls else "http://")
     html = tmp_path / "report.html"
     run = procs.run(
         procs.cli(
@@ -168,6 +173,7 @@ def test_one_process_with_csrf_and_an_html_report(
             str(html),
             "--transport",
             transport,
+            *trust,
         ),
         timeout=WAIT,
     )
