@@ -234,10 +234,11 @@ def with_ids(messages: Iterable[dict[str, Any]], first: int) -> list[dict[str, A
 
 
 def sort_replies(
-    messages: Iterable[dict[str, Any]],
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
-    """A received batch as (data messages in order, meta replies by (channel, id), replies that
-    name no request: a server refusing the whole body answers without channel or id)."""
+    batch: list[dict[str, Any]], messages: Iterable[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | str]:
+    """What came back for a sent batch: (the data messages in order, the reply to each message
+    of the batch in batch order), or instead of the replies why one is missing (a server that
+    refuses the whole body answers without channel or id)."""
     data: list[dict[str, Any]] = []
     replies: dict[tuple[str, str], dict[str, Any]] = {}
     anonymous: list[dict[str, Any]] = []
@@ -248,4 +249,12 @@ def sort_replies(
             replies[(m["channel"], m["id"])] = m
         else:
             anonymous.append(m)
-    return data, replies, anonymous
+    out = []
+    for sent in batch:
+        reply = replies.get((sent["channel"], sent["id"]))
+        if reply is None:
+            return data, failure_reason(anonymous[0]) if anonymous else (
+                f"no answer to {sent['channel']}"
+            )
+        out.append(reply)
+    return data, out

@@ -102,8 +102,9 @@ class CometdClient:
         message = bayeux.handshake_message(self.transport)
         reply = await self._call(message, timeout=bayeux.MARGIN + 5)
         if not reply.get("successful"):
+            why = bayeux.failure_reason(reply)
             retry = bayeux.may_retry(reply)
-            raise CometdError(f"handshake refused by {self.url}: {_why(reply)}", retry=retry)
+            raise CometdError(f"handshake refused by {self.url}: {why}", retry=retry)
         client_id = reply.get("clientId")
         if not isinstance(client_id, str):
             raise CometdError(f"handshake answer from {self.url} carries no clientId")
@@ -271,9 +272,9 @@ class CometdClient:
 
     def _raise_for(self, reply: Message) -> None:
         if bayeux.wants_handshake(reply):
-            raise _Rehandshake(_why(reply))
+            raise _Rehandshake(bayeux.failure_reason(reply))
         raise CometdError(
-            f"{reply.get('channel')} refused by {self.url}: {_why(reply)}",
+            f"{reply.get('channel')} refused by {self.url}: {bayeux.failure_reason(reply)}",
             retry=bayeux.may_retry(reply),
         )
 
@@ -305,18 +306,12 @@ class CometdClient:
                 f"{status} {reason} from {self.url}: {parsed.reason}",
                 retry=status not in (401, 403),
             )
-        data, replies, anonymous = bayeux.sort_replies(parsed.messages)
+        data, replies = bayeux.sort_replies(batch, parsed.messages)
         for m in data:
             self.queue.put_nowait(m)
-        out = []
-        for sent in batch:
-            reply = replies.get((sent["channel"], sent["id"]))
-            if reply is None:
-                # A server that rejects the whole body answers without channel or id.
-                reason_text = _why(anonymous[0]) if anonymous else f"no answer to {sent['channel']}"
-                raise CometdError(f"{status} {reason} from {self.url}: {reason_text}")
-            out.append(reply)
-        return out
+        if isinstance(replies, str):
+            raise CometdError(f"{status} {reason} from {self.url}: {replies}")
+        return replies
 
     async def _exchange_ws(self, batch: list[Message], timeout: float) -> list[Message]:
         ws = self._ws
@@ -393,9 +388,6 @@ class CometdClient:
             if not future.done():
                 future.set_exception(CometdError(why))
         self._pending.clear()
-
-
-_why = bayeux.failure_reason
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

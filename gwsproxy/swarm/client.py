@@ -323,21 +323,12 @@ class Cometd:
         parsed = bayeux.parse_batch(raw, content_type if isinstance(content_type, str) else None)
         if isinstance(parsed, Unreadable):
             raise SessionError(f"{status} from {self.url}: {parsed.reason}")
-        data, replies, anonymous = bayeux.sort_replies(parsed.messages)
+        data, replies = bayeux.sort_replies(batch, parsed.messages)
         for m in data:
             self.session.on_message(m)
-        out = []
-        for sent in batch:
-            reply = replies.get((sent["channel"], sent["id"]))
-            if reply is None:
-                why = (
-                    bayeux.failure_reason(anonymous[0])
-                    if anonymous
-                    else f"no answer to {sent['channel']}"
-                )
-                raise SessionError(f"{status} from {self.url}: {why}")
-            out.append(reply)
-        return out
+        if isinstance(replies, str):
+            raise SessionError(f"{status} from {self.url}: {replies}")
+        return replies
 
     def _exchange_ws(self, batch: list[Message], timeout: float) -> list[Message]:
         ws = self._ws
