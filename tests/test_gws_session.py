@@ -12,7 +12,8 @@ import pytest
 import pytest_asyncio
 
 from gwsproxy import cli
-from gwsproxy.gws.session import Access, GwsError, GwsSession, read_bearer_file
+from gwsproxy.gws.options import OptionError, read_bearer_file
+from gwsproxy.gws.session import Access, GwsError, GwsSession
 from gwsproxy.sim.agents import LoadConfig, run_load
 from gwsproxy.sim.server import STICKY, RunningSim, SimConfig, Simulator, start_simulator
 
@@ -152,10 +153,10 @@ def test_bearer_file_one_token_or_one_per_user(tmp_path: Path) -> None:
     assert read_bearer_file(str(many)) == (None, {"agent1": "tok-a", "agent2": "tok-b"})
     bad = tmp_path / "bad"
     bad.write_text("agent1 tok-a\nagent2 tok-b extra-secret\n")
-    with pytest.raises(GwsError) as caught:
+    with pytest.raises(OptionError) as caught:
         read_bearer_file(str(bad))
     assert str(caught.value) == f"--bearer-file {bad}: line 2 is not USER TOKEN"
-    with pytest.raises(GwsError, match="no such file"):
+    with pytest.raises(OptionError, match="no such file"):
         read_bearer_file(str(tmp_path / "absent"))
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from gwsproxy import gws
 from gwsproxy.correlate import Pair, Status
+from gwsproxy.errors import GwsProxyError
 from gwsproxy.replay.compare import Outcome as RecordedOutcome
 from gwsproxy.replay.regress import Recorded
 from gwsproxy.swarm.command import LOCUSTFILE, locust_command
@@ -117,7 +118,7 @@ def test_bad_credentials_files_name_the_line_never_the_password(tmp_path: Path) 
     with pytest.raises(SwarmError) as caught:
         read_credentials(str(path))
     assert "line 1" in str(caught.value) and "hunter2" not in str(caught.value)
-    with pytest.raises(SwarmError, match="no such file"):
+    with pytest.raises(GwsProxyError, match="--credentials .*: no such file"):
         read_credentials(str(tmp_path / "missing"))
 
 

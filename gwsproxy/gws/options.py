@@ -4,10 +4,17 @@ headers, TLS): one definition for `replay`, `load`, `tui` and `swarm`, and how t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+
+from gwsproxy.errors import GwsProxyError
 
 if TYPE_CHECKING:
     from gwsproxy.gws.session import Access
+
+
+class OptionError(GwsProxyError):
+    """An access option, or a file it names, that cannot be used, in one line."""
 
 
 def add_access_options(p: Any) -> None:
@@ -44,16 +51,59 @@ def access_of(args: Any) -> Access:
     """Those options (an argparse namespace) as an Access (a TLS context only with --cacert or
     --insecure: else the client's default checks); GwsProxyError for a bad value. The caller
     warns of --insecure."""
-    from gwsproxy.gws.session import Access, GwsError, parse_headers, read_bearer_file
+    from gwsproxy.gws.session import Access
     from gwsproxy.tls import client_context
 
     if args.bearer is not None and args.bearer_file is not None:
-        raise GwsError("--bearer and --bearer-file: give one of them")
+        raise OptionError("--bearer and --bearer-file: give one of them")
     bearer, bearers = args.bearer, dict[str, str]()
     if args.bearer is not None and not args.bearer.strip():
-        raise GwsError("--bearer: the token is empty")
+        raise OptionError("--bearer: the token is empty")
     if args.bearer_file is not None:
         bearer, bearers = read_bearer_file(args.bearer_file)
     headers = parse_headers(args.header)  # (a value may be a secret: never shown)
     tls = client_context(args.cacert, args.insecure) if args.cacert or args.insecure else None
     return Access(bearer, bearers, headers, tls)
+
+
+def secret_lines(option: str, path: str) -> list[tuple[int, list[str]]]:
+    """The lines of a file of secrets (tokens, passwords) given to `option`, as (line number,
+    words); blank lines and lines starting with # skipped. Errors name the option, the file
+    and why, never what is in it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeError) as e:
+        why = e.strerror.lower() if isinstance(e, OSError) and e.strerror else "not text"
+        raise OptionError(f"{option} {path}: {why}") from None
+    found = [(n, line.split()) for n, line in enumerate(lines, 1)]
+    return [(n, words) for n, words in found if words and not words[0].startswith("#")]
+
+
+def parse_headers(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """`--header NAME:VALUE` options; OptionError for a bad one (never its value: a secret?)."""
+    headers = []
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise OptionError("--header: expected NAME:VALUE, one has no ':'")
+        if not name.strip() or any(c.isspace() for c in name.strip()):
+            raise OptionError(f"--header {name.strip()!r}: not a header name")
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
+
+
+def read_bearer_file(path: str) -> tuple[str | None, dict[str, str]]:
+    """A file of one token (for every user), or of lines `USER TOKEN` (blank lines and lines
+    starting with # skipped). Errors name the file and line, never a token."""
+    found = secret_lines("--bearer-file", path)
+    if len(found) == 1 and len(found[0][1]) == 1:
+        return found[0][1][0], {}
+    tokens: dict[str, str] = {}
+    for n, words in found:
+        if len(words) != 2:
+            raise OptionError(f"--bearer-file {path}: line {n} is not USER TOKEN")
+        tokens[words[0]] = words[1]
+    if not tokens:
+        raise OptionError(f"--bearer-file {path}: no token in it")
+    return None, tokens

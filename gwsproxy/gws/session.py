@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,42 +50,6 @@ class Access:
         if self.bearer is not None:
             return f"Bearer {self.bearer}"
         return gws.basic_authorization(user, password)
-
-
-def parse_headers(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """`--header NAME:VALUE` options; GwsError for a bad one (its value, maybe a secret, unsaid)."""
-    headers = []
-    for item in items:
-        name, sep, value = item.partition(":")
-        if not sep:
-            raise GwsError("--header: expected NAME:VALUE, one has no ':'")
-        if not name.strip() or any(c.isspace() for c in name.strip()):
-            raise GwsError(f"--header {name.strip()!r}: not a header name")
-        headers.append((name.strip(), value.strip()))
-    return tuple(headers)
-
-
-def read_bearer_file(path: str) -> tuple[str | None, dict[str, str]]:
-    """A file of one token (for every user), or of lines `USER TOKEN` (blank lines and lines
-    starting with # skipped). Errors name the file and line, never a token."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeError) as e:
-        why = e.strerror.lower() if isinstance(e, OSError) and e.strerror else "not text"
-        raise GwsError(f"--bearer-file {path}: {why}") from None
-    found = [(n, line.split()) for n, line in enumerate(lines, 1)]
-    found = [(n, words) for n, words in found if words and not words[0].startswith("#")]
-    if len(found) == 1 and len(found[0][1]) == 1:
-        return found[0][1][0], {}
-    tokens: dict[str, str] = {}
-    for n, words in found:
-        if len(words) != 2:
-            raise GwsError(f"--bearer-file {path}: line {n} is not USER TOKEN")
-        tokens[words[0]] = words[1]
-    if not tokens:
-        raise GwsError(f"--bearer-file {path}: no token in it")
-    return None, tokens
 
 
 def csrf_of(headers: Mapping[str, str]) -> tuple[str, str] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from gwsproxy import gws
 from gwsproxy.correlate import Pair
 from gwsproxy.errors import GwsProxyError
+from gwsproxy.gws.options import secret_lines
 from gwsproxy.replay.regress import Recorded, load_pairs
 from gwsproxy.verdict import FAIL_ON, VerdictName, judge
 
@@ -180,17 +181,8 @@ def identity(pattern: str, n: int) -> str:
 def read_credentials(path: str) -> tuple[tuple[str, str], ...]:
     """A file of `USER PASSWORD` lines (blank lines and lines starting with # skipped). Errors
     name the file and the line, never a password."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeError) as e:
-        why = e.strerror.lower() if isinstance(e, OSError) and e.strerror else "not text"
-        raise SwarmError(f"--credentials {path}: {why}") from None
     found = []
-    for n, line in enumerate(lines, 1):
-        words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
+    for n, words in secret_lines("--credentials", path):
         if len(words) != 2:
             raise SwarmError(f"--credentials {path}: line {n} is not USER PASSWORD")
         found.append((words[0], words[1]))
