@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from gwsproxy.capture import index as capture_index
-from gwsproxy.capture.format import Kind
+from gwsproxy.capture.format import Kind, unpack
 from gwsproxy.capture.index import MAGIC, Spec, extend_index, open_index, sidecar
 from gwsproxy.capture.reader import CaptureReader, Entry
 from gwsproxy.capture.writer import CaptureWriter
@@ -47,6 +47,17 @@ def segments(idx: Path) -> list[pa.Table]:
         out.append(pa.ipc.open_stream(data[pos + 8 : pos + 8 + n]).read_all())
         pos += 8 + n
     return out
+
+
+def live(idx: Path) -> list[pa.Table]:
+    """The chain the segments make: each supersedes those before it that start where it
+    starts or later (a merged segment is appended after the ones it merges)."""
+    chain: list[pa.Table] = []
+    for table in segments(idx):
+        start = unpack(table.schema.metadata[b"gwsproxy-index"])["start"]
+        chain = [t for t in chain if unpack(t.schema.metadata[b"gwsproxy-index"])["start"] < start]
+        chain.append(table)
+    return chain
 
 
 def write_segments(idx: Path, tables: list[pa.Table]) -> None:
@@ -327,17 +338,17 @@ def test_an_index_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
 # ---- a sidecar kept as the capture grows -----------------------------------------------------
 
 
-def grow(path: Path, steps: int, per_step: int, limit: int | None = None) -> list[int | None]:
-    """A capture written in steps, its writer extending the index after each (as the recorder
-    does in its idle moments); what each extension added."""
+def grow(path: Path, steps: list[int]) -> list[int | None]:
+    """A capture written in steps (requests each), its writer extending the index after each
+    (as the recorder does in its idle moments); what each extension added."""
     traffic = Traffic(seed=21)
     added = []
     with CaptureWriter(path, {"upstream": "x"}) as writer:
-        for _ in range(steps):
-            for kind, summary, body in traffic.records(per_step):
+        for n in steps:
+            for kind, summary, body in traffic.records(n):
                 writer.write(kind, summary, body)
             with CaptureReader(path) as reader:
-                added.append(extend_index(reader, SPEC, limit=limit))
+                added.append(extend_index(reader, SPEC))
         for kind, summary, body in traffic.close():
             writer.write(kind, summary, body)
     return added
@@ -347,10 +358,13 @@ def test_a_growing_capture_is_indexed_in_steps_and_then_opens_without_a_pass(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "c.gwscap"
-    added = grow(path, 40, 5)
+    added = grow(path, [5] * 40)
     assert all(n for n in added)  # each step indexed what was written since the one before
-    # Merged as a binary counter: a short chain, whatever the number of steps.
-    assert 1 < len(segments(sidecar(path))) <= 6
+    # Merged as a binary counter: a short chain, whatever the number of steps; the merged
+    # segments appended, the file rewritten with the live ones alone now and then.
+    chain = live(sidecar(path))
+    assert 1 < len(chain) <= 6 and sum(t.num_rows for t in chain) == sum(added)
+    assert len(segments(sidecar(path))) <= 2 * len(chain)
     index, got = opened(path)
     # Only what came after the last step (the closing records) is read from the capture.
     assert index.why == "" and index.reused == sum(added)
@@ -377,29 +391,29 @@ def test_an_extension_step_indexes_at_most_its_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["torn", "gap"])
 def test_a_damaged_last_segment_loses_only_itself(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "c.gwscap"
-    added = grow(path, 3, 40)  # segments of 40+, 40+ rows: the second does not merge
+    added = grow(path, [60, 30, 15])  # each smaller than the one before: no merge
     idx = sidecar(path)
-    tables = segments(idx)
-    assert len(tables) >= 2
-    if damage == "torn":
+    tables = live(idx)
+    assert [t.num_rows for t in tables] == [t.num_rows for t in segments(idx)] and len(tables) == 3
+    if damage == "torn":  # the last one (a writer killed while writing it)
         with open(idx, "r+b") as f:
             f.truncate(idx.stat().st_size - 50)
-    else:  # a segment that does not start where the one before it ends
-        write_segments(idx, [tables[0], tables[0]])
+        kept = tables[:2]
+    else:  # a segment that does not start where the chain before it ends
+        write_segments(idx, [tables[0], tables[2]])
+        kept = tables[:1]
     index, got = opened(path)
-    assert index.why.startswith("partly") and index.reused == tables[0].num_rows
-    assert index.saved and index.scanned == len(rows(index)) - tables[0].num_rows
+    reused = sum(t.num_rows for t in kept)
+    assert index.why.startswith("partly") and index.reused == reused
+    assert index.saved and index.scanned == len(rows(index)) - reused
     assert_like_a_full_pass(path, index, got)
     mended, _ = opened(path)
     assert (mended.why, mended.scanned) == ("", 0) and sum(added) < len(rows(mended))
 
 
-def test_a_busy_index_is_read_and_left_to_its_keeper(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_busy_index_is_read_and_left_to_its_keeper(tmp_path: Path) -> None:
     import fcntl
 
-    monkeypatch.setattr(capture_index, "READ_WAIT", 0.2)  # a writer that never finishes
     path = tmp_path / "c.gwscap"
     write_capture(path, 100, seed=23)
     idx = sidecar(path)
@@ -460,11 +474,14 @@ def test_a_reader_does_not_append_over_a_step_taken_since_it_read(
         for kind, summary, body in traffic.records(30):
             writer.write(kind, summary, body)
         read = capture_index._read
+        steps = []
 
         def then_a_step(idx: Path) -> Any:
             got = read(idx)
-            with CaptureReader(path) as other:
-                assert extend_index(other, SPEC)
+            if not steps:  # the reader's read (the step's own read is left alone)
+                steps.append(1)
+                with CaptureReader(path) as other:
+                    assert extend_index(other, SPEC)
             return got
 
         monkeypatch.setattr(capture_index, "_read", then_a_step)

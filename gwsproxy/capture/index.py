@@ -9,22 +9,25 @@ of the rows of one stretch of the capture; its metadata holds where that stretch
 
 Appended to as the capture grows: by the recorder (`extend_index`, a bounded step at a time,
 in its idle moments) and by readers that read past it (`open_index`). A new segment merges with
-the ones before it while they are no larger (a binary counter: O(log n) segments, each row
-rewritten O(log n) times), so the chain stays short without rewriting the whole file.
+the last ones of the chain while they are no larger (a binary counter: O(log n) live segments,
+each row rewritten O(log n) times): the merged segment is appended and supersedes them. The
+file is never cut or changed in place: it only grows, until it holds COMPACT times its live
+segments' bytes; then a new file with only those is renamed over it. So readers map it (no
+copy) and may keep the mapping: it keeps the file it was made of.
 
 Never trusted past what it can verify: on open, segments are taken while each reads whole and
-starts where the one before ends; then the capture must be at least `covered` bytes long, and
-its first frame, its last listed frame and SAMPLES frames between must still be the frames the
-index lists (CRC-checked, same kind, same size). Anything else (no sidecar, an unreadable one,
-another version or spec, a capture replaced or truncated) and the index is rebuilt from the
-capture: the capture wins. Past `covered` the capture is scanned as usual and the index
-extended.
+starts where the chain it joins ends; then the capture must be at least `covered` bytes long,
+and its first frame, its last listed frame and SAMPLES frames between must still be the frames
+the index lists (CRC-checked, same kind, same size). Anything else (no sidecar, an unreadable
+one, another version or spec, a capture replaced or truncated) and the index is rebuilt from
+the capture: the capture wins. Past `covered` the capture is scanned as usual and the index
+extended. A segment half written (a writer at work, or killed) reads as a torn tail: the chain
+before it is used.
 
 Writers (appending, merging, rebuilding) hold an exclusive flock on the sidecar and never wait
-for it: busy means someone else is keeping it, and the caller goes on without saving. Readers
-read it whole under a shared lock into memory (a writer may cut its tail when it merges, which
-would take pages from under a memory map). A sidecar that cannot be written (a read-only
-folder) is no error.
+for it: busy means someone else is keeping it, and the caller goes on without saving; a reader
+appends only to the sidecar it read (same inode, size and time). A sidecar that cannot be
+written (a read-only folder) is no error.
 
 pyarrow is imported here only; the recorder imports this module in its worker, lazily.
 """
@@ -32,9 +35,9 @@ pyarrow is imported here only; the recorder imports this module in its worker, l
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,7 @@ INDEX_VERSION = 2
 SUFFIX = ".idx"
 MAGIC = b"GWSIDX2\n"
 _LENGTH = struct.Struct("<Q")  # each segment's byte length, before it
-READ_WAIT = 5.0  # seconds a reader waits for a writer to finish (an extension step is ~1 s)
+COMPACT = 2  # a sidecar is rewritten with its live segments alone past this many times them
 SAMPLES = 32  # frames checked between the first and the last listed one
 BATCH = 20_000  # records turned into columns at a time
 _META = b"gwsproxy-index"
@@ -117,8 +120,8 @@ def open_index(
     reader as index() would (sessions, damage, notices)."""
     schema = pa.schema([*FRAMING, *spec.fields])
     path = sidecar(reader.path)
-    data, seen = _read(path)
-    segments, why = _segments(data, reader, spec, schema)
+    side = _read(path)
+    segments, why = _segments(side, reader, spec, schema)
     start = _resume(reader, segments)
     total = reader.path.stat().st_size
     new, covered = _scan(reader, spec, schema, start, progress, total, None)
@@ -127,13 +130,13 @@ def open_index(
     if save and (new.num_rows or why):
         with _locked(path) as fd:
             # Only where the sidecar is still the one read: else someone else keeps it.
-            if fd is not None and _unchanged(fd, seen):
-                saved = _append(fd, segments, new, reader, start, covered, spec)
+            if fd is not None and _same(fd, side):
+                saved = _append(fd, path, side, segments, new, reader, start, covered, spec)
     tables = [s.table for s in segments]
     reused = sum(t.num_rows for t in tables)
     if new.num_rows or not tables:
         tables.append(new)
-    table = tables[0]
+    table = tables[0]  # one segment: the mapped sidecar itself, nothing copied
     if len(tables) > 1:  # one chunk a column
         table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     return Index(table.replace_schema_metadata(None), reused, new.num_rows, why, saved)
@@ -148,15 +151,13 @@ def extend_index(reader: CaptureReader, spec: Spec, *, limit: int | None = None)
     with _locked(path) as fd:
         if fd is None:
             return None
-        # Under the exclusive lock nobody cuts the file: mapping it is safe until we write.
-        with _mapped(path, fd) as data:
-            segments, why = _segments(data, reader, spec, schema)
-            start = _resume(reader, segments)
-            new, covered = _scan(reader, spec, schema, start, None, 0, limit)
-            if not new.num_rows and not why:
-                return 0
-            saved = _append(fd, segments, new, reader, start, covered, spec)
-            del segments  # their tables point into the map
+        side = _read(path)
+        segments, why = _segments(side, reader, spec, schema)
+        start = _resume(reader, segments)
+        new, covered = _scan(reader, spec, schema, start, None, 0, limit)
+        if not new.num_rows and not why:
+            return 0
+        saved = _append(fd, path, side, segments, new, reader, start, covered, spec)
         return new.num_rows if saved else None
 
 
@@ -224,45 +225,51 @@ def _batch(
 # ---- the sidecar file -----------------------------------------------------------------------
 
 
-def _read(path: Path) -> tuple[bytes | None, tuple[int, int] | None]:
-    """The sidecar's bytes, read under a shared lock (waited for READ_WAIT at most, then read
-    as it is: what a writer is in the middle of reads as a torn tail), and its (size, mtime)
-    then: b"" when there is none, None when it cannot be read."""
+@dataclass
+class _Sidecar:
+    """The sidecar as read: its bytes (memory-mapped), its version then, and where its
+    readable segments end (the file's end, unless a torn or foreign segment stopped them)."""
+
+    data: pa.Buffer | bytes | None  # b"": there is none; None: it cannot be read
+    version: tuple[int, int, int] | None = None  # (inode, size, mtime)
+    end: int = 0
+
+
+def _read(path: Path) -> _Sidecar:
+    """The sidecar, memory-mapped: no copy, and safe to keep, since the file is only ever
+    appended to or replaced whole by a rename (a mapping keeps the file it was made of)."""
     try:
         with open(path, "rb") as f:
-            deadline = time.monotonic() + READ_WAIT
-            while fcntl is not None:
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        break
-                    time.sleep(0.02)
-                except OSError:
-                    break  # a filesystem without locks
-            return f.read(), _version(f.fileno())
+            version = _version(f.fileno())
+            if version[1] == 0:
+                return _Sidecar(b"", version)
+            # Unmapped when the last table made of it goes (the buffer holds the mmap object).
+            mapped = mmap.mmap(f.fileno(), version[1], access=mmap.ACCESS_READ)
+            return _Sidecar(pa.py_buffer(mapped), version)
     except FileNotFoundError:
-        return b"", None
-    except OSError:
-        return None, None
+        return _Sidecar(b"")
+    except (OSError, ValueError):
+        return _Sidecar(None)
 
 
-def _version(fd: int) -> tuple[int, int]:
-    """What tells one state of the sidecar from the next: appends and merges change both."""
+def _version(fd: int) -> tuple[int, int, int]:
+    """What tells one state of the sidecar from the next: an append changes its size, a
+    rewrite its inode."""
     st = os.fstat(fd)
-    return st.st_size, st.st_mtime_ns
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _unchanged(fd: int, seen: tuple[int, int] | None) -> bool:
-    """The sidecar is still as it was read (seen None: there was none, it is still empty)."""
-    return _version(fd) == seen if seen is not None else os.fstat(fd).st_size == 0
+def _same(fd: int, side: _Sidecar) -> bool:
+    """The sidecar open at fd is still the one read (there was none: it is still empty)."""
+    if side.version is None:
+        return side.data == b"" and os.fstat(fd).st_size == 0
+    return _version(fd) == side.version
 
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[int | None]:
     """The sidecar open for writing (created, mode 0600) under an exclusive lock; None when it
-    is busy or cannot be opened. Never waits."""
+    is busy, was replaced meanwhile, or cannot be opened. Never waits."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError:
@@ -275,26 +282,23 @@ def _locked(path: Path) -> Iterator[int | None]:
             except OSError:
                 yield None
                 return
-        yield fd
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino  # not renamed over since
+        except OSError:
+            current = False
+        yield fd if current else None
     finally:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _mapped(path: Path, fd: int) -> Iterator[pa.Buffer | bytes]:
-    """The sidecar (locked by fd, never renamed: path is the same file) memory-mapped."""
-    if os.fstat(fd).st_size == 0:
-        yield b""
-        return
-    with pa.memory_map(str(path)) as source:
-        yield source.read_buffer()
-
-
 def _segments(
-    data: pa.Buffer | bytes | None, reader: CaptureReader, spec: Spec, schema: pa.Schema
+    side: _Sidecar, reader: CaptureReader, spec: Spec, schema: pa.Schema
 ) -> tuple[list[_Segment], str]:
-    """The sidecar's segments that can be used (a verified prefix of the chain), and why the
-    rest cannot ("" when all can)."""
+    """The sidecar's live segments that can be used (a verified prefix of the chain), and why
+    the rest cannot ("" when all can). A segment supersedes those before it that start where
+    it starts or later (a merge appends the merged segment); each must start where the chain
+    it joins ends. Sets side.end."""
+    data = side.data
     if data is None:
         return [], UNREADABLE
     if not data:
@@ -303,29 +307,34 @@ def _segments(
     if bytes(buf[: len(MAGIC)]) != MAGIC:
         # Version 1 was one Arrow IPC file, rewritten whole each time.
         return [], "another index version" if bytes(buf[:6]) == b"ARROW1" else UNREADABLE
-    segments: list[_Segment] = []
+    live: list[_Segment] = []
     why = ""
-    pos, covered = len(MAGIC), 0
+    pos = len(MAGIC)
     while pos < len(buf):
         segment, why = _segment(buf, pos, spec, schema)
         if segment is None:
             break
-        if segment.meta["start"] != covered:
+        start = segment.meta["start"]
+        kept = [s for s in live if s.meta["start"] < start]
+        if (kept[-1].meta["covered"] if kept else 0) != start:
             why = "a segment does not follow the one before it"
             break
         if segment.meta["header"] != reader.header:
             why = "stale: the capture's header is not the one indexed (replaced?)"
             break
-        segments.append(segment)
-        pos, covered = segment.end, segment.meta["covered"]
-    if segments:
-        table = pa.concat_tables([s.table for s in segments])
-        failed = _verify(reader, table, covered, _state(segments[-1].meta)["sessions"])
+        live = [*kept, segment]
+        pos = segment.end
+    side.end = pos
+    if live:
+        table = pa.concat_tables([s.table for s in live])
+        covered = live[-1].meta["covered"]
+        failed = _verify(reader, table, covered, _state(live[-1].meta)["sessions"])
         if failed:
+            side.end = -1  # nothing of it is kept: rewritten
             return [], failed
-    if why and segments:
+    if why and live:
         why = f"partly: {why}"
-    return segments, why
+    return live, why
 
 
 def _segment(
@@ -399,6 +408,8 @@ def _session(s: list[Any]) -> Session:
 
 def _append(
     fd: int,
+    path: Path,
+    side: _Sidecar,
     segments: list[_Segment],
     new: pa.Table,
     reader: CaptureReader,
@@ -406,24 +417,48 @@ def _append(
     covered: int,
     spec: Spec,
 ) -> bool:
-    """Write new (the rows from start to covered) after the usable segments, merged with the
-    last ones while they are no larger; cut whatever followed them. False when it cannot be."""
+    """Add new (the rows from start to covered) to the chain of segments, merged with its last
+    ones while they are no larger: appended at the end of the file, which never shrinks in
+    place; or, when the file holds more than COMPACT times its live segments' bytes or ends in
+    something unreadable, a new file with only the live segments, renamed over it. False when
+    it cannot be written."""
     keep = list(segments)
     while keep and new.num_rows and keep[-1].table.num_rows <= new.num_rows:
         last = keep.pop()
         new = pa.concat_tables([last.table, new])
         start = last.meta["start"]
-    at = keep[-1].end if keep else 0
     try:
         blob = _encode(new, reader, start, covered, spec) if new.num_rows else b""
-        head = b"" if keep else MAGIC
-        # Everything written is in memory by now: the segments' tables may be mapped from the
-        # part of the file about to be cut.
-        os.ftruncate(fd, at)
-        os.pwrite(fd, head + blob, at)
+        data = side.data or b""
+        size = len(data)
+        live = len(MAGIC) + sum(s.end - s.at for s in keep) + len(blob)
+        if size == 0:
+            os.pwrite(fd, MAGIC + blob, 0)
+        elif side.end == size and size + len(blob) <= COMPACT * live:
+            os.pwrite(fd, blob, size)
+        else:
+            buf = pa.py_buffer(data) if isinstance(data, bytes) else data
+            parts = [MAGIC, *(buf[s.at : s.end] for s in keep), blob]
+            _replace(path, parts)
         return True
     except (OSError, pa.ArrowException, TypeError, ValueError, FormatError):
         return False
+
+
+def _replace(path: Path, parts: list[Any]) -> None:
+    """Write parts into a new file (mode 0600) renamed over path: a reader that has the old one
+    mapped keeps reading it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _encode(table: pa.Table, reader: CaptureReader, start: int, covered: int, spec: Spec) -> bytes:
