@@ -31,7 +31,7 @@ from pathlib import Path
 
 from _common import header, ms, print_results, temp_dir, verdict
 
-from gwsproxy.capture.index import MAGIC, extend_index, sidecar
+from gwsproxy.capture.index import extend_index, open_index, sidecar
 from gwsproxy.capture.reader import CaptureReader
 from gwsproxy.record.indexing import INDEX_STEP, index_spec
 from gwsproxy.testing.synthetic import write_capture
@@ -70,11 +70,9 @@ def keep_in_steps(path: Path) -> int:
 
 
 def count_segments(path: Path) -> int:
-    data, pos, n = path.read_bytes(), len(MAGIC), 0
-    while pos < len(data):
-        pos += 8 + int.from_bytes(data[pos : pos + 8], "little")
-        n += 1
-    return n
+    """The live segments of its index (read, not extended)."""
+    with CaptureReader(path) as reader:
+        return open_index(reader, index_spec(), save=False).segments
 
 
 def info_run(path: Path) -> float:
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         n_steps = keep_in_steps(path)
         kept_time = time.perf_counter() - t
-        segments = count_segments(sidecar(path))
+        segments = count_segments(path)
         print(f"kept in {n_steps} steps ({kept_time:.1f} s): {segments} segments")
         kept_info = min(info_run(path) for _ in range(3))
         kept = tui_child(path)

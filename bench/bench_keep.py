@@ -8,21 +8,21 @@ twice in one run, in chunks of CHUNK pairs (a recorder's 5 s at 500 pairs a seco
   what was written, appending a segment to the sidecar (merged as a binary counter).
 Measured: the time spent indexing over the time spent writing (same records, same run), the
 longest step (the recorder's longest pause), bytes written to the sidecar over its final size
-(the merges' rewriting), the segments left. Then the first open of each capture (the inspector's
-and info's open_index): the kept one reads only the records written after the last step; the
-plain one builds the index from the capture (its first open after a recording before this
-change), as a ratio.
+(the merges' rewriting and the file's compactions), the live segments left. Then the first
+open of each capture (the inspector's and info's open_index): the kept one reads only the
+records written after the last step; the plain one builds the index from the capture (its
+first open after a recording before this change), as a ratio.
 Run: .venv/bin/python bench/bench_keep.py [--smoke] [--pairs N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from _common import header, ms, print_results, temp_dir, verdict
 
@@ -76,22 +76,29 @@ def main(argv: list[str] | None = None) -> int:
     pairs = args.pairs or (3000 if args.smoke else 200_000)
     header(f"index kept as the capture grows: {pairs:,} pairs", args.smoke)
     written = [0]
-    pwrite = os.pwrite
+    write_segment, replace = capture_index._write_segment, capture_index._replace
 
-    def counted(fd: int, data: bytes, offset: int) -> int:
-        written[0] += len(data)
-        return pwrite(fd, data, offset)
+    def counted_segment(f: Any, table: Any, meta: bytes) -> None:
+        at = f.tell()
+        write_segment(f, table, meta)
+        written[0] += f.tell() - at
+
+    def counted_replace(path: Path, parts: list[Any], new: Any, meta: bytes) -> None:
+        written[0] += sum(len(part) for part in parts)  # the live segments copied over
+        replace(path, parts, new, meta)
 
     with temp_dir("keep") as tmp:
         plain, kept = tmp / "plain.gwscap", tmp / "kept.gwscap"
         p = write(plain, pairs, keep=False)
-        capture_index.os.pwrite = counted  # type: ignore[attr-defined]
+        capture_index._write_segment = counted_segment  # type: ignore[assignment]
+        capture_index._replace = counted_replace  # type: ignore[assignment]
         try:
             k = write(kept, pairs, keep=True)
         finally:
-            capture_index.os.pwrite = pwrite  # type: ignore[attr-defined]
+            capture_index._write_segment, capture_index._replace = write_segment, replace
         size = sidecar(kept).stat().st_size
-        segments = len(_segments(sidecar(kept)))
+        with CaptureReader(kept) as reader:
+            segments = open_index(reader, index_spec(), save=False).segments
         print(
             f"written: plain {p['writing']:.1f} s, kept {k['writing']:.1f} s + indexing "
             f"{k['indexing']:.1f} s; sidecar {size / 1e6:.1f} MB in {segments} segments, "
@@ -140,15 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         args.smoke,
     )
     return 0
-
-
-def _segments(path: Path) -> list[int]:
-    data, pos, out = path.read_bytes(), len(capture_index.MAGIC), []
-    while pos < len(data):
-        n = int.from_bytes(data[pos : pos + 8], "little")
-        out.append(n)
-        pos += 8 + n
-    return out
 
 
 if __name__ == "__main__":

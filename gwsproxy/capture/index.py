@@ -41,7 +41,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.ipc
@@ -94,6 +94,7 @@ class Index:
     scanned: int  # rows read from the capture (0: the capture was not read again)
     why: str  # why the sidecar, or part of it, was not used ("" when it was)
     saved: bool  # the sidecar was extended or rebuilt
+    segments: int = 0  # the sidecar's live segments, as left by this open
 
 
 @dataclass
@@ -132,14 +133,20 @@ def open_index(
             # Only where the sidecar is still the one read: else someone else keeps it.
             if fd is not None and _same(fd, side):
                 saved = _append(fd, path, side, segments, new, reader, start, covered, spec)
+    reused = sum(s.table.num_rows for s in segments)
+    chain = len(segments)
     tables = [s.table for s in segments]
-    reused = sum(t.num_rows for t in tables)
     if new.num_rows or not tables:
         tables.append(new)
-    table = tables[0]  # one segment: the mapped sidecar itself, nothing copied
-    if len(tables) > 1:  # one chunk a column
+    if saved:  # the sidecar as written, mapped: nothing of it held twice
+        again = _read(path)
+        live, failed = _segments(again, reader, spec, schema)
+        if live and not failed and live[-1].meta["covered"] == covered:
+            tables, chain = [s.table for s in live], len(live)
+    table = tables[0]
+    if len(tables) > 1 or table.column(0).num_chunks > 1:  # one chunk a column
         table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-    return Index(table.replace_schema_metadata(None), reused, new.num_rows, why, saved)
+    return Index(table.replace_schema_metadata(None), reused, new.num_rows, why, saved, chain)
 
 
 def extend_index(reader: CaptureReader, spec: Spec, *, limit: int | None = None) -> int | None:
@@ -419,41 +426,45 @@ def _append(
 ) -> bool:
     """Add new (the rows from start to covered) to the chain of segments, merged with its last
     ones while they are no larger: appended at the end of the file, which never shrinks in
-    place; or, when the file holds more than COMPACT times its live segments' bytes or ends in
-    something unreadable, a new file with only the live segments, renamed over it. False when
-    it cannot be written."""
+    place; or, when the file would hold more than COMPACT times its live segments' bytes, or
+    ends in something unreadable, a new file with only the live segments, renamed over it.
+    False when it cannot be written."""
     keep = list(segments)
     while keep and new.num_rows and keep[-1].table.num_rows <= new.num_rows:
         last = keep.pop()
         new = pa.concat_tables([last.table, new])
         start = last.meta["start"]
+    data = side.data or b""
+    size = len(data)
+    live = len(MAGIC) + sum(s.end - s.at for s in keep) + new.nbytes
     try:
-        blob = _encode(new, reader, start, covered, spec) if new.num_rows else b""
-        data = side.data or b""
-        size = len(data)
-        live = len(MAGIC) + sum(s.end - s.at for s in keep) + len(blob)
-        if size == 0:
-            os.pwrite(fd, MAGIC + blob, 0)
-        elif side.end == size and size + len(blob) <= COMPACT * live:
-            os.pwrite(fd, blob, size)
+        meta = pack(_meta(reader, start, covered, spec))
+        if size and side.end == size and size + new.nbytes <= COMPACT * live:
+            with os.fdopen(os.dup(fd), "r+b") as f:
+                f.seek(size)
+                _write_segment(f, new, meta)
+        elif size == 0:
+            with os.fdopen(os.dup(fd), "r+b") as f:
+                f.write(MAGIC)
+                _write_segment(f, new, meta)
         else:
             buf = pa.py_buffer(data) if isinstance(data, bytes) else data
-            parts = [MAGIC, *(buf[s.at : s.end] for s in keep), blob]
-            _replace(path, parts)
+            _replace(path, [MAGIC, *(buf[s.at : s.end] for s in keep)], new, meta)
         return True
     except (OSError, pa.ArrowException, TypeError, ValueError, FormatError):
         return False
 
 
-def _replace(path: Path, parts: list[Any]) -> None:
-    """Write parts into a new file (mode 0600) renamed over path: a reader that has the old one
-    mapped keeps reading it."""
+def _replace(path: Path, parts: list[Any], new: pa.Table, meta: bytes) -> None:
+    """parts, then new as a segment, in a new file (mode 0600) renamed over path: a reader that
+    has the old one mapped keeps reading it."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             for part in parts:
                 f.write(part)
+            _write_segment(f, new, meta)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -461,10 +472,27 @@ def _replace(path: Path, parts: list[Any]) -> None:
         raise
 
 
-def _encode(table: pa.Table, reader: CaptureReader, start: int, covered: int, spec: Spec) -> bytes:
-    """One segment: its length, then an Arrow IPC stream of table with the scan state."""
+def _write_segment(f: BinaryIO, table: pa.Table, meta: bytes) -> None:
+    """table (none: nothing) as one segment at f's position: its length, then an Arrow IPC
+    stream of one batch, streamed to the file (no copy of it in memory). The length is written
+    last: a segment cut short reads as torn."""
+    if not table.num_rows:
+        return
+    at = f.tell()
+    f.write(bytes(_LENGTH.size))
+    schema = table.schema.with_metadata({_META: meta})
+    with pa.ipc.new_stream(f, schema) as w:
+        w.write_table(table.cast(schema).unify_dictionaries().combine_chunks())
+    end = f.tell()
+    f.seek(at)
+    f.write(_LENGTH.pack(end - at - _LENGTH.size))
+    f.seek(end)
+
+
+def _meta(reader: CaptureReader, start: int, covered: int, spec: Spec) -> dict[str, Any]:
+    """A segment's metadata: its stretch of the capture and the scan state at its end."""
     state = reader.scan_state()
-    meta = {
+    return {
         "version": INDEX_VERSION,
         "spec": spec.name,
         "start": start,
@@ -486,9 +514,3 @@ def _encode(table: pa.Table, reader: CaptureReader, start: int, covered: int, sp
         "damage": [[d.offset, d.length, d.reason] for d in state["damage"] if d.offset < covered],
         "ended": state["ended"],
     }
-    schema = table.schema.with_metadata({_META: pack(meta)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as w:
-        w.write_table(table.cast(schema).unify_dictionaries().combine_chunks())
-    body: bytes = sink.getvalue().to_pybytes()
-    return _LENGTH.pack(len(body)) + body
