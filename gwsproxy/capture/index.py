@@ -58,6 +58,7 @@ INDEX_VERSION = 2
 SUFFIX = ".idx"
 MAGIC = b"GWSIDX2\n"
 _LENGTH = struct.Struct("<Q")  # each segment's byte length, before it
+_EMPTY = pa.py_buffer(b"")
 COMPACT = 2  # a sidecar is rewritten with its live segments alone past this many times them
 SAMPLES = 32  # frames checked between the first and the last listed one
 BATCH = 20_000  # records turned into columns at a time
@@ -237,7 +238,7 @@ class _Sidecar:
     """The sidecar as read: its bytes (memory-mapped), its version then, and where its
     readable segments end (the file's end, unless a torn or foreign segment stopped them)."""
 
-    data: pa.Buffer | bytes | None  # b"": there is none; None: it cannot be read
+    data: pa.Buffer | None  # empty: there is none; None: it cannot be read
     version: tuple[int, int, int] | None = None  # (inode, size, mtime)
     end: int = 0
 
@@ -249,12 +250,12 @@ def _read(path: Path) -> _Sidecar:
         with open(path, "rb") as f:
             version = _version(f.fileno())
             if version[1] == 0:
-                return _Sidecar(b"", version)
+                return _Sidecar(_EMPTY, version)
             # Unmapped when the last table made of it goes (the buffer holds the mmap object).
             mapped = mmap.mmap(f.fileno(), version[1], access=mmap.ACCESS_READ)
             return _Sidecar(pa.py_buffer(mapped), version)
     except FileNotFoundError:
-        return _Sidecar(b"")
+        return _Sidecar(_EMPTY)
     except (OSError, ValueError):
         return _Sidecar(None)
 
@@ -269,7 +270,7 @@ def _version(fd: int) -> tuple[int, int, int]:
 def _same(fd: int, side: _Sidecar) -> bool:
     """The sidecar open at fd is still the one read (there was none: it is still empty)."""
     if side.version is None:
-        return side.data == b"" and os.fstat(fd).st_size == 0
+        return side.data is not None and not side.data.size and os.fstat(fd).st_size == 0
     return _version(fd) == side.version
 
 
@@ -305,12 +306,11 @@ def _segments(
     the rest cannot ("" when all can). A segment supersedes those before it that start where
     it starts or later (a merge appends the merged segment); each must start where the chain
     it joins ends. Sets side.end."""
-    data = side.data
-    if data is None:
+    buf = side.data
+    if buf is None:
         return [], UNREADABLE
-    if not data:
+    if not buf.size:
         return [], "missing"
-    buf = pa.py_buffer(data) if isinstance(data, bytes) else data
     if bytes(buf[: len(MAGIC)]) != MAGIC:
         # Version 1 was one Arrow IPC file, rewritten whole each time.
         return [], "another index version" if bytes(buf[:6]) == b"ARROW1" else UNREADABLE
@@ -434,12 +434,12 @@ def _append(
         last = keep.pop()
         new = pa.concat_tables([last.table, new])
         start = last.meta["start"]
-    data = side.data or b""
-    size = len(data)
+    buf = side.data
+    size = buf.size if buf is not None else -1  # unreadable: replaced
     live = len(MAGIC) + sum(s.end - s.at for s in keep) + new.nbytes
     try:
         meta = pack(_meta(reader, start, covered, spec))
-        if size and side.end == size and size + new.nbytes <= COMPACT * live:
+        if size > 0 and side.end == size and size + new.nbytes <= COMPACT * live:
             with os.fdopen(os.dup(fd), "r+b") as f:
                 f.seek(size)
                 _write_segment(f, new, meta)
@@ -448,8 +448,8 @@ def _append(
                 f.write(MAGIC)
                 _write_segment(f, new, meta)
         else:
-            buf = pa.py_buffer(data) if isinstance(data, bytes) else data
-            _replace(path, [MAGIC, *(buf[s.at : s.end] for s in keep)], new, meta)
+            kept = [buf[s.at : s.end] for s in keep] if buf is not None else []
+            _replace(path, [MAGIC, *kept], new, meta)
         return True
     except (OSError, pa.ArrowException, TypeError, ValueError, FormatError):
         return False
