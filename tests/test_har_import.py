@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flow_builders import gws_flow
 from mitmproxy import flow as mitm_flow
-from mitmproxy import http
 from mitmproxy.addons.savehar import SaveHar
-from mitmproxy.test import tflow
 
 from gwsproxy import cli
 from gwsproxy.capture.format import Kind
@@ -71,26 +70,19 @@ def _secret_headers() -> list[tuple[bytes, bytes]]:
 
 
 def _flow(method: str, path: str, body: bytes, answer: bytes, start: float, end: float):
-    flow = tflow.tflow(resp=True)
-    req = flow.request
-    req.method, req.scheme, req.host, req.port, req.path = (
+    return gws_flow(
         method,
-        "https",
-        "gws.example.test",
-        443,
         path,
+        body,
+        answer,
+        sent=start,
+        answered=end,
+        headers=_secret_headers(),
+        answer_headers=[
+            (b"Content-Type", b"application/json"),
+            (b"Set-Cookie", b"X=SETCOOKIE-SECRET; Path=/"),
+        ],
     )
-    req.headers = http.Headers(_secret_headers())
-    req.content = body
-    req.timestamp_start, req.timestamp_end = start, start + 0.001
-    resp = flow.response
-    resp.status_code = 200
-    resp.headers = http.Headers(
-        [(b"Content-Type", b"application/json"), (b"Set-Cookie", b"X=SETCOOKIE-SECRET; Path=/")]
-    )
-    resp.content = answer
-    resp.timestamp_start, resp.timestamp_end = end - 0.001, end
-    return flow
 
 
 def _mitmproxy_har(tmp_path: Path) -> Path:

@@ -11,9 +11,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from mitmproxy import http, io
+from flow_builders import gws_flow
+from mitmproxy import io
 from mitmproxy.addons.savehar import SaveHar
-from mitmproxy.test import tflow
 
 from gwsproxy.capture.format import Kind
 from gwsproxy.capture.reader import CaptureReader
@@ -34,40 +34,28 @@ CHAT = f"/api/v2/me/chats/C1?access_token={ACCESS_TOKEN}"
 
 
 def _flow(method: str, path: str, body: bytes, answer: bytes, t: float, *headers: tuple[str, str]):
-    flow = tflow.tflow(resp=True)
-    req = flow.request
-    req.method, req.scheme, req.host, req.port, req.path = (
+    return gws_flow(
         method,
-        "https",
-        "gws.example.test",
-        443,
         path,
-    )
-    req.headers = http.Headers(
-        [
+        body,
+        answer,
+        sent=t,
+        answered=t + 0.003,
+        headers=[
             (b"Authorization", f"Bearer {BEARER}".encode()),
             (b"x-api-key", API_KEY.encode()),
             (b"Cookie", f"JSESSIONID={JSESSION}; AWSELB={AWSELB}; AWSALB={AWSALB}".encode()),
             (b"X-CSRF-TOKEN", CSRF.encode()),
             (b"Content-Type", b"application/json"),
             *((k.encode(), v.encode()) for k, v in headers),
-        ]
-    )
-    req.content = body
-    req.timestamp_start, req.timestamp_end = t, t + 0.001
-    resp = flow.response
-    resp.status_code = 200
-    resp.headers = http.Headers(
-        [
+        ],
+        answer_headers=[
             (b"Content-Type", b"application/json"),
             (b"Set-Cookie", f"AWSALB={SET_COOKIE}; Path=/".encode()),
             (b"X-CSRF-HEADER", b"X-Gws-Check"),
             (b"X-CSRF-TOKEN", CSRF.encode()),
-        ]
+        ],
     )
-    resp.content = answer
-    resp.timestamp_start, resp.timestamp_end = t + 0.002, t + 0.003
-    return flow
 
 
 def _flows() -> list:
