@@ -45,19 +45,7 @@ def _swarm(
     ]
     master = procs.spawn(
         procs.cli(
-            "swarm",
-            str(CAPTURE),
-            "--target",
-            sim.url,
-            "--headless",
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            SAFETY,
-            "--csv",
-            str(prefix),
+            *_headless(sim, users, prefix),
             "--master",
             "--expect-workers",
             "2",
@@ -74,6 +62,12 @@ def _swarm(
         worker.popen.wait(WAIT)
     assert "run time limit reached" not in master.stderr().lower(), master.describe()
     return prefix, master
+
+
+def _headless(sim: Sim, users: int, prefix: Path) -> list[str]:
+    """`gwsproxy swarm` of the capture against sim, headless, all users at once, --csv."""
+    started = ["-u", str(users), "-r", str(users), "-t", SAFETY, "--csv", str(prefix)]
+    return ["swarm", str(CAPTURE), "--target", sim.url, "--headless", *started]
 
 
 def _rows(prefix: Path, kind: str) -> list[dict[str, str]]:
@@ -156,19 +150,7 @@ def test_one_process_with_csrf_and_an_html_report(
     html = tmp_path / "report.html"
     run = procs.run(
         procs.cli(
-            "swarm",
-            str(CAPTURE),
-            "--target",
-            sim.url,
-            "--headless",
-            "-u",
-            str(AGENTS),
-            "-r",
-            str(AGENTS),
-            "-t",
-            SAFETY,
-            "--csv",
-            str(tmp_path / "run"),
+            *_headless(sim, AGENTS, tmp_path / "run"),
             "--html",
             str(html),
             "--transport",
