@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 
+from gwsproxy import bayeux
 from gwsproxy.errors import GwsProxyError, listen_problem, url_problem
 from gwsproxy.gws.options import add_access_options
 
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--rate", type=_positive(float), default=0.0, help="requests/s (0: no limit)")
     rep.add_argument(
-        "--transport", choices=("long-polling", "websocket"), default="long-polling", help="CometD"
+        "--transport", choices=bayeux.TRANSPORTS, default="long-polling", help="CometD"
     )
     rep.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="notification timeout (s)"
@@ -419,7 +420,7 @@ def _load_options(p: argparse.ArgumentParser, agents: int = 10, ops: int = 50) -
     p.add_argument("--ops", type=_positive(int), default=ops, help="operations per agent")
     p.add_argument(
         "--transport",
-        choices=("long-polling", "websocket"),
+        choices=bayeux.TRANSPORTS,
         default="long-polling",
         help="CometD transport",
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gwsproxy import bayeux
 from gwsproxy.gws.options import add_access_options
 from gwsproxy.swarm.plan import SwarmError
 
@@ -40,7 +41,7 @@ def add_options(group: Any) -> None:
     )
     group.add_argument(
         "--transport",
-        choices=("long-polling", "websocket"),
+        choices=bayeux.TRANSPORTS,
         default="long-polling",
         help="CometD transport (default long-polling)",
     )
