@@ -240,11 +240,8 @@ class Index:
         iid = row.summary.get("interaction_id")
         if iid is None:
             return [row]
-        parts: list[Sequence[Row]] = [t.interaction(str(iid)) for t in self.tables.values()]
-        parts = [p for p in (*parts, self.by_interaction.get(str(iid), [])) if p]
-        if len(parts) == 1:
-            return parts[0]
-        return sorted(itertools.chain.from_iterable(parts), key=_key)
+        followed = self.by_interaction.get(str(iid), [])
+        return merged([*(t.interaction(str(iid)) for t in self.tables.values()), followed])
 
 
 class LazyRows(Sequence[Row]):
